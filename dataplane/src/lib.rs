@@ -1,0 +1,7 @@
+//! prapi data plane: the Product Read API served from pod-local caches in front of a store.
+//!
+//! Flow: events ([`model`]) are written by the updater (or `prapi local`) into a [`store`];
+//! the products component reads through the [`cache`] and renders [`formats`] over [`http`].
+
+pub mod model;
+pub mod store;
