@@ -3,5 +3,8 @@
 //! Flow: events ([`model`]) are written by the updater (or `prapi local`) into a [`store`];
 //! the products component reads through the [`cache`] and renders [`formats`] over [`http`].
 
+pub mod cli;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod store;

@@ -1,0 +1,351 @@
+//! The `prapi` command line (DESIGN §1). It is a contract: the operator renders these flags into
+//! pods and tests parse its rendered command lines with [`Cli`]. Every flag also reads the
+//! environment variable `PRAPI_<FLAG>` (upper case, dashes as underscores).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::Country;
+
+/// `prapi`: the Product Read API data plane.
+#[derive(Debug, Parser)]
+#[command(
+    name = "prapi",
+    version,
+    about = "Product Read API data plane",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "PRAPI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// The component to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// One subcommand per component.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process on an embedded store: load a catalogue, serve the API.
+    Local(LocalArgs),
+    /// Serve single products, offers and product-offers from a cache in front of a store.
+    Products(ProductsArgs),
+    /// Serve batch requests by fanning out to products pods.
+    Batch(BatchArgs),
+    /// Consume product and offer events from Kafka into the store.
+    Updater(UpdaterArgs),
+    /// Print a deterministic sample catalogue as NDJSON events.
+    Gen(GenArgs),
+    /// Print the owner endpoint of each product id read from stdin (Skipper-compatible ring).
+    Ring(RingArgs),
+}
+
+/// A `--countries de,at` value: unique ISO 3166-1 alpha-2 codes, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountryList(pub Vec<Country>);
+
+impl std::str::FromStr for CountryList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Country::parse_list(s)
+            .map(CountryList)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for CountryList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for c in &self.0 {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            f.write_str(c.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a byte size: a plain number or one with a suffix `K`, `M`, `G` (powers of 1000) or
+/// `Ki`, `Mi`, `Gi` (powers of 1024), as Kubernetes quantities are written (`512Mi`).
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte size like 536870912 or 512Mi"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use K, M, G, Ki, Mi or Gi)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Cache settings (DESIGN §3).
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Seconds a cached body lives.
+    #[arg(long, env = "PRAPI_CACHE_TTL_SECONDS", default_value_t = 60)]
+    pub cache_ttl_seconds: u64,
+    /// The last seconds of the TTL in which a hit is served and refreshed in the background.
+    #[arg(long, env = "PRAPI_CACHE_STALE_SECONDS", default_value_t = 15)]
+    pub cache_stale_seconds: u64,
+    /// Seconds a not-found answer is cached.
+    #[arg(long, env = "PRAPI_CACHE_NEGATIVE_SECONDS", default_value_t = 5)]
+    pub cache_negative_seconds: u64,
+    /// Byte budget of the cache (e.g. 536870912 or 512Mi).
+    #[arg(long, env = "PRAPI_CACHE_MAX_BYTES", default_value = "512Mi", value_parser = byte_size)]
+    pub cache_max_bytes: u64,
+}
+
+/// Overload protection settings.
+#[derive(Debug, Clone, Args)]
+pub struct OverloadArgs {
+    /// Requests served concurrently.
+    #[arg(long, env = "PRAPI_MAX_CONCURRENT", default_value_t = 512)]
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot (newest first); beyond it the oldest is shed with 503.
+    #[arg(long, env = "PRAPI_MAX_QUEUE", default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Milliseconds a request may wait for a slot before a 503.
+    #[arg(long, env = "PRAPI_QUEUE_TIMEOUT_MS", default_value_t = 100)]
+    pub queue_timeout_ms: u64,
+}
+
+/// Which store backs a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// redb database in `--data-dir`.
+    Embedded,
+    /// DynamoDB table `--table` (endpoint and region from the AWS SDK's standard variables).
+    Dynamodb,
+}
+
+/// Store selection (`--store embedded --data-dir DIR | --store dynamodb --table T [--create-table]`).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store backend.
+    #[arg(long, env = "PRAPI_STORE", value_enum)]
+    pub store: StoreKind,
+    /// Data directory of the embedded store.
+    #[arg(long, env = "PRAPI_DATA_DIR", required_if_eq("store", "embedded"))]
+    pub data_dir: Option<PathBuf>,
+    /// DynamoDB table.
+    #[arg(long, env = "PRAPI_TABLE", required_if_eq("store", "dynamodb"))]
+    pub table: Option<String>,
+    /// Create the DynamoDB table in the store's layout if it is missing (development and tests;
+    /// in a cluster the operator owns the table).
+    #[arg(long, env = "PRAPI_CREATE_TABLE")]
+    pub create_table: bool,
+    /// Primary read attempt timeout in milliseconds (DynamoDB; no retries).
+    #[arg(long, env = "PRAPI_READ_TIMEOUT_MS", default_value_t = 10)]
+    pub read_timeout_ms: u64,
+    /// Fallback read timeout in milliseconds (DynamoDB; after a primary timeout or throttle).
+    #[arg(long, env = "PRAPI_FALLBACK_READ_TIMEOUT_MS", default_value_t = 100)]
+    pub fallback_read_timeout_ms: u64,
+}
+
+/// `prapi local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// NDJSON events to load (DESIGN §2.1); without it a sample catalogue is generated.
+    #[arg(long, env = "PRAPI_CATALOGUE")]
+    pub catalogue: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Countries to serve [default: every country of the catalogue].
+    #[arg(long, env = "PRAPI_COUNTRIES")]
+    pub countries: Option<CountryList>,
+    /// Data directory of the embedded store.
+    #[arg(long, env = "PRAPI_DATA_DIR", default_value = "prapi-data")]
+    pub data_dir: PathBuf,
+    /// Products to generate when no catalogue is given.
+    #[arg(long, env = "PRAPI_PRODUCTS", default_value_t = 1000)]
+    pub products: usize,
+    /// Seed of the generated catalogue.
+    #[arg(long, env = "PRAPI_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Cache settings.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Overload settings.
+    #[command(flatten)]
+    pub overload: OverloadArgs,
+}
+
+/// `prapi products`.
+#[derive(Debug, Clone, Args)]
+pub struct ProductsArgs {
+    /// Address to serve on.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Countries this market group serves.
+    #[arg(long, env = "PRAPI_COUNTRIES")]
+    pub countries: CountryList,
+    /// Store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Cache settings.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Overload settings.
+    #[command(flatten)]
+    pub overload: OverloadArgs,
+}
+
+/// `prapi batch`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Address to serve on.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Countries this market group serves.
+    #[arg(long, env = "PRAPI_COUNTRIES")]
+    pub countries: CountryList,
+    /// Discover products pods from the EndpointSlices of this Service (`NAMESPACE/NAME`).
+    #[arg(
+        long,
+        env = "PRAPI_PRODUCTS_SERVICE",
+        conflicts_with = "endpoints",
+        required_unless_present = "endpoints"
+    )]
+    pub products_service: Option<String>,
+    /// Static products endpoints (`http://host:port,...`).
+    #[arg(long, env = "PRAPI_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Most ids in one batch request.
+    #[arg(long, env = "PRAPI_MAX_ITEMS", default_value_t = 100)]
+    pub max_items: usize,
+    /// Overload settings.
+    #[command(flatten)]
+    pub overload: OverloadArgs,
+}
+
+/// `prapi updater`.
+#[derive(Debug, Clone, Args)]
+pub struct UpdaterArgs {
+    /// Kafka bootstrap servers (`HOST:PORT[,HOST:PORT]`).
+    #[arg(long, env = "PRAPI_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: String,
+    /// Topic of product events.
+    #[arg(long, env = "PRAPI_PRODUCTS_TOPIC")]
+    pub products_topic: String,
+    /// Topic of offer events.
+    #[arg(long, env = "PRAPI_OFFERS_TOPIC")]
+    pub offers_topic: String,
+    /// Consumer group.
+    #[arg(long, env = "PRAPI_GROUP")]
+    pub group: String,
+    /// Countries whose offers this market group keeps (products are kept for every group).
+    #[arg(long, env = "PRAPI_COUNTRIES")]
+    pub countries: CountryList,
+    /// Topic for messages that cannot be parsed (none: count and log only).
+    #[arg(long, env = "PRAPI_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `prapi gen`.
+#[derive(Debug, Clone, Args)]
+pub struct GenArgs {
+    /// Number of products.
+    #[arg(long, env = "PRAPI_PRODUCTS", default_value_t = 1000)]
+    pub products: usize,
+    /// Countries to generate offers for.
+    #[arg(long, env = "PRAPI_COUNTRIES", default_value = "de,at")]
+    pub countries: CountryList,
+    /// Seed: the same seed gives the same bytes.
+    #[arg(long, env = "PRAPI_SEED", default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `prapi ring`.
+#[derive(Debug, Clone, Args)]
+pub struct RingArgs {
+    /// Endpoints of the ring (`http://host:port,...`, as Skipper writes them).
+    #[arg(long, env = "PRAPI_ENDPOINTS", value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("prapi").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn design_command_lines_parse() {
+        for line in [
+            "local",
+            "local --catalogue c.ndjson --listen 127.0.0.1:9000 --countries de,at --data-dir d",
+            "products --listen 0.0.0.0:8080 --countries de,at --store embedded --data-dir d",
+            "products --listen 0.0.0.0:8080 --countries de --store dynamodb --table t --create-table",
+            "batch --listen 0.0.0.0:8080 --countries de,at --products-service ns/products",
+            "batch --countries de --endpoints http://127.0.0.1:1,http://127.0.0.1:2",
+            "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de,at --store dynamodb --table t",
+            "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de --store embedded --data-dir d",
+            "gen --products 10 --countries de,at --seed 7",
+            "ring --endpoints http://10.0.0.1:8080,http://10.0.0.2:8080",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            if let Err(e) = parse(&args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_fail_with_the_reason() {
+        let err = |line: &str| {
+            let args: Vec<&str> = line.split(' ').collect();
+            parse(&args).expect_err(line).to_string()
+        };
+        assert!(err("products --countries de --store dynamodb").contains("--table"));
+        assert!(err("products --countries de --store embedded").contains("--data-dir"));
+        assert!(err("products --countries xx --store embedded --data-dir d").contains("ISO 3166"));
+        assert!(err("batch --countries de").contains("--products-service"));
+        assert!(err("local --cache-max-bytes 5Zi").contains("unknown unit"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(byte_size("512Mi"), Ok(512 << 20));
+        assert_eq!(byte_size("1G"), Ok(1_000_000_000));
+        assert_eq!(byte_size("42"), Ok(42));
+        assert!(byte_size("Mi").is_err());
+        assert!(byte_size("99999999999999Gi").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP plumbing shared by the serving components: problem+json errors, overload protection,
+//! request headers (country, flow id, conditional and encoding negotiation).
+
+pub mod overload;
+pub mod problem;

@@ -1,0 +1,155 @@
+//! Prometheus metrics shared by the serving components: HTTP latency by route and status, store
+//! latency by operation, overload rejections. Components register into one [`Registry`] at start;
+//! `/metrics` encodes it in the text format.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::model::{Country, Offer, ProductId, Write};
+use crate::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
+
+/// Latency buckets from 50 µs to ~1.6 s: the serving path lives in the sub-millisecond range and
+/// the interesting tail in the milliseconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Labels of HTTP request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route template, e.g. `/products/{id}` (never the raw path: ids would explode cardinality).
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of overload rejections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `queue_full` or `queue_timeout`.
+    pub reason: &'static str,
+}
+
+/// HTTP serving metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Request duration by route and status.
+    pub requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    /// Requests rejected by the overload limiter.
+    pub rejected: Family<RejectLabels, Counter>,
+    /// Requests holding a concurrency slot.
+    pub in_flight: Gauge,
+}
+
+impl HttpMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            rejected: Family::default(),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_overload_rejected",
+            "Requests rejected by overload protection",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "http_in_flight_requests",
+            "Requests being served",
+            m.in_flight.clone(),
+        );
+        m
+    }
+}
+
+/// Labels of store metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// Store operation.
+    pub op: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// A [`Store`] wrapper that records the latency and outcome of every call.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`, registering `store_operation_duration_seconds`.
+    pub fn new(inner: Arc<dyn Store>, registry: &mut Registry) -> Self {
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Store call latency",
+            latency.clone(),
+        );
+        Self { inner, latency }
+    }
+
+    fn observe<T>(&self, op: &'static str, start: Instant, r: &Result<T, StoreError>) {
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        self.latency
+            .get_or_create(&StoreLabels { op, outcome })
+            .observe(start.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn product(&self, id: &ProductId) -> Result<Option<StoredProduct>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.product(id).await;
+        self.observe("product", t, &r);
+        r
+    }
+
+    async fn offers(&self, id: &ProductId, country: Country) -> Result<Vec<Offer>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.offers(id, country).await;
+        self.observe("offers", t, &r);
+        r
+    }
+
+    async fn product_offers(
+        &self,
+        id: &ProductId,
+        country: Country,
+    ) -> Result<ProductOffers, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.product_offers(id, country).await;
+        self.observe("product_offers", t, &r);
+        r
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Result<ApplyOutcome, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.apply(writes).await;
+        self.observe("apply", t, &r);
+        r
+    }
+}
+
+/// Encodes the registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
