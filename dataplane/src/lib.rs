@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod http;
+pub mod lb;
 pub mod metrics;
 pub mod model;
 pub mod store;
