@@ -4,6 +4,7 @@
 //! the products component reads through the [`cache`] and renders [`formats`] over [`http`].
 
 pub mod cli;
+pub mod formats;
 pub mod http;
 pub mod lb;
 pub mod metrics;
