@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod formats;
+// `gen` is a reserved keyword in edition 2024; callers write `prapi::r#gen`.
+pub mod r#gen;
 pub mod http;
 pub mod lb;
 pub mod metrics;

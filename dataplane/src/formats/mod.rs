@@ -200,6 +200,8 @@ pub(crate) fn to_json<T: Serialize>(value: &T, capacity: usize) -> serde_json::R
 }
 
 #[cfg(test)]
+mod docs;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 pub(crate) mod testdata;
