@@ -64,7 +64,9 @@ pub struct GenStats {
 }
 
 /// Writes the catalogue as NDJSON (one event per line, `\n`-terminated) and says what it wrote.
-pub fn write_ndjson(cfg: &GenConfig, mut out: impl Write) -> io::Result<GenStats> {
+pub fn write_ndjson(cfg: &GenConfig, out: impl Write) -> io::Result<GenStats> {
+    // Stdout is line-buffered: without this, every event would be its own write(2).
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut stats = GenStats::default();
     for line in cfg.events() {
         out.write_all(&line)?;
@@ -1421,6 +1423,21 @@ mod tests {
                 doc.attributes.len()
             );
         }
+    }
+
+    #[test]
+    fn write_errors_are_returned() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = write_ndjson(&cfg(2, "de", 1), Full).expect_err("the writer fails");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
     }
 
     #[test]
