@@ -98,7 +98,10 @@ impl EndpointLoad {
                 busy = busy.saturating_add(v >> EPOCH_BITS);
             }
         }
-        let span = now.saturating_sub(first * self.bucket_ns).max(1);
+        // Never divide by less than the full buckets of a window: right after start there is
+        // no history, which is not the same as a short window of intense work.
+        let full = (BUCKETS as u64 - 1) * self.bucket_ns;
+        let span = now.saturating_sub(first * self.bucket_ns).max(full).max(1);
         busy as f64 / span as f64
     }
 
@@ -245,6 +248,16 @@ mod tests {
         l.finish(now - 120 * MS, now);
         // Occupancy 2, in flight 1.
         assert!((l.load(now) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_history_is_not_a_short_window() {
+        let l = EndpointLoad::new(Duration::from_millis(150));
+        l.start();
+        l.finish(5 * MS, 10 * MS);
+        // 5 ms busy counts over at least the 120 ms of four full buckets, not over 10 ms.
+        let occ = l.occupancy(10 * MS);
+        assert!((occ - 5.0 / 120.0).abs() < 1e-9, "{occ}");
     }
 
     #[test]

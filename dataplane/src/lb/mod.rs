@@ -3,12 +3,15 @@
 //! Placement is Skipper's `consistentHash` ([`ring`]) so a product id lands on the same pod
 //! whether it arrives through the ingress or through batch, which keeps pod caches whole.
 //! [`balancer`] adds bounded load ([`load`]), fade-in of new pods ([`fadein`]) and power of two
-//! choices for keyless requests ([`p2c`]). Time comes from a [`clock::Clock`] so tests control it.
+//! choices for keyless requests ([`p2c`]); [`client`] sends the lookups with one retry and
+//! optional [`hedge`]-ing. Time comes from a [`clock::Clock`] so tests control it.
 
 pub mod balancer;
+pub mod client;
 pub mod clock;
 pub mod endpoint;
 pub mod fadein;
+pub mod hedge;
 pub mod load;
 pub mod p2c;
 pub mod ring;
@@ -17,6 +20,7 @@ mod ring_command;
 mod skipper_vectors;
 
 pub use balancer::{Backend, Balancer, BalancerConfig, InFlight};
+pub use client::{ClientConfig, ClientStats, LbClient, LbError, Reply};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use endpoint::{Endpoint, EndpointError, parse_endpoints};
 pub use ring::Ring;
