@@ -1,0 +1,129 @@
+//! The immutable value a cache entry holds: one response body, pre-rendered and pre-compressed.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+/// Immutable rendered bytes of one response body: identity and gzip (compressed once, at load)
+/// plus its ETag. Cloning the byte fields is cheap (reference counted); the cache hands out
+/// `Arc<Rendered>` so a hit copies no body bytes at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The body as served without content coding.
+    pub identity: Bytes,
+    /// The same body as one complete gzip member, served for `Accept-Encoding: gzip`. Members
+    /// can be concatenated into a multi-member stream (batch responses rely on that).
+    pub gzip: Bytes,
+    /// The entity tag, quoted as it goes on the wire (e.g. `"v3"` or `W/"..."`).
+    pub etag: Arc<str>,
+}
+
+impl Rendered {
+    /// Wraps a rendered body, compressing it with gzip now so no request ever has to.
+    pub fn new(identity: Bytes, etag: impl Into<Arc<str>>) -> Rendered {
+        let gzip = gzip(&identity);
+        Rendered {
+            identity,
+            gzip,
+            etag: etag.into(),
+        }
+    }
+
+    /// Bytes this value keeps alive: both bodies and the ETag. The cache weighs entries by it.
+    pub fn byte_size(&self) -> usize {
+        self.identity
+            .len()
+            .saturating_add(self.gzip.len())
+            .saturating_add(self.etag.len())
+    }
+}
+
+/// Compresses `body` into one gzip member at the default level (a good ratio for JSON at a cost
+/// paid once per load, not per request).
+fn gzip(body: &[u8]) -> Bytes {
+    // JSON compresses well; a quarter of the input is a fair first guess that avoids most regrowth.
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 32),
+        Compression::default(),
+    );
+    // Writing into a Vec cannot fail: the only errors GzEncoder can report come from its writer,
+    // and Vec's Write impl is infallible (allocation failure aborts rather than returning).
+    encoder
+        .write_all(body)
+        .expect("gzip into a Vec is infallible");
+    Bytes::from(encoder.finish().expect("gzip into a Vec is infallible"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use flate2::read::MultiGzDecoder;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        MultiGzDecoder::new(data)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    #[test]
+    fn gzip_round_trips_and_keeps_etag() {
+        let body = Bytes::from_static(br#"{"id":"P1","version":3,"name":"Air Max 90"}"#);
+        let r = Rendered::new(body.clone(), "\"v3\"");
+        assert_eq!(gunzip(&r.gzip), body.as_ref());
+        assert_eq!(&*r.etag, "\"v3\"");
+        assert_eq!(r.identity, body);
+        assert_eq!(r.byte_size(), body.len() + r.gzip.len() + "\"v3\"".len());
+    }
+
+    #[test]
+    fn empty_body_is_a_valid_gzip_member() {
+        let r = Rendered::new(Bytes::new(), "\"e\"");
+        assert!(!r.gzip.is_empty());
+        assert!(gunzip(&r.gzip).is_empty());
+    }
+
+    #[test]
+    fn repetitive_json_compresses() {
+        let body: String = (0..500)
+            .map(|i| format!(r#"{{"sku":"P1-{i}","size":"{i}"}},"#))
+            .collect();
+        let r = Rendered::new(Bytes::from(body.clone()), "\"x\"");
+        assert!(
+            r.gzip.len() * 4 < body.len(),
+            "{} vs {}",
+            r.gzip.len(),
+            body.len()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn gzip_round_trips_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let r = Rendered::new(Bytes::from(body.clone()), "\"p\"");
+            prop_assert_eq!(gunzip(&r.gzip), body);
+        }
+
+        #[test]
+        fn concatenated_members_decode_to_concatenated_bodies(
+            a in proptest::collection::vec(any::<u8>(), 0..512),
+            b in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let ra = Rendered::new(Bytes::from(a.clone()), "\"a\"");
+            let rb = Rendered::new(Bytes::from(b.clone()), "\"b\"");
+            let mut stream = ra.gzip.to_vec();
+            stream.extend_from_slice(&rb.gzip);
+            let mut expected = a;
+            expected.extend_from_slice(&b);
+            prop_assert_eq!(gunzip(&stream), expected);
+        }
+    }
+}
