@@ -12,4 +12,7 @@ pub mod http;
 pub mod lb;
 pub mod metrics;
 pub mod model;
+pub mod products;
+pub mod run;
 pub mod store;
+pub mod telemetry;

@@ -1,5 +1,37 @@
-//! `prapi`: one binary, one subcommand per component (DESIGN §1).
+//! `prapi`: one binary, one subcommand per component (DESIGN §1). Parsing and dispatch only; the
+//! components live in the library (`prapi::run`).
 
-fn main() {
-    println!("prapi: under construction");
+use std::future::Future;
+
+use anyhow::Context;
+use clap::Parser;
+use prapi::cli::{Cli, Command};
+use prapi::run;
+
+fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    prapi::telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Gen(args) => run::gen_catalogue(args),
+        Command::Ring(args) => run::ring(args),
+        Command::Local(args) => block_on(run::local(args)),
+        Command::Products(args) => block_on(run::products(args)),
+        Command::Batch(_) => Err(anyhow::anyhow!("prapi batch is not available in this build yet")),
+        Command::Updater(_) => Err(anyhow::anyhow!("prapi updater is not available in this build yet")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prapi: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

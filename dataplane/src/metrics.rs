@@ -47,6 +47,8 @@ pub struct HttpMetrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Requests holding a concurrency slot.
     pub in_flight: Gauge,
+    /// Requests waiting for a slot.
+    pub queued: Gauge,
 }
 
 impl HttpMetrics {
@@ -56,6 +58,7 @@ impl HttpMetrics {
             requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             rejected: Family::default(),
             in_flight: Gauge::default(),
+            queued: Gauge::default(),
         };
         registry.register(
             "http_request_duration_seconds",

@@ -1,5 +1,7 @@
 //! HTTP plumbing shared by the serving components: problem+json errors, overload protection,
 //! request headers (country, flow id, conditional and encoding negotiation).
 
+pub mod headers;
 pub mod overload;
 pub mod problem;
+pub mod server;

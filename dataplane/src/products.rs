@@ -1,0 +1,235 @@
+//! The products component: single products, offers and product-offers (DESIGN §2.2), served from
+//! the byte cache in front of a store.
+//!
+//! Every response body is rendered once per (resource, id, country, media type), compressed once,
+//! and then served as shared bytes: a cache hit is a hash lookup, two header inserts and a
+//! reference-count increment, whatever the media type.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use xxhash_rust::xxh64::Xxh64;
+
+use crate::cache::{ByteCache, Loader, Lookup, Rendered};
+use crate::formats::{self, MediaType};
+use crate::http::headers::{ServedCountries, accepts_gzip, if_none_match};
+use crate::http::problem::Problem;
+use crate::model::{Country, Offer, ProductId};
+use crate::store::{Store, StoreError};
+
+/// Which document a cache entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// `GET /products/{id}`.
+    Product,
+    /// `GET /products/{id}/offers`.
+    Offers,
+    /// `GET /product-offers/{id}`.
+    ProductOffers,
+}
+
+/// Cache key: one rendered body per (resource, id, country, media type).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Which document.
+    pub resource: Resource,
+    /// The product.
+    pub id: ProductId,
+    /// The country (offers and product-offers only).
+    pub country: Option<Country>,
+    /// The media type of the body.
+    pub media: MediaType,
+}
+
+/// Loads and renders documents from a store for the cache.
+pub struct StoreLoader {
+    store: Arc<dyn Store>,
+}
+
+impl StoreLoader {
+    /// A loader reading from `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+/// A weak ETag over what a body is made of: the resource, the media type and every version that
+/// went into it. Weak because the identity and gzip bodies of one representation share it, and
+/// because it must be the same on every pod for the same data (xxh64, not a per-process hasher).
+fn etag(resource: Resource, media: MediaType, product_version: u64, offers: &[Offer]) -> String {
+    let mut h = Xxh64::new(0);
+    h.update(&[resource as u8, media as u8]);
+    h.update(&product_version.to_le_bytes());
+    for o in offers {
+        h.update(o.key.merchant_id.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(o.key.sku.as_bytes());
+        h.update(&[0]);
+        h.update(&o.version.to_le_bytes());
+    }
+    format!("W/\"{:016x}\"", h.digest())
+}
+
+#[async_trait]
+impl Loader<Key> for StoreLoader {
+    async fn load(&self, key: &Key) -> Result<Option<Rendered>, StoreError> {
+        let country = match (key.resource, key.country) {
+            (Resource::Product, _) => {
+                let Some(p) = self.store.product(&key.id).await? else {
+                    return Ok(None);
+                };
+                let tag = etag(Resource::Product, key.media, p.version, &[]);
+                return Ok(Some(Rendered::new(p.body, tag)));
+            }
+            (_, Some(c)) => c,
+            (_, None) => {
+                return Err(StoreError::Backend(format!("{:?} key without a country for {}", key.resource, key.id)));
+            }
+        };
+        let po = self.store.product_offers(&key.id, country).await?;
+        let Some(product) = po.product else {
+            return Ok(None);
+        };
+        let tag = etag(key.resource, key.media, product.version, &po.offers);
+        let body = match key.resource {
+            Resource::Offers => formats::standard::offers(&key.id, country, &po.offers),
+            _ => formats::render_product_offers(key.media, &product.body, &po.offers)
+                .map_err(|e| StoreError::Corrupt { key: key.id.to_string(), reason: e.to_string() })?,
+        };
+        Ok(Some(Rendered::new(Bytes::from(body), tag)))
+    }
+}
+
+/// The products API: cache, served countries.
+pub struct ProductsApi {
+    cache: ByteCache<Key>,
+    countries: ServedCountries,
+}
+
+impl ProductsApi {
+    /// Serves `countries` from `cache`.
+    pub fn new(cache: ByteCache<Key>, countries: ServedCountries) -> Self {
+        Self { cache, countries }
+    }
+
+    /// The cache (for tests and metrics).
+    pub fn cache(&self) -> &ByteCache<Key> {
+        &self.cache
+    }
+
+    /// Looks a key up and answers with the cached bytes, 304, 404 or 503.
+    pub async fn serve(&self, key: Key, headers: &HeaderMap) -> Response {
+        match self.cache.get(&key).await {
+            Ok(Lookup::Found(r)) => respond(&r, key.media, headers),
+            Ok(Lookup::NotFound) => Problem::not_found(key.id.as_str()).into_response(),
+            Err(e) => match &*e {
+                StoreError::Corrupt { .. } => {
+                    tracing::error!(error = %e, id = %key.id, "stored item cannot be served");
+                    Problem::internal(format!("product {} cannot be rendered", key.id)).into_response()
+                }
+                _ => {
+                    tracing::warn!(error = %e, id = %key.id, "store unavailable and nothing cached");
+                    Problem::unavailable("store-unavailable", "the store is unavailable and the item is not cached")
+                        .into_response()
+                }
+            },
+        }
+    }
+}
+
+/// The response for a cached body: 304 when `If-None-Match` matches, gzip bytes when accepted.
+pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("W/\"\""));
+    let vary = HeaderValue::from_static("Accept, Accept-Encoding");
+    if if_none_match(headers, &r.etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::VARY, vary)]).into_response();
+    }
+    let content_type = HeaderValue::from_static(media.content_type());
+    if accepts_gzip(headers) {
+        let enc = HeaderValue::from_static("gzip");
+        (
+            [(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary), (header::CONTENT_ENCODING, enc)],
+            r.gzip.clone(),
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary)], r.identity.clone())
+            .into_response()
+    }
+}
+
+/// Parses a path id, answering 400 with the reason.
+pub fn parse_id(raw: &str) -> Result<ProductId, Problem> {
+    ProductId::parse(raw).map_err(|e| Problem::bad_request("invalid-product-id", "Invalid product id", e.to_string()))
+}
+
+/// Negotiates among `allowed` media types, answering 406 listing them.
+pub fn negotiate(headers: &HeaderMap, allowed: &[MediaType]) -> Result<MediaType, Problem> {
+    let accept = headers.get(header::ACCEPT).map(|v| v.to_str().unwrap_or("<not ASCII>"));
+    MediaType::negotiate_among(accept, allowed).map_err(|_| {
+        let supported: Vec<&str> = allowed.iter().map(|m| m.content_type()).collect();
+        Problem::not_acceptable(accept.unwrap_or(""), &supported)
+    })
+}
+
+const JSON_ONLY: &[MediaType] = &[MediaType::Json];
+
+async fn product(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let key = (|| {
+        Ok::<_, Problem>(Key {
+            resource: Resource::Product,
+            id: parse_id(&id)?,
+            country: None,
+            media: negotiate(&headers, JSON_ONLY)?,
+        })
+    })();
+    match key {
+        Ok(key) => api.serve(key, &headers).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn offers(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let key = (|| {
+        Ok::<_, Problem>(Key {
+            resource: Resource::Offers,
+            id: parse_id(&id)?,
+            country: Some(api.countries.require(&headers)?),
+            media: negotiate(&headers, JSON_ONLY)?,
+        })
+    })();
+    match key {
+        Ok(key) => api.serve(key, &headers).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn product_offers(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let key = (|| {
+        Ok::<_, Problem>(Key {
+            resource: Resource::ProductOffers,
+            id: parse_id(&id)?,
+            country: Some(api.countries.require(&headers)?),
+            media: negotiate(&headers, &MediaType::ALL)?,
+        })
+    })();
+    match key {
+        Ok(key) => api.serve(key, &headers).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// The single-item routes of DESIGN §2.2 (without middleware; see `http::server::api_layers`).
+pub fn routes(api: Arc<ProductsApi>) -> Router {
+    Router::new()
+        .route("/products/{id}", get(product))
+        .route("/products/{id}/offers", get(offers))
+        .route("/product-offers/{id}", get(product_offers))
+        .with_state(api)
+}

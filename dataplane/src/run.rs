@@ -1,0 +1,262 @@
+//! What each subcommand does: wiring of stores, caches and servers. `main.rs` parses the command
+//! line and calls one of these; tests call them too.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::cache::{ByteCache, CacheConfig, CacheMetrics, SystemClock};
+use crate::cli::{CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs, StoreKind};
+use crate::http::headers::ServedCountries;
+use crate::http::overload::{LifoLimiter, OverloadConfig};
+use crate::http::server::{Readiness, api_layers, ops_router, serve, shutdown_signal};
+use crate::metrics::{HttpMetrics, MeteredStore};
+use crate::model::{Country, Event, ProductId, Write};
+use crate::products::{ProductsApi, StoreLoader};
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+
+/// How many writes go to the store in one `apply` while loading a catalogue (the updater's batch).
+const LOAD_BATCH: usize = 250;
+
+impl From<&CacheArgs> for CacheConfig {
+    fn from(a: &CacheArgs) -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(a.cache_ttl_seconds),
+            stale: Duration::from_secs(a.cache_stale_seconds),
+            negative_ttl: Duration::from_secs(a.cache_negative_seconds),
+            max_bytes: a.cache_max_bytes,
+        }
+    }
+}
+
+impl From<&OverloadArgs> for OverloadConfig {
+    fn from(a: &OverloadArgs) -> Self {
+        OverloadConfig {
+            max_concurrent: a.max_concurrent,
+            max_queue: a.max_queue,
+            queue_timeout: Duration::from_millis(a.queue_timeout_ms),
+        }
+    }
+}
+
+/// Everything needed to serve the products API.
+pub struct ProductsServer {
+    /// Countries served.
+    pub countries: Vec<Country>,
+    /// Cache settings.
+    pub cache: CacheConfig,
+    /// Overload settings.
+    pub overload: OverloadConfig,
+}
+
+impl ProductsServer {
+    /// Builds the router (API with middleware, plus `/healthz`, `/readyz`, `/metrics`) over `store`.
+    pub fn router(self, store: Arc<dyn Store>, readiness: Readiness) -> anyhow::Result<axum::Router> {
+        self.cache.validate().context("invalid cache settings")?;
+        let mut registry = Registry::with_prefix("prapi");
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, &mut registry));
+        let cache_metrics = CacheMetrics::new();
+        cache_metrics.register(&mut registry);
+        let http_metrics = HttpMetrics::new(&mut registry);
+        let cache = ByteCache::new(
+            self.cache,
+            Arc::new(StoreLoader::new(store)),
+            Arc::new(SystemClock::new()),
+            cache_metrics,
+        );
+        let api = Arc::new(ProductsApi::new(cache, ServedCountries::new(self.countries)));
+        let routes = crate::products::routes(api);
+        let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
+        Ok(app.merge(ops_router(Arc::new(registry), readiness)))
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match args.store {
+        StoreKind::Embedded => {
+            let dir = args.data_dir.as_deref().context("--data-dir is required with --store embedded")?;
+            Ok(Arc::new(EmbeddedStore::open(dir).with_context(|| format!("opening store in {}", dir.display()))?))
+        }
+        StoreKind::Dynamodb => anyhow::bail!("--store dynamodb is not available in this build yet"),
+    }
+}
+
+/// `prapi products`.
+pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.store).await?;
+    let readiness = Readiness::default();
+    let app = ProductsServer {
+        countries: args.countries.0.clone(),
+        cache: (&args.cache).into(),
+        overload: (&args.overload).into(),
+    }
+    .router(store, readiness.clone())?;
+    let listener = bind(args.listen).await?;
+    tracing::info!(listen = %args.listen, countries = %args.countries, "products serving");
+    readiness.set(true);
+    serve(listener, app, shutdown_signal()).await.context("serving")
+}
+
+/// What loading a catalogue did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Events read and written.
+    pub events: u64,
+    /// Lines that were not valid events (reported, skipped).
+    pub invalid: u64,
+    /// Writes that changed the store.
+    pub applied: u64,
+    /// Writes ignored as older than what was stored (e.g. reloading the same catalogue).
+    pub stale: u64,
+    /// Countries that have offers.
+    pub countries: BTreeSet<Country>,
+    /// The first product id seen (for the example commands).
+    pub first_product: Option<ProductId>,
+}
+
+/// Loads NDJSON events into `store` through batched versioned writes. Invalid lines are counted
+/// and reported with their line number, never fatal: one bad line must not hide a catalogue.
+pub async fn load_events(
+    store: &dyn Store,
+    lines: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<LoadStats> {
+    let mut stats = LoadStats::default();
+    let mut batch: Vec<Write> = Vec::with_capacity(LOAD_BATCH);
+    for (n, line) in lines.enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        progress(line.len() as u64 + 1);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match Event::parse(&line) {
+            Ok(event) => {
+                stats.events += 1;
+                if stats.first_product.is_none() {
+                    stats.first_product = Some(event.product_id().clone());
+                }
+                let write = event.into_write();
+                if let Some(c) = write.country() {
+                    stats.countries.insert(c);
+                }
+                batch.push(write);
+            }
+            Err(e) => {
+                stats.invalid += 1;
+                if stats.invalid <= 10 {
+                    tracing::warn!(line = n + 1, error = %e, "skipping invalid event");
+                }
+            }
+        }
+        if batch.len() >= LOAD_BATCH {
+            flush(store, &mut batch, &mut stats).await?;
+        }
+    }
+    flush(store, &mut batch, &mut stats).await?;
+    Ok(stats)
+}
+
+async fn flush(store: &dyn Store, batch: &mut Vec<Write>, stats: &mut LoadStats) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let out = store.apply(batch).await.context("writing to the store")?;
+    stats.applied += out.applied as u64;
+    stats.stale += out.stale as u64;
+    batch.clear();
+    Ok(())
+}
+
+fn file_lines(path: &Path) -> anyhow::Result<(u64, impl Iterator<Item = std::io::Result<Vec<u8>>>)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening catalogue {}", path.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = BufReader::with_capacity(1 << 20, file);
+    Ok((len, reader.split(b'\n')))
+}
+
+/// `prapi local`.
+pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let store = Arc::new(
+        EmbeddedStore::open(&args.data_dir)
+            .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?,
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let stats = match &args.catalogue {
+        Some(path) => {
+            let (len, lines) = file_lines(path)?;
+            bar.set_length(len);
+            bar.set_message(format!("loading {}", path.display()));
+            load_events(store.as_ref(), lines, |n| bar.inc(n)).await?
+        }
+        None => {
+            let countries =
+                args.countries.as_ref().map_or_else(|| Country::parse_list("de,at,ch").unwrap_or_default(), |c| c.0.clone());
+            let cfg = crate::r#gen::GenConfig { products: args.products, countries, seed: args.seed };
+            bar.set_message(format!("generating {} products", args.products));
+            let lines = cfg.events().map(Ok);
+            load_events(store.as_ref(), lines, |n| bar.inc(n)).await?
+        }
+    };
+    bar.finish_and_clear();
+    let countries: Vec<Country> = match &args.countries {
+        Some(c) => c.0.clone(),
+        None if stats.countries.is_empty() => anyhow::bail!(
+            "the catalogue has no offers, so no countries to serve; pass --countries"
+        ),
+        None => stats.countries.iter().copied().collect(),
+    };
+    eprintln!(
+        "loaded {} events ({} applied, {} already stored, {} invalid) into {}",
+        stats.events,
+        stats.applied,
+        stats.stale,
+        stats.invalid,
+        store.path().display()
+    );
+    let readiness = Readiness::default();
+    let app = ProductsServer { countries: countries.clone(), cache: (&args.cache).into(), overload: (&args.overload).into() }
+        .router(store, readiness.clone())?;
+    let listener = bind(args.listen).await?;
+    let base = format!("http://{}", listener.local_addr().unwrap_or(args.listen));
+    let id = stats.first_product.as_ref().map_or("P1", ProductId::as_str);
+    let country = countries.first().map_or("de", Country::as_str);
+    eprintln!("serving countries {} on {base}; try:", countries.iter().map(Country::as_str).collect::<Vec<_>>().join(","));
+    eprintln!("  curl -s {base}/products/{id}");
+    eprintln!("  curl -s -H 'X-Country: {country}' {base}/products/{id}/offers");
+    eprintln!("  curl -s -H 'X-Country: {country}' -H 'Accept: application/x.gamma-format+json' {base}/product-offers/{id}");
+    eprintln!("  curl -s {base}/metrics");
+    readiness.set(true);
+    serve(listener, app, shutdown_signal()).await.context("serving")
+}
+
+/// `prapi gen`.
+pub fn gen_catalogue(args: GenArgs) -> anyhow::Result<()> {
+    let cfg = crate::r#gen::GenConfig { products: args.products, countries: args.countries.0, seed: args.seed };
+    let stdout = std::io::stdout().lock();
+    let out = std::io::BufWriter::with_capacity(1 << 20, stdout);
+    crate::r#gen::write_ndjson(&cfg, out).context("writing events to stdout")?;
+    Ok(())
+}
+
+/// `prapi ring`.
+pub fn ring(args: RingArgs) -> anyhow::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    crate::lb::ring_command(&args.endpoints, stdin, stdout).context("ring")
+}
