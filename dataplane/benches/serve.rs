@@ -27,7 +27,10 @@ use prapi::store::Store;
 use prapi::store::embedded::EmbeddedStore;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Round {
@@ -68,12 +71,23 @@ async fn drive(url: &str, connections: u64, duration: Duration) -> Round {
     }
     let elapsed = start.elapsed();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
-    Round { requests: count.load(Ordering::Relaxed), elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Round {
+        requests: count.load(Ordering::Relaxed),
+        elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
 }
 
 async fn listen(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener, app, std::future::pending()));
     format!("http://{addr}")
@@ -83,7 +97,10 @@ fn main() {
     let seconds = env("PRAPI_BENCH_SECONDS", 3);
     let rounds = env("PRAPI_BENCH_ROUNDS", 3);
     let connections = env("PRAPI_BENCH_CONNECTIONS", 32);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).expect("store");
@@ -103,6 +120,7 @@ fn main() {
                 stale: Duration::from_secs(15),
                 negative_ttl: Duration::from_secs(5),
                 max_bytes: 256 << 20,
+                ..CacheConfig::default()
             },
             overload: OverloadConfig { max_concurrent: 4096, max_queue: 4096, queue_timeout: Duration::from_secs(1) },
         }

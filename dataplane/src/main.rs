@@ -24,8 +24,12 @@ fn main() -> std::process::ExitCode {
         Command::Ring(args) => run::ring(args),
         Command::Local(args) => block_on(run::local(args)),
         Command::Products(args) => block_on(run::products(args)),
-        Command::Batch(_) => Err(anyhow::anyhow!("prapi batch is not available in this build yet")),
-        Command::Updater(_) => Err(anyhow::anyhow!("prapi updater is not available in this build yet")),
+        Command::Batch(_) => Err(anyhow::anyhow!(
+            "prapi batch is not available in this build yet"
+        )),
+        Command::Updater(_) => Err(anyhow::anyhow!(
+            "prapi updater is not available in this build yet"
+        )),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

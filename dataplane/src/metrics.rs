@@ -75,6 +75,11 @@ impl HttpMetrics {
             "Requests being served",
             m.in_flight.clone(),
         );
+        registry.register(
+            "http_queued_requests",
+            "Requests waiting for a concurrency slot",
+            m.queued.clone(),
+        );
         m
     }
 }

@@ -89,7 +89,10 @@ impl Loader<Key> for StoreLoader {
             }
             (_, Some(c)) => c,
             (_, None) => {
-                return Err(StoreError::Backend(format!("{:?} key without a country for {}", key.resource, key.id)));
+                return Err(StoreError::Backend(format!(
+                    "{:?} key without a country for {}",
+                    key.resource, key.id
+                )));
             }
         };
         let po = self.store.product_offers(&key.id, country).await?;
@@ -99,8 +102,12 @@ impl Loader<Key> for StoreLoader {
         let tag = etag(key.resource, key.media, product.version, &po.offers);
         let body = match key.resource {
             Resource::Offers => formats::standard::offers(&key.id, country, &po.offers),
-            _ => formats::render_product_offers(key.media, &product.body, &po.offers)
-                .map_err(|e| StoreError::Corrupt { key: key.id.to_string(), reason: e.to_string() })?,
+            _ => formats::render_product_offers(key.media, &product.body, &po.offers).map_err(
+                |e| StoreError::Corrupt {
+                    key: key.id.to_string(),
+                    reason: e.to_string(),
+                },
+            )?,
         };
         Ok(Some(Rendered::new(Bytes::from(body), tag)))
     }
@@ -131,12 +138,16 @@ impl ProductsApi {
             Err(e) => match &*e {
                 StoreError::Corrupt { .. } => {
                     tracing::error!(error = %e, id = %key.id, "stored item cannot be served");
-                    Problem::internal(format!("product {} cannot be rendered", key.id)).into_response()
+                    Problem::internal(format!("product {} cannot be rendered", key.id))
+                        .into_response()
                 }
                 _ => {
                     tracing::warn!(error = %e, id = %key.id, "store unavailable and nothing cached");
-                    Problem::unavailable("store-unavailable", "the store is unavailable and the item is not cached")
-                        .into_response()
+                    Problem::unavailable(
+                        "store-unavailable",
+                        "the store is unavailable and the item is not cached",
+                    )
+                    .into_response()
                 }
             },
         }
@@ -148,30 +159,50 @@ pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response 
     let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("W/\"\""));
     let vary = HeaderValue::from_static("Accept, Accept-Encoding");
     if if_none_match(headers, &r.etag) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::VARY, vary)]).into_response();
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::VARY, vary)],
+        )
+            .into_response();
     }
     let content_type = HeaderValue::from_static(media.content_type());
     if accepts_gzip(headers) {
         let enc = HeaderValue::from_static("gzip");
         (
-            [(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary), (header::CONTENT_ENCODING, enc)],
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::ETAG, etag),
+                (header::VARY, vary),
+                (header::CONTENT_ENCODING, enc),
+            ],
             r.gzip.clone(),
         )
             .into_response()
     } else {
-        ([(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary)], r.identity.clone())
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::ETAG, etag),
+                (header::VARY, vary),
+            ],
+            r.identity.clone(),
+        )
             .into_response()
     }
 }
 
 /// Parses a path id, answering 400 with the reason.
 pub fn parse_id(raw: &str) -> Result<ProductId, Problem> {
-    ProductId::parse(raw).map_err(|e| Problem::bad_request("invalid-product-id", "Invalid product id", e.to_string()))
+    ProductId::parse(raw).map_err(|e| {
+        Problem::bad_request("invalid-product-id", "Invalid product id", e.to_string())
+    })
 }
 
 /// Negotiates among `allowed` media types, answering 406 listing them.
 pub fn negotiate(headers: &HeaderMap, allowed: &[MediaType]) -> Result<MediaType, Problem> {
-    let accept = headers.get(header::ACCEPT).map(|v| v.to_str().unwrap_or("<not ASCII>"));
+    let accept = headers
+        .get(header::ACCEPT)
+        .map(|v| v.to_str().unwrap_or("<not ASCII>"));
     MediaType::negotiate_among(accept, allowed).map_err(|_| {
         let supported: Vec<&str> = allowed.iter().map(|m| m.content_type()).collect();
         Problem::not_acceptable(accept.unwrap_or(""), &supported)
@@ -180,7 +211,11 @@ pub fn negotiate(headers: &HeaderMap, allowed: &[MediaType]) -> Result<MediaType
 
 const JSON_ONLY: &[MediaType] = &[MediaType::Json];
 
-async fn product(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn product(
+    State(api): State<Arc<ProductsApi>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::Product,
@@ -195,7 +230,11 @@ async fn product(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, he
     }
 }
 
-async fn offers(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn offers(
+    State(api): State<Arc<ProductsApi>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::Offers,
@@ -210,7 +249,11 @@ async fn offers(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, hea
     }
 }
 
-async fn product_offers(State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn product_offers(
+    State(api): State<Arc<ProductsApi>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::ProductOffers,

@@ -13,7 +13,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cache::{ByteCache, CacheConfig, CacheMetrics, SystemClock};
-use crate::cli::{CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs, StoreKind};
+use crate::cli::{
+    CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs, StoreKind,
+};
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
 use crate::http::server::{Readiness, api_layers, ops_router, serve, shutdown_signal};
@@ -33,6 +35,7 @@ impl From<&CacheArgs> for CacheConfig {
             stale: Duration::from_secs(a.cache_stale_seconds),
             negative_ttl: Duration::from_secs(a.cache_negative_seconds),
             max_bytes: a.cache_max_bytes,
+            ..CacheConfig::default()
         }
     }
 }
@@ -59,7 +62,11 @@ pub struct ProductsServer {
 
 impl ProductsServer {
     /// Builds the router (API with middleware, plus `/healthz`, `/readyz`, `/metrics`) over `store`.
-    pub fn router(self, store: Arc<dyn Store>, readiness: Readiness) -> anyhow::Result<axum::Router> {
+    pub fn router(
+        self,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
+    ) -> anyhow::Result<axum::Router> {
         self.cache.validate().context("invalid cache settings")?;
         let mut registry = Registry::with_prefix("prapi");
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, &mut registry));
@@ -72,7 +79,10 @@ impl ProductsServer {
             Arc::new(SystemClock::new()),
             cache_metrics,
         );
-        let api = Arc::new(ProductsApi::new(cache, ServedCountries::new(self.countries)));
+        let api = Arc::new(ProductsApi::new(
+            cache,
+            ServedCountries::new(self.countries),
+        ));
         let routes = crate::products::routes(api);
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
         Ok(app.merge(ops_router(Arc::new(registry), readiness)))
@@ -80,14 +90,21 @@ impl ProductsServer {
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     match args.store {
         StoreKind::Embedded => {
-            let dir = args.data_dir.as_deref().context("--data-dir is required with --store embedded")?;
-            Ok(Arc::new(EmbeddedStore::open(dir).with_context(|| format!("opening store in {}", dir.display()))?))
+            let dir = args
+                .data_dir
+                .as_deref()
+                .context("--data-dir is required with --store embedded")?;
+            Ok(Arc::new(EmbeddedStore::open(dir).with_context(|| {
+                format!("opening store in {}", dir.display())
+            })?))
         }
         StoreKind::Dynamodb => anyhow::bail!("--store dynamodb is not available in this build yet"),
     }
@@ -106,7 +123,9 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen).await?;
     tracing::info!(listen = %args.listen, countries = %args.countries, "products serving");
     readiness.set(true);
-    serve(listener, app, shutdown_signal()).await.context("serving")
+    serve(listener, app, shutdown_signal())
+        .await
+        .context("serving")
 }
 
 /// What loading a catalogue did.
@@ -168,7 +187,11 @@ pub async fn load_events(
     Ok(stats)
 }
 
-async fn flush(store: &dyn Store, batch: &mut Vec<Write>, stats: &mut LoadStats) -> anyhow::Result<()> {
+async fn flush(
+    store: &dyn Store,
+    batch: &mut Vec<Write>,
+    stats: &mut LoadStats,
+) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -179,8 +202,11 @@ async fn flush(store: &dyn Store, batch: &mut Vec<Write>, stats: &mut LoadStats)
     Ok(())
 }
 
-fn file_lines(path: &Path) -> anyhow::Result<(u64, impl Iterator<Item = std::io::Result<Vec<u8>>>)> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening catalogue {}", path.display()))?;
+fn file_lines(
+    path: &Path,
+) -> anyhow::Result<(u64, impl Iterator<Item = std::io::Result<Vec<u8>>>)> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening catalogue {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let reader = BufReader::with_capacity(1 << 20, file);
     Ok((len, reader.split(b'\n')))
@@ -188,14 +214,16 @@ fn file_lines(path: &Path) -> anyhow::Result<(u64, impl Iterator<Item = std::io:
 
 /// `prapi local`.
 pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
-    let store = Arc::new(
-        EmbeddedStore::open(&args.data_dir)
-            .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?,
-    );
+    let store =
+        Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| {
+            format!("opening the embedded store in {}", args.data_dir.display())
+        })?);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let stats = match &args.catalogue {
         Some(path) => {
@@ -205,9 +233,15 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
             load_events(store.as_ref(), lines, |n| bar.inc(n)).await?
         }
         None => {
-            let countries =
-                args.countries.as_ref().map_or_else(|| Country::parse_list("de,at,ch").unwrap_or_default(), |c| c.0.clone());
-            let cfg = crate::r#gen::GenConfig { products: args.products, countries, seed: args.seed };
+            let countries = args.countries.as_ref().map_or_else(
+                || Country::parse_list("de,at,ch").unwrap_or_default(),
+                |c| c.0.clone(),
+            );
+            let cfg = crate::r#gen::GenConfig {
+                products: args.products,
+                countries,
+                seed: args.seed,
+            };
             bar.set_message(format!("generating {} products", args.products));
             let lines = cfg.events().map(Ok);
             load_events(store.as_ref(), lines, |n| bar.inc(n)).await?
@@ -216,9 +250,9 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let countries: Vec<Country> = match &args.countries {
         Some(c) => c.0.clone(),
-        None if stats.countries.is_empty() => anyhow::bail!(
-            "the catalogue has no offers, so no countries to serve; pass --countries"
-        ),
+        None if stats.countries.is_empty() => {
+            anyhow::bail!("the catalogue has no offers, so no countries to serve; pass --countries")
+        }
         None => stats.countries.iter().copied().collect(),
     };
     eprintln!(
@@ -230,24 +264,43 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         store.path().display()
     );
     let readiness = Readiness::default();
-    let app = ProductsServer { countries: countries.clone(), cache: (&args.cache).into(), overload: (&args.overload).into() }
-        .router(store, readiness.clone())?;
+    let app = ProductsServer {
+        countries: countries.clone(),
+        cache: (&args.cache).into(),
+        overload: (&args.overload).into(),
+    }
+    .router(store, readiness.clone())?;
     let listener = bind(args.listen).await?;
     let base = format!("http://{}", listener.local_addr().unwrap_or(args.listen));
     let id = stats.first_product.as_ref().map_or("P1", ProductId::as_str);
     let country = countries.first().map_or("de", Country::as_str);
-    eprintln!("serving countries {} on {base}; try:", countries.iter().map(Country::as_str).collect::<Vec<_>>().join(","));
+    eprintln!(
+        "serving countries {} on {base}; try:",
+        countries
+            .iter()
+            .map(Country::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     eprintln!("  curl -s {base}/products/{id}");
     eprintln!("  curl -s -H 'X-Country: {country}' {base}/products/{id}/offers");
-    eprintln!("  curl -s -H 'X-Country: {country}' -H 'Accept: application/x.gamma-format+json' {base}/product-offers/{id}");
+    eprintln!(
+        "  curl -s -H 'X-Country: {country}' -H 'Accept: application/x.gamma-format+json' {base}/product-offers/{id}"
+    );
     eprintln!("  curl -s {base}/metrics");
     readiness.set(true);
-    serve(listener, app, shutdown_signal()).await.context("serving")
+    serve(listener, app, shutdown_signal())
+        .await
+        .context("serving")
 }
 
 /// `prapi gen`.
 pub fn gen_catalogue(args: GenArgs) -> anyhow::Result<()> {
-    let cfg = crate::r#gen::GenConfig { products: args.products, countries: args.countries.0, seed: args.seed };
+    let cfg = crate::r#gen::GenConfig {
+        products: args.products,
+        countries: args.countries.0,
+        seed: args.seed,
+    };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 20, stdout);
     crate::r#gen::write_ndjson(&cfg, out).context("writing events to stdout")?;

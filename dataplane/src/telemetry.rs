@@ -7,7 +7,9 @@ use crate::cli::LogFormat;
 /// Installs the global tracing subscriber. Safe to call once per process.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("PRAPI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

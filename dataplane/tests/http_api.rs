@@ -42,14 +42,24 @@ fn events() -> Vec<String> {
 async fn seeded_embedded() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open store");
-    let writes: Vec<Write> =
-        events().iter().map(|l| Event::parse(l.as_bytes()).expect("valid event").into_write()).collect();
+    let writes: Vec<Write> = events()
+        .iter()
+        .map(|l| {
+            Event::parse(l.as_bytes())
+                .expect("valid event")
+                .into_write()
+        })
+        .collect();
     store.apply(&writes).await.expect("seed");
     (dir, Arc::new(store))
 }
 
 fn overload(max_concurrent: usize, max_queue: usize, timeout_ms: u64) -> OverloadConfig {
-    OverloadConfig { max_concurrent, max_queue, queue_timeout: Duration::from_millis(timeout_ms) }
+    OverloadConfig {
+        max_concurrent,
+        max_queue,
+        queue_timeout: Duration::from_millis(timeout_ms),
+    }
 }
 
 async fn start(store: Arc<dyn Store>, overload: OverloadConfig) -> String {
@@ -62,12 +72,15 @@ async fn start(store: Arc<dyn Store>, overload: OverloadConfig) -> String {
             stale: Duration::from_secs(15),
             negative_ttl: Duration::from_secs(5),
             max_bytes: 64 << 20,
+            ..CacheConfig::default()
         },
         overload,
     }
     .router(store, readiness)
     .expect("router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener, app, std::future::pending()));
     format!("http://{addr}")
@@ -75,7 +88,10 @@ async fn start(store: Arc<dyn Store>, overload: OverloadConfig) -> String {
 
 fn client() -> reqwest::Client {
     // No automatic decompression: the tests look at the bytes on the wire.
-    reqwest::Client::builder().no_gzip().build().expect("client")
+    reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client")
 }
 
 async fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -91,8 +107,16 @@ async fn problem(resp: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: Value = resp.json().await.expect("problem json");
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("https://prapi.dev/problems/")), "{body}");
-    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://prapi.dev/problems/")),
+        "{body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
     body
 }
 
@@ -116,32 +140,86 @@ async fn api_suite(store: Arc<dyn Store>) {
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(resp.headers()["etag"], etag.as_str());
     assert!(resp.bytes().await.expect("body").is_empty());
-    assert_eq!(get(&base, "/products/P1", &[("if-none-match", "W/\"other\"")]).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&base, "/products/P1", &[("if-none-match", "W/\"other\"")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
 
     // X-Flow-ID echoed.
     let resp = get(&base, "/products/P1", &[("x-flow-id", "flow-42")]).await;
     assert_eq!(resp.headers()["x-flow-id"], "flow-42");
     let resp = get(&base, "/products/nope", &[("x-flow-id", "flow-43")]).await;
-    assert_eq!(resp.headers()["x-flow-id"], "flow-43", "errors echo the flow id too");
+    assert_eq!(
+        resp.headers()["x-flow-id"],
+        "flow-43",
+        "errors echo the flow id too"
+    );
 
     // 404 for unknown and deleted products, and unknown paths.
-    problem(get(&base, "/products/nope", &[]).await, StatusCode::NOT_FOUND).await;
+    problem(
+        get(&base, "/products/nope", &[]).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     problem(get(&base, "/products/P3", &[]).await, StatusCode::NOT_FOUND).await;
-    problem(get(&base, "/product-offers/P3", &[("x-country", "de")]).await, StatusCode::NOT_FOUND).await;
-    problem(get(&base, "/nothing/here", &[]).await, StatusCode::NOT_FOUND).await;
+    problem(
+        get(&base, "/product-offers/P3", &[("x-country", "de")]).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        get(&base, "/nothing/here", &[]).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     // 400: bad id, missing or malformed country.
-    let body = problem(get(&base, "/products/bad%20id", &[]).await, StatusCode::BAD_REQUEST).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("product id")), "{body}");
+    let body = problem(
+        get(&base, "/products/bad%20id", &[]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("product id")),
+        "{body}"
+    );
     let long = "x".repeat(65);
-    problem(get(&base, &format!("/products/{long}"), &[]).await, StatusCode::BAD_REQUEST).await;
-    let body = problem(get(&base, "/products/P1/offers", &[]).await, StatusCode::BAD_REQUEST).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("X-Country")), "{body}");
-    problem(get(&base, "/product-offers/P1", &[("x-country", "deu")]).await, StatusCode::BAD_REQUEST).await;
+    problem(
+        get(&base, &format!("/products/{long}"), &[]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let body = problem(
+        get(&base, "/products/P1/offers", &[]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("X-Country")),
+        "{body}"
+    );
+    problem(
+        get(&base, "/product-offers/P1", &[("x-country", "deu")]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 
     // 421: a country this market group does not serve.
-    let body = problem(get(&base, "/products/P1/offers", &[("x-country", "fr")]).await, StatusCode::MISDIRECTED_REQUEST).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("de,at")), "{body}");
+    let body = problem(
+        get(&base, "/products/P1/offers", &[("x-country", "fr")]).await,
+        StatusCode::MISDIRECTED_REQUEST,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("de,at")),
+        "{body}"
+    );
 
     // Offers in the country, sorted by (merchant_id, sku).
     let resp = get(&base, "/products/P1/offers", &[("x-country", "DE")]).await;
@@ -153,17 +231,34 @@ async fn api_suite(store: Arc<dyn Store>) {
         .as_array()
         .expect("offers")
         .iter()
-        .map(|o| (o["merchant_id"].as_str().unwrap_or("").into(), o["sku"].as_str().unwrap_or("").into()))
+        .map(|o| {
+            (
+                o["merchant_id"].as_str().unwrap_or("").into(),
+                o["sku"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
     assert_eq!(
         keys,
-        [("m1", "P1-40"), ("m1", "P1-41"), ("m2", "P1-40")].map(|(a, b)| (a.to_string(), b.to_string()))
+        [("m1", "P1-40"), ("m1", "P1-41"), ("m2", "P1-40")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
     );
-    assert_eq!(body["offers"][0], json!({"merchant_id":"m1","sku":"P1-40","price":{"amount":5795,"currency":"EUR"},"stock":1,"version":5}));
-    let at: Value = get(&base, "/products/P1/offers", &[("x-country", "at")]).await.json().await.expect("json");
+    assert_eq!(
+        body["offers"][0],
+        json!({"merchant_id":"m1","sku":"P1-40","price":{"amount":5795,"currency":"EUR"},"stock":1,"version":5})
+    );
+    let at: Value = get(&base, "/products/P1/offers", &[("x-country", "at")])
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(at["offers"].as_array().map(Vec::len), Some(1));
     // A product without offers has an empty list, not a 404.
-    let p2: Value = get(&base, "/products/P2/offers", &[("x-country", "de")]).await.json().await.expect("json");
+    let p2: Value = get(&base, "/products/P2/offers", &[("x-country", "de")])
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(p2["offers"], json!([]));
 
     // Product-offers in each media type, chosen by Accept with q-values.
@@ -171,29 +266,64 @@ async fn api_suite(store: Arc<dyn Store>) {
     for (accept, ct) in [
         (None, "application/json"),
         (Some("*/*"), "application/json"),
-        (Some("application/x.alpha-format+json"), "application/x.alpha-format+json"),
-        (Some("application/x.beta-format+json"), "application/x.beta-format+json"),
-        (Some("application/x.gamma-format+json"), "application/x.gamma-format+json"),
         (
-            Some("application/x.beta-format+json;q=0.5, application/x.gamma-format+json;q=0.8, text/html"),
+            Some("application/x.alpha-format+json"),
+            "application/x.alpha-format+json",
+        ),
+        (
+            Some("application/x.beta-format+json"),
+            "application/x.beta-format+json",
+        ),
+        (
+            Some("application/x.gamma-format+json"),
             "application/x.gamma-format+json",
         ),
-        (Some("application/x.alpha-format+json;q=0, */*;q=0.1"), "application/json"),
+        (
+            Some(
+                "application/x.beta-format+json;q=0.5, application/x.gamma-format+json;q=0.8, text/html",
+            ),
+            "application/x.gamma-format+json",
+        ),
+        (
+            Some("application/x.alpha-format+json;q=0, */*;q=0.1"),
+            "application/json",
+        ),
     ] {
-        let headers: Vec<(&str, &str)> =
-            std::iter::once(("x-country", "de")).chain(accept.map(|a| ("accept", a))).collect();
+        let headers: Vec<(&str, &str)> = std::iter::once(("x-country", "de"))
+            .chain(accept.map(|a| ("accept", a)))
+            .collect();
         let resp = get(&base, "/product-offers/P1", &headers).await;
         assert_eq!(resp.status(), StatusCode::OK, "{accept:?}");
         assert_eq!(resp.headers()["content-type"], ct, "{accept:?}");
-        assert!(resp.headers()["vary"].to_str().is_ok_and(|v| v.contains("Accept")));
+        assert!(
+            resp.headers()["vary"]
+                .to_str()
+                .is_ok_and(|v| v.contains("Accept"))
+        );
         let body: Value = resp.json().await.expect("json");
         bodies.insert(ct, body);
     }
     assert_eq!(bodies["application/json"]["product"]["id"], "P1");
-    assert_eq!(bodies["application/json"]["offers"].as_array().map(Vec::len), Some(3));
-    assert_eq!(bodies["application/x.alpha-format+json"]["offers"][0]["price"], "57.95");
-    assert_eq!(bodies["application/x.alpha-format+json"]["attributes"]["color"], "white, red");
-    assert_eq!(bodies["application/x.beta-format+json"]["simples"][0]["offers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        bodies["application/json"]["offers"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(
+        bodies["application/x.alpha-format+json"]["offers"][0]["price"],
+        "57.95"
+    );
+    assert_eq!(
+        bodies["application/x.alpha-format+json"]["attributes"]["color"],
+        "white, red"
+    );
+    assert_eq!(
+        bodies["application/x.beta-format+json"]["simples"][0]["offers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     assert_eq!(
         bodies["application/x.gamma-format+json"],
         json!({"id":"P1","title":"Nike Air Max 90","image":"https://img.example/p1.jpg",
@@ -202,17 +332,40 @@ async fn api_suite(store: Arc<dyn Store>) {
 
     // 406: nothing acceptable; the single product is only JSON.
     let body = problem(
-        get(&base, "/product-offers/P1", &[("x-country", "de"), ("accept", "text/html")]).await,
+        get(
+            &base,
+            "/product-offers/P1",
+            &[("x-country", "de"), ("accept", "text/html")],
+        )
+        .await,
         StatusCode::NOT_ACCEPTABLE,
     )
     .await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("application/x.gamma-format+json")), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("application/x.gamma-format+json")),
+        "{body}"
+    );
     problem(
-        get(&base, "/products/P1", &[("accept", "application/x.alpha-format+json")]).await,
+        get(
+            &base,
+            "/products/P1",
+            &[("accept", "application/x.alpha-format+json")],
+        )
+        .await,
         StatusCode::NOT_ACCEPTABLE,
     )
     .await;
-    let resp = get(&base, "/products/P1", &[("accept", "application/x.alpha-format+json, application/json;q=0.1")]).await;
+    let resp = get(
+        &base,
+        "/products/P1",
+        &[(
+            "accept",
+            "application/x.alpha-format+json, application/json;q=0.1",
+        )],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
     // gzip: pre-compressed bytes that decompress to exactly the identity body.
@@ -227,7 +380,9 @@ async fn api_suite(store: Arc<dyn Store>) {
         assert_eq!(resp.headers()["content-encoding"], "gzip");
         let gz = resp.bytes().await.expect("body");
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).expect("valid gzip");
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .expect("valid gzip");
         assert_eq!(Bytes::from(out), plain, "{path}");
         let resp = get(&base, path, &[("accept-encoding", "gzip;q=0")]).await;
         assert!(!resp.headers().contains_key("content-encoding"));
@@ -236,10 +391,20 @@ async fn api_suite(store: Arc<dyn Store>) {
     // Operational endpoints.
     assert_eq!(get(&base, "/healthz", &[]).await.status(), StatusCode::OK);
     assert_eq!(get(&base, "/readyz", &[]).await.status(), StatusCode::OK);
-    let metrics = get(&base, "/metrics", &[]).await.text().await.expect("metrics");
-    assert!(metrics.contains("prapi_http_request_duration_seconds"), "{metrics}");
+    let metrics = get(&base, "/metrics", &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("prapi_http_request_duration_seconds"),
+        "{metrics}"
+    );
     assert!(metrics.contains("route=\"/products/{id}\""), "{metrics}");
-    assert!(metrics.contains("prapi_store_operation_duration_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("prapi_store_operation_duration_seconds"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -274,7 +439,11 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.offers(id, country).await
     }
-    async fn product_offers(&self, id: &ProductId, country: Country) -> Result<ProductOffers, StoreError> {
+    async fn product_offers(
+        &self,
+        id: &ProductId,
+        country: Country,
+    ) -> Result<ProductOffers, StoreError> {
         self.check()?;
         self.inner.product_offers(id, country).await
     }
@@ -287,17 +456,31 @@ impl Store for FlakyStore {
 #[tokio::test]
 async fn store_outage_serves_the_cache_and_503s_the_rest() {
     let (_dir, inner) = seeded_embedded().await;
-    let store = Arc::new(FlakyStore { inner, failing: AtomicBool::new(false) });
+    let store = Arc::new(FlakyStore {
+        inner,
+        failing: AtomicBool::new(false),
+    });
     let base = start(store.clone(), OverloadConfig::default()).await;
-    assert_eq!(get(&base, "/products/P1", &[]).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&base, "/products/P1", &[]).await.status(),
+        StatusCode::OK
+    );
     store.failing.store(true, Ordering::SeqCst);
-    assert_eq!(get(&base, "/products/P1", &[]).await.status(), StatusCode::OK, "cached bodies survive an outage");
+    assert_eq!(
+        get(&base, "/products/P1", &[]).await.status(),
+        StatusCode::OK,
+        "cached bodies survive an outage"
+    );
     let resp = get(&base, "/products/P2", &[]).await;
     assert_eq!(resp.headers()["retry-after"], "1");
     let body = problem(resp, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["type"], "https://prapi.dev/problems/store-unavailable");
     store.failing.store(false, Ordering::SeqCst);
-    assert_eq!(get(&base, "/products/P2", &[]).await.status(), StatusCode::OK, "errors are not cached");
+    assert_eq!(
+        get(&base, "/products/P2", &[]).await.status(),
+        StatusCode::OK,
+        "errors are not cached"
+    );
 }
 
 /// A store whose reads wait for a gate, recording the order in which they started.
@@ -324,7 +507,10 @@ impl GatedStore {
 impl Store for GatedStore {
     async fn product(&self, id: &ProductId) -> Result<Option<StoredProduct>, StoreError> {
         self.wait(id).await;
-        Ok(Some(StoredProduct { version: 1, body: Bytes::from(format!(r#"{{"id":"{id}","version":1}}"#)) }))
+        Ok(Some(StoredProduct {
+            version: 1,
+            body: Bytes::from(format!(r#"{{"id":"{id}","version":1}}"#)),
+        }))
     }
     async fn offers(&self, _: &ProductId, _: Country) -> Result<Vec<Offer>, StoreError> {
         Ok(vec![])
@@ -351,18 +537,30 @@ async fn until(mut f: impl FnMut() -> bool) {
 async fn wait_queued(base: &str, n: usize) {
     let want = format!("prapi_http_queued_requests {n}\n");
     for _ in 0..2000 {
-        let metrics = get(base, "/metrics", &[]).await.text().await.expect("metrics");
+        let metrics = get(base, "/metrics", &[])
+            .await
+            .text()
+            .await
+            .expect("metrics");
         if metrics.contains(&want) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("{n} requests never queued");
+    let metrics = get(base, "/metrics", &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    panic!("{n} requests never queued: {metrics}");
 }
 
 #[tokio::test]
 async fn overload_serves_newest_waiters_first_and_sheds_with_503() {
-    let store = Arc::new(GatedStore { entered: Mutex::new(vec![]), gate: tokio::sync::Semaphore::new(0) });
+    let store = Arc::new(GatedStore {
+        entered: Mutex::new(vec![]),
+        gate: tokio::sync::Semaphore::new(0),
+    });
     let base = start(store.clone(), overload(1, 3, 5_000)).await;
     let spawn = |id: &str| {
         let (base, id) = (base.clone(), id.to_string());
@@ -378,7 +576,11 @@ async fn overload_serves_newest_waiters_first_and_sheds_with_503() {
         wait_queued(&base, queued.len()).await;
     }
     let e = spawn("E");
-    assert_eq!(queued.remove(0).await.expect("B"), StatusCode::SERVICE_UNAVAILABLE, "oldest waiter shed");
+    assert_eq!(
+        queued.remove(0).await.expect("B"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "oldest waiter shed"
+    );
     // Release one store read at a time: the newest waiter goes next.
     for n in 2..=4 {
         store.gate.add_permits(1);
@@ -393,7 +595,10 @@ async fn overload_serves_newest_waiters_first_and_sheds_with_503() {
     }
 
     // A waiter that cannot get a slot within the queue timeout gets a 503 with Retry-After.
-    let store = Arc::new(GatedStore { entered: Mutex::new(vec![]), gate: tokio::sync::Semaphore::new(0) });
+    let store = Arc::new(GatedStore {
+        entered: Mutex::new(vec![]),
+        gate: tokio::sync::Semaphore::new(0),
+    });
     let base = start(store.clone(), overload(1, 3, 50)).await;
     let held = {
         let base = base.clone();
@@ -404,7 +609,11 @@ async fn overload_serves_newest_waiters_first_and_sheds_with_503() {
     assert_eq!(resp.headers()["retry-after"], "1");
     let body = problem(resp, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["type"], "https://prapi.dev/problems/overloaded");
-    let metrics = get(&base, "/metrics", &[]).await.text().await.expect("metrics");
+    let metrics = get(&base, "/metrics", &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
     assert!(metrics.contains("reason=\"queue_timeout\""), "{metrics}");
     store.gate.add_permits(10);
     assert_eq!(held.await.expect("held"), StatusCode::OK);

@@ -49,8 +49,22 @@ impl MediaType {
     /// preference; q=0 excludes; parameters tolerated; malformed parts ignored; nothing acceptable
     /// → `Err(NotAcceptable)`.
     pub fn negotiate(accept: Option<&str>) -> Result<MediaType, NotAcceptable> {
+        Self::negotiate_among(accept, &MediaType::ALL)
+    }
+
+    /// [`MediaType::negotiate`] restricted to the types an endpoint offers (`/products/{id}` offers
+    /// only JSON): `application/x.alpha-format+json, application/json;q=0.1` gives JSON there,
+    /// not 406. Without a usable `Accept`, the first offered type in server preference wins.
+    pub fn negotiate_among(
+        accept: Option<&str>,
+        offered: &[MediaType],
+    ) -> Result<MediaType, NotAcceptable> {
+        let default = MediaType::ALL
+            .into_iter()
+            .find(|m| offered.contains(m))
+            .ok_or(NotAcceptable)?;
         let Some(accept) = accept else {
-            return Ok(MediaType::Json);
+            return Ok(default);
         };
         let mut decided: [Option<Match>; 4] = [None; 4];
         let mut any_range = false;
@@ -80,10 +94,13 @@ impl MediaType {
             }
         }
         if !any_range {
-            return Ok(MediaType::Json);
+            return Ok(default);
         }
         let mut winner: Option<(MediaType, Match)> = None;
         for (slot, media) in decided.into_iter().zip(MediaType::ALL) {
+            if !offered.contains(&media) {
+                continue;
+            }
             let Some(m) = slot.filter(|m| m.weight > 0) else {
                 continue;
             };
@@ -485,5 +502,30 @@ mod tests {
             prop_assert_eq!(neg(&format!("{other}, {}", media.content_type())), Ok(media));
             prop_assert_eq!(neg(&format!("{}, {other}", media.content_type())), Ok(media));
         }
+    }
+
+    #[test]
+    fn negotiation_among_offered_types() {
+        let json_only = &[MediaType::Json];
+        let among = |a: Option<&str>| MediaType::negotiate_among(a, json_only);
+        assert_eq!(among(None), Ok(MediaType::Json));
+        assert_eq!(
+            among(Some(
+                "application/x.alpha-format+json, application/json;q=0.1"
+            )),
+            Ok(MediaType::Json)
+        );
+        assert_eq!(
+            among(Some("application/x.alpha-format+json")),
+            Err(NotAcceptable)
+        );
+        assert_eq!(among(Some("*/*")), Ok(MediaType::Json));
+        assert_eq!(among(Some("application/json;q=0, */*")), Err(NotAcceptable));
+        assert_eq!(MediaType::negotiate_among(None, &[]), Err(NotAcceptable));
+        let legacy = &[MediaType::Beta, MediaType::Gamma];
+        assert_eq!(
+            MediaType::negotiate_among(Some("*/*"), legacy),
+            Ok(MediaType::Beta)
+        );
     }
 }

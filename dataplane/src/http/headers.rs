@@ -21,7 +21,11 @@ pub struct ServedCountries {
 impl ServedCountries {
     /// Wraps a list of served countries.
     pub fn new(list: Vec<Country>) -> Self {
-        let display = list.iter().map(Country::as_str).collect::<Vec<_>>().join(",");
+        let display = list
+            .iter()
+            .map(Country::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
         Self { list, display }
     }
 
@@ -37,8 +41,9 @@ impl ServedCountries {
             return Err(Problem::missing_country());
         };
         let text = raw.to_str().unwrap_or("<not ASCII>").trim();
-        let country = Country::parse(text)
-            .map_err(|e| Problem::bad_request("invalid-country", "Invalid country", e.to_string()))?;
+        let country = Country::parse(text).map_err(|e| {
+            Problem::bad_request("invalid-country", "Invalid country", e.to_string())
+        })?;
         if self.list.contains(&country) {
             Ok(country)
         } else {
@@ -50,9 +55,9 @@ impl ServedCountries {
 /// A flow id is echoed only when it is short printable ASCII; anything else is replaced, so a
 /// client cannot inject arbitrary bytes into our logs and responses.
 pub fn flow_id(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers
-        .get(X_FLOW_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+    headers.get(X_FLOW_ID).filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    })
 }
 
 /// A fresh flow id for requests that came without one.
@@ -73,7 +78,11 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
             let mut it = part.split(';');
             let coding = it.next().unwrap_or("").trim();
             let q = it
-                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .filter_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .or_else(|| p.trim().strip_prefix("Q="))
+                })
                 .next()
                 .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
             let Some(q) = q else { continue };
@@ -91,11 +100,16 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// listed tag equal to ours ignoring the `W/` prefix.
 pub fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     let ours = etag.strip_prefix("W/").unwrap_or(etag);
-    headers.get_all(axum::http::header::IF_NONE_MATCH).iter().any(|v| {
-        v.to_str().is_ok_and(|text| {
-            text.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == ours)
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .any(|v| {
+            v.to_str().is_ok_and(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == ours)
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -114,13 +128,30 @@ mod tests {
     #[test]
     fn country_rules() {
         let served = ServedCountries::new(Country::parse_list("de,at").expect("list"));
-        assert_eq!(served.require(&headers(&[("x-country", "DE")])).map(|c| c.to_string()), Ok("de".into()));
+        assert_eq!(
+            served
+                .require(&headers(&[("x-country", "DE")]))
+                .map(|c| c.to_string()),
+            Ok("de".into())
+        );
         let status = |h: HeaderMap| served.require(&h).expect_err("must fail").status;
         assert_eq!(status(headers(&[])), StatusCode::BAD_REQUEST);
-        assert_eq!(status(headers(&[("x-country", "germany")])), StatusCode::BAD_REQUEST);
-        assert_eq!(status(headers(&[("x-country", "fr")])), StatusCode::MISDIRECTED_REQUEST);
-        let p = served.require(&headers(&[("x-country", "fr")])).expect_err("421");
-        assert!(p.detail.contains("de,at") && p.detail.contains("fr"), "{}", p.detail);
+        assert_eq!(
+            status(headers(&[("x-country", "germany")])),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(headers(&[("x-country", "fr")])),
+            StatusCode::MISDIRECTED_REQUEST
+        );
+        let p = served
+            .require(&headers(&[("x-country", "fr")]))
+            .expect_err("421");
+        assert!(
+            p.detail.contains("de,at") && p.detail.contains("fr"),
+            "{}",
+            p.detail
+        );
     }
 
     #[test]
@@ -151,7 +182,10 @@ mod tests {
 
     #[test]
     fn flow_ids() {
-        assert_eq!(flow_id(&headers(&[("x-flow-id", "abc-123")])).map(|v| v.as_bytes()), Some(&b"abc-123"[..]));
+        assert_eq!(
+            flow_id(&headers(&[("x-flow-id", "abc-123")])).map(|v| v.as_bytes()),
+            Some(&b"abc-123"[..])
+        );
         assert!(flow_id(&headers(&[("x-flow-id", "has space")])).is_none());
         assert!(flow_id(&headers(&[("x-flow-id", &"x".repeat(129))])).is_none());
         assert_ne!(new_flow_id(), new_flow_id());

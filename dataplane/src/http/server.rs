@@ -48,7 +48,8 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
                     if ready {
                         (StatusCode::OK, "ready\n").into_response()
                     } else {
-                        Problem::unavailable("not-ready", "starting up: not ready for traffic yet").into_response()
+                        Problem::unavailable("not-ready", "starting up: not ready for traffic yet")
+                            .into_response()
                     }
                 }
             }),
@@ -61,7 +62,9 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
                     (
                         [(
                             header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                            HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
                         )],
                         body,
                     )
@@ -74,7 +77,10 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
 /// and a problem+json 404 for unknown paths.
 pub fn api_layers(routes: Router, metrics: HttpMetrics, limiter: LifoLimiter) -> Router {
     routes
-        .route_layer(middleware::from_fn_with_state((limiter, metrics.clone()), overload))
+        .route_layer(middleware::from_fn_with_state(
+            (limiter, metrics.clone()),
+            overload,
+        ))
         .route_layer(middleware::from_fn_with_state(metrics, record))
         .fallback(|req: Request| async move { Problem::no_route(req.uri().path()) })
         .layer(middleware::from_fn(flow))
@@ -88,17 +94,28 @@ async fn flow(req: Request, next: Next) -> Response {
 }
 
 async fn record(State(metrics): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
     metrics
         .requests
-        .get_or_create(&HttpLabels { route, status: resp.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            route,
+            status: resp.status().as_u16(),
+        })
         .observe(start.elapsed().as_secs_f64());
     resp
 }
 
-async fn overload(State((limiter, metrics)): State<(LifoLimiter, HttpMetrics)>, req: Request, next: Next) -> Response {
+async fn overload(
+    State((limiter, metrics)): State<(LifoLimiter, HttpMetrics)>,
+    req: Request,
+    next: Next,
+) -> Response {
     metrics.queued.inc();
     let admitted = limiter.acquire().await;
     metrics.queued.dec();
@@ -111,15 +128,26 @@ async fn overload(State((limiter, metrics)): State<(LifoLimiter, HttpMetrics)>, 
             resp
         }
         Err(rejected) => {
-            metrics.rejected.get_or_create(&RejectLabels { reason: rejected.as_label() }).inc();
+            metrics
+                .rejected
+                .get_or_create(&RejectLabels {
+                    reason: rejected.as_label(),
+                })
+                .inc();
             Problem::unavailable("overloaded", rejected.to_string()).into_response()
         }
     }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Completes on SIGTERM (how Kubernetes stops pods) or Ctrl-C.
