@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint unit build
+.PHONY: test lint unit build bench
 test: lint unit
 
 lint:
@@ -12,3 +12,8 @@ lint:
 
 unit:
 	$(CARGO) test --workspace
+
+# Benchmarks, bounded in time (PRAPI_BENCH_SECONDS per round); figures are ratios against a
+# baseline measured in the same run. See docs/development.md.
+bench:
+	$(CARGO) bench -p prapi-dataplane --bench serve
