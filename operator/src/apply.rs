@@ -1,0 +1,299 @@
+//! Apply and prune: server-side apply of the desired children with one field manager, skipping
+//! objects that are already as rendered, and deletion of children that are no longer desired.
+//!
+//! "Already as rendered" means: the live object carries the hash annotation of the desired object,
+//! and its generation (or resourceVersion, for kinds without a generation) is the one this process
+//! saw right after its own last apply. The second part catches edits by others (they bump the
+//! generation), so drift is still corrected; a fresh process applies everything once (the API
+//! server treats an unchanged apply as a no-op). An unchanged group is therefore reconciled with
+//! reads only.
+
+use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, children_selector};
+use crate::render::{Child, ChildKind};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+};
+use kube::core::ObjectMeta;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use thiserror::Error;
+
+/// What failed while applying or pruning.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// Listing the existing children failed.
+    #[error("listing {kind:?} objects: {source}")]
+    List {
+        /// Kind listed.
+        kind: ChildKind,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Server-side apply of a child failed.
+    #[error("applying {kind:?} {name}: {source}")]
+    Apply {
+        /// Kind applied.
+        kind: ChildKind,
+        /// Object name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting a child that is no longer desired failed.
+    #[error("deleting {kind:?} {name}: {source}")]
+    Prune {
+        /// Kind deleted.
+        kind: ChildKind,
+        /// Object name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server returned an object that does not decode.
+    #[error("decoding {kind:?} {name}: {source}")]
+    Decode {
+        /// Kind decoded.
+        kind: ChildKind,
+        /// Object name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ApplyError {
+    /// CamelCase reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::List { .. } => "ListFailed",
+            ApplyError::Apply { .. } => "ApplyFailed",
+            ApplyError::Prune { .. } => "PruneFailed",
+            ApplyError::Decode { .. } => "DecodeFailed",
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Children written (created or changed).
+    pub applied: Vec<(ChildKind, String)>,
+    /// Children already as rendered, not written.
+    pub unchanged: usize,
+    /// Children applied although unchanged (first sync after a start, or after someone else's
+    /// edit that the apply turned out not to conflict with): the server kept them as they were.
+    pub reapplied: usize,
+    /// Children deleted because they are no longer desired.
+    pub pruned: Vec<(ChildKind, String)>,
+    /// The group's Deployments as of this sync (the apply response where one was applied).
+    pub deployments: BTreeMap<String, Deployment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    kind: ChildKind,
+    namespace: String,
+    group: String,
+    name: String,
+}
+
+/// Generation if the kind has one, else resourceVersion: what changes when someone edits the spec.
+fn version_of(meta: &ObjectMeta) -> Option<String> {
+    match meta.generation {
+        Some(g) => Some(format!("g{g}")),
+        None => meta.resource_version.as_ref().map(|rv| format!("rv{rv}")),
+    }
+}
+
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Callback counting each write the applier makes (kind, verb).
+pub type WriteCounter = Box<dyn Fn(ChildKind, &'static str) + Send + Sync>;
+
+/// Applies and prunes children; remembers what it applied so unchanged objects are not written.
+pub struct Applier {
+    client: Client,
+    applied: Mutex<HashMap<Key, String>>,
+    on_write: WriteCounter,
+}
+
+impl Applier {
+    /// An applier using `client`; `on_write` is called for every write.
+    pub fn new(client: Client, on_write: WriteCounter) -> Self {
+        Self {
+            client,
+            applied: Mutex::new(HashMap::new()),
+            on_write,
+        }
+    }
+
+    fn api(&self, kind: ChildKind, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
+    }
+
+    fn remembered(&self, key: &Key) -> Option<String> {
+        self.applied
+            .lock()
+            .map(|m| m.get(key).cloned())
+            .unwrap_or(None)
+    }
+
+    fn remember(&self, key: Key, version: Option<String>) {
+        if let Ok(mut m) = self.applied.lock() {
+            match version {
+                Some(v) => m.insert(key, v),
+                None => m.remove(&key),
+            };
+        }
+    }
+
+    /// Forgets everything remembered about the group's children (after the group is deleted).
+    pub fn forget_group(&self, namespace: &str, group: &str) {
+        if let Ok(mut m) = self.applied.lock() {
+            m.retain(|k, _| !(k.namespace == namespace && k.group == group));
+        }
+    }
+
+    /// Makes the group's children in `namespace` exactly `desired`: applies what differs, deletes
+    /// children of kinds in `kinds` that carry the group's labels and controller reference
+    /// (`owner_uid`) but are not desired. Kinds not in `kinds` (e.g. ScaledObject without KEDA) are
+    /// neither listed nor pruned.
+    pub async fn sync(
+        &self,
+        namespace: &str,
+        group: &str,
+        owner_uid: &str,
+        desired: &[Child],
+        kinds: &[ChildKind],
+    ) -> Result<SyncReport, ApplyError> {
+        let selector = children_selector(group);
+        let lp = ListParams::default().labels(&selector);
+        let mut live: HashMap<(ChildKind, String), ObjectMeta> = HashMap::new();
+        let mut report = SyncReport::default();
+        for &kind in kinds {
+            if kind == ChildKind::Deployment {
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+                let list = api
+                    .list(&lp)
+                    .await
+                    .map_err(|source| ApplyError::List { kind, source })?;
+                for d in list.items {
+                    let name = d.metadata.name.clone().unwrap_or_default();
+                    live.insert((kind, name.clone()), d.metadata.clone());
+                    report.deployments.insert(name, d);
+                }
+            } else {
+                let list = self
+                    .api(kind, namespace)
+                    .list_metadata(&lp)
+                    .await
+                    .map_err(|source| ApplyError::List { kind, source })?;
+                for o in list.items {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    live.insert((kind, name), o.metadata);
+                }
+            }
+        }
+
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for child in desired {
+            let key = Key {
+                kind: child.kind,
+                namespace: namespace.to_string(),
+                group: group.to_string(),
+                name: child.name.clone(),
+            };
+            let current = live.get(&(child.kind, child.name.clone()));
+            let up_to_date = current.is_some_and(|m| {
+                let hash = m
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_APPLIED_HASH));
+                hash == Some(&child.hash)
+                    && version_of(m).is_some()
+                    && self.remembered(&key) == version_of(m)
+            });
+            if up_to_date {
+                report.unchanged += 1;
+                continue;
+            }
+            let applied = self
+                .api(child.kind, namespace)
+                .patch(&child.name, &params, &Patch::Apply(&child.object))
+                .await
+                .map_err(|source| ApplyError::Apply {
+                    kind: child.kind,
+                    name: child.name.clone(),
+                    source,
+                })?;
+            (self.on_write)(child.kind, "apply");
+            self.remember(key, version_of(&applied.metadata));
+            if child.kind == ChildKind::Deployment {
+                let d: Deployment = serde_json::to_value(&applied)
+                    .and_then(serde_json::from_value)
+                    .map_err(|source| ApplyError::Decode {
+                        kind: child.kind,
+                        name: child.name.clone(),
+                        source,
+                    })?;
+                report.deployments.insert(child.name.clone(), d);
+            }
+            let changed = current.and_then(|m| m.resource_version.as_ref())
+                != applied.metadata.resource_version.as_ref();
+            if changed {
+                report.applied.push((child.kind, child.name.clone()));
+            } else {
+                report.reapplied += 1;
+            }
+        }
+
+        let wanted: HashSet<(ChildKind, &str)> =
+            desired.iter().map(|c| (c.kind, c.name.as_str())).collect();
+        let mut stale: Vec<(ChildKind, String)> = live
+            .iter()
+            .filter(|((kind, name), meta)| {
+                !wanted.contains(&(*kind, name.as_str())) && controlled_by(meta, owner_uid)
+            })
+            .map(|((kind, name), _)| (*kind, name.clone()))
+            .collect();
+        stale.sort();
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        for (kind, name) in stale {
+            match self.api(kind, namespace).delete(&name, &dp).await {
+                Ok(_) => {}
+                // Already gone: the goal is reached.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => return Err(ApplyError::Prune { kind, name, source }),
+            }
+            (self.on_write)(kind, "delete");
+            self.remember(
+                Key {
+                    kind,
+                    namespace: namespace.to_string(),
+                    group: group.to_string(),
+                    name: name.clone(),
+                },
+                None,
+            );
+            if kind == ChildKind::Deployment {
+                report.deployments.remove(&name);
+            }
+            report.pruned.push((kind, name));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,119 @@
+//! Command line of `prapi-operator` (DESIGN §1): `run | crd | render -f FILE`. Every flag also reads
+//! the environment variable `PRAPI_<FLAG>`.
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Image used when a MarketGroup does not name one.
+pub const DEFAULT_IMAGE: &str = concat!("prapi:", env!("CARGO_PKG_VERSION"));
+
+/// `prapi-operator`: reconciles MarketGroups into running Product Read API deployments.
+#[derive(Debug, Parser)]
+#[command(name = "prapi-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
+    /// Print the MarketGroup CustomResourceDefinition as YAML.
+    Crd,
+    /// Print every object the operator would create for a MarketGroup manifest, offline.
+    Render(RenderArgs),
+}
+
+/// How the updater is scaled on consumer lag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UpdaterAutoscalerChoice {
+    /// KEDA ScaledObject when the ScaledObject API is served, else an HPA on the External metric.
+    Auto,
+    /// Always a KEDA ScaledObject.
+    Keda,
+    /// Always an HPA on the External lag metric.
+    Hpa,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `prapi-operator run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Image for MarketGroups whose spec.image is empty.
+    #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub default_image: String,
+    /// The updater's autoscaler: auto-detect KEDA, or force one.
+    #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
+    pub updater_autoscaler: UpdaterAutoscalerChoice,
+    /// Only reconcile MarketGroups in this namespace (default: all namespaces).
+    #[arg(long, env = "PRAPI_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Take part in leader election (only the leader reconciles).
+    #[arg(long, env = "PRAPI_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(long, env = "PRAPI_LEASE_NAME", default_value = "prapi-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "PRAPI_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader's lease lasts without renewal: the failover time after a crash.
+    #[arg(long, env = "PRAPI_LEASE_DURATION_SECONDS", default_value_t = 10)]
+    pub lease_duration_seconds: u64,
+    /// The leader renews this many seconds before its lease expires.
+    #[arg(long, env = "PRAPI_LEASE_GRACE_SECONDS", default_value_t = 3)]
+    pub lease_grace_seconds: u64,
+    /// Identity in leader election and events (default: $HOSTNAME-<pid>).
+    #[arg(long, env = "PRAPI_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds between periodic re-checks of a group that is otherwise unchanged.
+    #[arg(long, env = "PRAPI_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Most MarketGroups reconciled at once.
+    #[arg(long, env = "PRAPI_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "PRAPI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The updater autoscaler for offline rendering (no cluster to detect KEDA in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RenderAutoscaler {
+    /// A KEDA ScaledObject.
+    Keda,
+    /// An HPA on the External lag metric.
+    Hpa,
+}
+
+/// `prapi-operator render`.
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    /// MarketGroup manifest (YAML or JSON, several documents allowed); `-` reads stdin.
+    #[arg(short = 'f', long = "file", env = "PRAPI_FILE")]
+    pub file: PathBuf,
+    /// Namespace for manifests that name none.
+    #[arg(long, env = "PRAPI_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Image for MarketGroups whose spec.image is empty.
+    #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub default_image: String,
+    /// The updater's autoscaler.
+    #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = RenderAutoscaler::Hpa)]
+    pub updater_autoscaler: RenderAutoscaler,
+}

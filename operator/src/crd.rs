@@ -1,0 +1,628 @@
+//! The `MarketGroup` custom resource (DESIGN §4): spec with its defaults, status, and the CEL rules
+//! the API server enforces.
+//!
+//! Every default lives in one place: the serde default functions below. The derive writes them into
+//! the CRD schema (so the API server fills them in) and serde applies the same values when a manifest
+//! is read offline (`prapi-operator render`). The CEL rules are evaluated by the API server and, with
+//! the same rule text, client-side by [`crate::validate`].
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of the CRD.
+pub const API_GROUP: &str = "prapi.dev";
+/// API version of the CRD.
+pub const API_VERSION: &str = "v1alpha1";
+
+/// Longest group name: the longest child name is `<name>-products-headless` and Service names are
+/// DNS-1035 labels of at most 63 characters.
+pub const MAX_NAME_LEN: usize = 45;
+
+/// Desired state of a market group: an isolated Product Read API deployment serving some countries.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "prapi.dev",
+    version = "v1alpha1",
+    kind = "MarketGroup",
+    namespaced,
+    status = "MarketGroupStatus",
+    shortname = "mg",
+    category = "prapi",
+    derive = "PartialEq",
+    doc = "A market group: an isolated Product Read API deployment (updater, products, batch) serving a set of countries.",
+    printcolumn(
+        name = "Countries",
+        type_ = "string",
+        json_path = ".spec.countries",
+        description = "Countries served by this group"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".spec.traffic.weight",
+        description = "Traffic weight of each listed country"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the group serves"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 45").message(
+        "metadata.name must be at most 45 characters (child names such as <name>-products-headless must stay DNS labels)"
+    ),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketGroupSpec {
+    /// ISO 3166-1 alpha-2 codes of the countries this group serves (any case; stored and rendered lower-case).
+    #[schemars(length(max = 250), inner(length(max = 8)))]
+    #[x_kube(
+        validation = Rule::new("size(self) > 0").message("spec.countries must list at least one country"),
+        validation = Rule::new(crate::countries::alpha2_rule())
+            .message("spec.countries must contain ISO 3166-1 alpha-2 country codes such as de or at"),
+        validation = Rule::new("self.all(c, self.filter(d, d.lowerAscii() == c.lowerAscii()).size() == 1)")
+            .message("spec.countries must not list a country twice (codes are compared case-insensitively)")
+    )]
+    pub countries: Vec<String>,
+
+    /// Container image of the data plane; empty means the operator's default (`--default-image`).
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub image: String,
+
+    /// How much of each listed country's traffic this group takes.
+    #[serde(default)]
+    pub traffic: Traffic,
+
+    /// The products component: serves single lookups from its cache.
+    #[serde(default)]
+    pub products: Products,
+
+    /// The batch component: fans batch requests out to the products pods.
+    #[serde(default)]
+    pub batch: Batch,
+
+    /// The updater: consumes Kafka and writes the group's table.
+    #[serde(default)]
+    pub updater: Updater,
+
+    /// The group's DynamoDB table.
+    #[serde(default)]
+    pub dynamodb: DynamoDb,
+}
+
+/// Traffic share of the group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// Share of each listed country: weight / sum of the weights of all groups serving that country.
+    #[serde(default = "default_weight")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100")
+        .message("traffic.weight must be an integer between 0 and 100"))]
+    pub weight: i32,
+
+    /// Non-empty: only requests with `X-Traffic-Segment: <segment>` reach this group.
+    #[serde(default)]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self == '' || (self.size() <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
+        .message("traffic.segment must be empty or a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"))]
+    pub segment: String,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self {
+            weight: default_weight(),
+            segment: String::new(),
+        }
+    }
+}
+
+fn default_weight() -> i32 {
+    100
+}
+
+/// A replica range for an autoscaled component.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.min >= 1").message("replicas.min must be at least 1"),
+    validation = Rule::new("self.min <= self.max").message("replicas.min must not be greater than replicas.max"),
+    validation = Rule::new("self.max <= 1000").message("replicas.max must be at most 1000")
+)]
+pub struct Replicas {
+    /// Fewest replicas (the autoscaler's floor).
+    #[serde(default = "default_min_replicas")]
+    pub min: i32,
+    /// Most replicas (the autoscaler's ceiling).
+    pub max: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+/// The products component.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.resources.limits) || !('memory' in self.resources.limits) || !isQuantity(self.cache.maxBytes) || quantity(string(self.resources.limits['memory'])).isGreaterThan(quantity(self.cache.maxBytes))"
+).message("products.resources.limits.memory must be greater than products.cache.maxBytes (the cache lives in the pod's memory)"))]
+pub struct Products {
+    /// Replica range of the products Deployment.
+    #[serde(default = "default_products_replicas")]
+    pub replicas: Replicas,
+    /// Average CPU utilization (percent of requests) the autoscaler aims for.
+    #[serde(default = "default_cpu_target", rename = "targetCPUUtilization")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 100")
+        .message("targetCPUUtilization must be between 10 and 100 (percent)"))]
+    pub target_cpu_utilization: i32,
+    /// The pod-local cache.
+    #[serde(default)]
+    pub cache: Cache,
+    /// Container resources of a products pod.
+    #[serde(default = "default_products_resources")]
+    pub resources: Resources,
+}
+
+impl Default for Products {
+    fn default() -> Self {
+        Self {
+            replicas: default_products_replicas(),
+            target_cpu_utilization: default_cpu_target(),
+            cache: Cache::default(),
+            resources: default_products_resources(),
+        }
+    }
+}
+
+fn default_products_replicas() -> Replicas {
+    Replicas { min: 2, max: 20 }
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+fn resources(cpu: &str, memory: &str) -> Resources {
+    Resources {
+        requests: BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ]),
+        limits: BTreeMap::from([("memory".to_string(), Quantity(memory.to_string()))]),
+    }
+}
+
+/// Compute resources of a component's container: a Kubernetes container's `resources` without claims.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) >= 0)"
+).message("resources.requests must not be greater than resources.limits"))]
+pub struct Resources {
+    /// Resources the scheduler reserves, e.g. `cpu: 500m`, `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))")
+        .message("resources.requests values must be quantities such as 500m or 1Gi"))]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Most the container may use, e.g. `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))")
+        .message("resources.limits values must be quantities such as 500m or 1Gi"))]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// Schema of a resource list: resource name to quantity (int or string), bounded for CEL's cost estimate.
+fn quantity_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 16,
+        "additionalProperties": {
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 64}]
+        }
+    })
+}
+
+fn default_products_resources() -> Resources {
+    resources("500m", "1Gi")
+}
+
+/// Cache of the products pods (DESIGN §3).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.ttlSeconds >= 1").message("cache.ttlSeconds must be at least 1"),
+    validation = Rule::new("self.staleSeconds >= 0").message("cache.staleSeconds must not be negative"),
+    validation = Rule::new("self.staleSeconds < self.ttlSeconds").message("cache.staleSeconds must be less than cache.ttlSeconds")
+)]
+pub struct Cache {
+    /// Seconds an entry lives.
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: i32,
+    /// The last seconds of the TTL in which a hit is served at once and refreshed in the background.
+    #[serde(default = "default_stale")]
+    pub stale_seconds: i32,
+    /// Size budget of the cache, a Kubernetes quantity such as 512Mi.
+    #[serde(default = "default_max_bytes")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+        .message("cache.maxBytes must be a positive quantity such as 512Mi"))]
+    pub max_bytes: String,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: default_ttl(),
+            stale_seconds: default_stale(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+fn default_ttl() -> i32 {
+    60
+}
+
+fn default_stale() -> i32 {
+    15
+}
+
+fn default_max_bytes() -> String {
+    "512Mi".to_string()
+}
+
+/// The batch component.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    /// Replica range of the batch Deployment.
+    #[serde(default = "default_batch_replicas")]
+    pub replicas: Replicas,
+    /// Average CPU utilization (percent of requests) the autoscaler aims for.
+    #[serde(default = "default_cpu_target", rename = "targetCPUUtilization")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 100")
+        .message("targetCPUUtilization must be between 10 and 100 (percent)"))]
+    pub target_cpu_utilization: i32,
+    /// Most ids in one batch request.
+    #[serde(default = "default_max_items")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100")
+        .message("batch.maxItems must be between 1 and 100"))]
+    pub max_items: i32,
+    /// Container resources of a batch pod.
+    #[serde(default = "default_batch_resources")]
+    pub resources: Resources,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            replicas: default_batch_replicas(),
+            target_cpu_utilization: default_cpu_target(),
+            max_items: default_max_items(),
+            resources: default_batch_resources(),
+        }
+    }
+}
+
+fn default_batch_replicas() -> Replicas {
+    Replicas { min: 2, max: 10 }
+}
+
+fn default_max_items() -> i32 {
+    100
+}
+
+fn default_batch_resources() -> Resources {
+    resources("250m", "256Mi")
+}
+
+/// The updater: Kafka consumer writing the group's table, scaled on consumer lag.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas >= 1").message("updater.maxReplicas must be at least 1"),
+    validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas <= self.kafka.partitions")
+        .message("updater.maxReplicas must not be greater than updater.kafka.partitions (extra consumers would idle)")
+)]
+pub struct Updater {
+    /// Where the events come from.
+    #[serde(default)]
+    pub kafka: Kafka,
+    /// Consumer lag (messages) one replica is expected to work off; the autoscaler's target per replica.
+    #[serde(default = "default_lag_threshold")]
+    #[x_kube(validation = Rule::new("self >= 1").message("updater.lagThreshold must be at least 1"))]
+    pub lag_threshold: i64,
+    /// Most updater replicas; defaults to the number of partitions and is never above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i32>,
+    /// Container resources of an updater pod.
+    #[serde(default = "default_updater_resources")]
+    pub resources: Resources,
+}
+
+impl Default for Updater {
+    fn default() -> Self {
+        Self {
+            kafka: Kafka::default(),
+            lag_threshold: default_lag_threshold(),
+            max_replicas: None,
+            resources: default_updater_resources(),
+        }
+    }
+}
+
+fn default_lag_threshold() -> i64 {
+    5000
+}
+
+fn default_updater_resources() -> Resources {
+    resources("250m", "256Mi")
+}
+
+/// Kafka source of the updater.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Kafka {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[serde(default = "default_bootstrap")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self != ''").message("updater.kafka.bootstrapServers must not be empty"))]
+    pub bootstrap_servers: String,
+    /// Topic of product events.
+    #[serde(default = "default_products_topic")]
+    #[schemars(length(max = 249))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')")
+        .message("updater.kafka.productsTopic must be a Kafka topic name: 1-249 of [a-zA-Z0-9._-]"))]
+    pub products_topic: String,
+    /// Topic of offer events.
+    #[serde(default = "default_offers_topic")]
+    #[schemars(length(max = 249))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')")
+        .message("updater.kafka.offersTopic must be a Kafka topic name: 1-249 of [a-zA-Z0-9._-]"))]
+    pub offers_topic: String,
+    /// Consumer group; empty means `prapi-<namespace>-<name>`.
+    #[serde(default)]
+    #[schemars(length(max = 255))]
+    pub consumer_group: String,
+    /// Partitions of each topic: the most updater replicas that can do work.
+    #[serde(default = "default_partitions")]
+    #[x_kube(validation = Rule::new("self >= 1").message("updater.kafka.partitions must be at least 1"))]
+    pub partitions: i32,
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: default_bootstrap(),
+            products_topic: default_products_topic(),
+            offers_topic: default_offers_topic(),
+            consumer_group: String::new(),
+            partitions: default_partitions(),
+        }
+    }
+}
+
+fn default_bootstrap() -> String {
+    "kafka:9092".to_string()
+}
+
+fn default_products_topic() -> String {
+    "products".to_string()
+}
+
+fn default_offers_topic() -> String {
+    "offers".to_string()
+}
+
+fn default_partitions() -> i32 {
+    12
+}
+
+/// The group's DynamoDB table (its lifecycle is managed by the store step).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamoDb {
+    /// Table name; empty means `prapi-<namespace>-<name>`.
+    #[serde(default)]
+    #[schemars(length(max = 255))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^[a-zA-Z0-9_.-]{3,255}$')")
+        .message("dynamodb.table must be empty or a DynamoDB table name: 3-255 of [a-zA-Z0-9_.-]"))]
+    pub table: String,
+    /// Capacity mode of the table.
+    #[serde(default)]
+    pub billing_mode: BillingMode,
+    /// Read capacity range (Provisioned mode).
+    #[serde(default)]
+    pub read: Capacity,
+    /// Write capacity range (Provisioned mode).
+    #[serde(default)]
+    pub write: Capacity,
+    /// Write capacity floor while the updater catches up on a new table.
+    #[serde(default = "default_bootstrap_wcu")]
+    #[x_kube(validation = Rule::new("self >= 1").message("dynamodb.bootstrapWriteCapacity must be at least 1"))]
+    pub bootstrap_write_capacity: i64,
+    /// What happens to the table when the group is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for DynamoDb {
+    fn default() -> Self {
+        Self {
+            table: String::new(),
+            billing_mode: BillingMode::default(),
+            read: Capacity::default(),
+            write: Capacity::default(),
+            bootstrap_write_capacity: default_bootstrap_wcu(),
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
+fn default_bootstrap_wcu() -> i64 {
+    4000
+}
+
+/// DynamoDB capacity mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BillingMode {
+    /// Provisioned capacity, autoscaled between `min` and `max`.
+    #[default]
+    Provisioned,
+    /// On-demand capacity.
+    PayPerRequest,
+}
+
+/// What deleting the group does to its table.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the table.
+    #[default]
+    Retain,
+    /// Delete the table.
+    Delete,
+}
+
+/// A provisioned capacity range with its autoscaling target.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.min >= 1").message("capacity min must be at least 1"),
+    validation = Rule::new("self.min <= self.max").message("capacity min must not be greater than max"),
+    validation = Rule::new("self.max <= 40000").message("capacity max must be at most 40000 (DynamoDB's per-table default quota)"),
+    validation = Rule::new("self.targetUtilization >= 20 && self.targetUtilization <= 90")
+        .message("targetUtilization must be between 20 and 90 (percent, DynamoDB's range)")
+)]
+pub struct Capacity {
+    /// Fewest capacity units.
+    #[serde(default = "default_capacity_min")]
+    pub min: i64,
+    /// Most capacity units.
+    #[serde(default = "default_capacity_max")]
+    pub max: i64,
+    /// Consumed/provisioned percentage the autoscaling aims for.
+    #[serde(default = "default_capacity_target")]
+    pub target_utilization: i32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            min: default_capacity_min(),
+            max: default_capacity_max(),
+            target_utilization: default_capacity_target(),
+        }
+    }
+}
+
+fn default_capacity_min() -> i64 {
+    5
+}
+
+fn default_capacity_max() -> i64 {
+    1000
+}
+
+fn default_capacity_target() -> i32 {
+    70
+}
+
+/// Observed state of a market group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketGroupStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, WorkloadsReady, StoreReady, RoutingReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_string()]))]
+    pub conditions: Vec<Condition>,
+    /// Replicas per component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<ComponentsStatus>,
+    /// Which autoscaler drives the updater: `ScaledObject` (KEDA) or `HorizontalPodAutoscaler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updater_autoscaler: Option<String>,
+    /// The group's table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableStatus>,
+    /// Consumer lag of the updater's group, in messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updater_lag: Option<i64>,
+    /// Desired and actual traffic weight per country.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["country".to_string()]))]
+    pub traffic: Vec<CountryTraffic>,
+}
+
+/// Replicas of the three components.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ComponentsStatus {
+    /// The updater Deployment.
+    pub updater: ComponentStatus,
+    /// The products Deployment.
+    pub products: ComponentStatus,
+    /// The batch Deployment.
+    pub batch: ComponentStatus,
+}
+
+/// Replicas of one component's Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Replicas the Deployment wants (set by its autoscaler).
+    pub desired: i32,
+    /// Pods that exist.
+    pub replicas: i32,
+    /// Pods that are ready.
+    pub ready: i32,
+    /// Pods running the current template.
+    pub updated: i32,
+    /// Pods available to serve.
+    pub available: i32,
+}
+
+/// The group's table as last observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TableStatus {
+    /// Table name.
+    pub name: String,
+    /// DynamoDB table status (ACTIVE, CREATING, ...), once observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Provisioned read capacity units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_capacity: Option<i64>,
+    /// Provisioned write capacity units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_capacity: Option<i64>,
+}
+
+/// Traffic weight of one country.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CountryTraffic {
+    /// Country code.
+    pub country: String,
+    /// Percent of the country's traffic this group should take.
+    pub desired: i32,
+    /// Percent the applied route gives it; absent until the group is Ready and the route applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<i32>,
+    /// Why actual differs from desired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

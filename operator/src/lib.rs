@@ -1,0 +1,21 @@
+//! prapi operator: turns `MarketGroup` manifests into running Product Read API deployments.
+//!
+//! Flow (DESIGN §4): a [`crd::MarketGroup`] is read and [`validate`]d into a [`plan::GroupPlan`]
+//! (the domain view with every default resolved), [`render`]ed by pure functions into the desired
+//! child objects, server-side applied and pruned by [`apply`], and summarised by [`status`];
+//! [`reconcile`] runs that pipeline, [`run`] hosts it with leader election, health and metrics.
+
+pub mod apply;
+pub mod cli;
+pub mod countries;
+pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod offline;
+pub mod plan;
+pub mod quantity;
+pub mod reconcile;
+pub mod render;
+pub mod run;
+pub mod status;
+pub mod validate;

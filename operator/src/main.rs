@@ -1,0 +1,59 @@
+//! `prapi-operator run | crd | render -f FILE` (DESIGN §1): wiring only.
+
+use anyhow::Context as _;
+use clap::Parser;
+use prapi_operator::cli::{Cli, Command, LogFormat, RenderAutoscaler};
+use prapi_operator::offline;
+use prapi_operator::render::autoscaling::UpdaterAutoscaler;
+use std::io::Read;
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", offline::crd_yaml()?);
+            Ok(())
+        }
+        Command::Render(args) => {
+            let text = if args.file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading the manifest from stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&args.file)
+                    .with_context(|| format!("reading {}", args.file.display()))?
+            };
+            let autoscaler = match args.updater_autoscaler {
+                RenderAutoscaler::Keda => UpdaterAutoscaler::Keda,
+                RenderAutoscaler::Hpa => UpdaterAutoscaler::ExternalMetricHpa,
+            };
+            let out =
+                offline::render_manifests(&text, &args.namespace, &args.default_image, autoscaler)
+                    .with_context(|| format!("rendering {}", args.file.display()))?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logs(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(prapi_operator::run::run(args))
+        }
+    }
+}

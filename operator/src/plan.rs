@@ -1,0 +1,169 @@
+//! The domain view of a market group: the spec with every default and derived name resolved.
+//!
+//! Rendering works from this, never from the raw custom resource, so naming rules (table, consumer
+//! group, child names) live in one place and the renderers stay free of Kubernetes plumbing.
+
+use crate::crd::{DynamoDb, Resources};
+
+/// Everything the renderers need to know about one market group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupPlan {
+    /// The MarketGroup's identity.
+    pub owner: Owner,
+    /// Lower-case country codes, in the order the spec lists them.
+    pub countries: Vec<String>,
+    /// Data plane image.
+    pub image: String,
+    /// Traffic weight (0..=100) of each listed country.
+    pub weight: i32,
+    /// Traffic segment; empty for none.
+    pub segment: String,
+    /// The products component.
+    pub products: ProductsPlan,
+    /// The batch component.
+    pub batch: BatchPlan,
+    /// The updater.
+    pub updater: UpdaterPlan,
+    /// DynamoDB table name.
+    pub table: String,
+    /// The table settings, as specified (used by the store step).
+    pub dynamodb: DynamoDb,
+}
+
+/// Identity of the MarketGroup that owns the rendered objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Namespace of the group and all its children.
+    pub namespace: String,
+    /// Name of the group.
+    pub name: String,
+    /// UID, for owner references; absent when rendering a manifest offline.
+    pub uid: Option<String>,
+}
+
+/// A replica range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRange {
+    /// Floor.
+    pub min: i32,
+    /// Ceiling.
+    pub max: i32,
+}
+
+/// The products component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductsPlan {
+    /// Replica range.
+    pub replicas: ReplicaRange,
+    /// CPU utilization target, percent.
+    pub target_cpu_utilization: i32,
+    /// Cache TTL, seconds.
+    pub cache_ttl_seconds: i32,
+    /// Stale window at the end of the TTL, seconds.
+    pub cache_stale_seconds: i32,
+    /// Cache budget, bytes.
+    pub cache_max_bytes: u64,
+    /// Container resources.
+    pub resources: Resources,
+}
+
+/// The batch component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchPlan {
+    /// Replica range.
+    pub replicas: ReplicaRange,
+    /// CPU utilization target, percent.
+    pub target_cpu_utilization: i32,
+    /// Most ids per batch request.
+    pub max_items: i32,
+    /// Container resources.
+    pub resources: Resources,
+}
+
+/// The updater.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdaterPlan {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// Topic of product events.
+    pub products_topic: String,
+    /// Topic of offer events.
+    pub offers_topic: String,
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Partitions per topic.
+    pub partitions: i32,
+    /// Lag (messages) per replica the autoscaler aims for.
+    pub lag_threshold: i64,
+    /// Replica ceiling: `maxReplicas` (default: partitions), never above partitions.
+    pub max_replicas: i32,
+    /// Container resources.
+    pub resources: Resources,
+}
+
+/// The three Deployments of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    /// Kafka → table.
+    Updater,
+    /// Single lookups.
+    Products,
+    /// Batch lookups fanned out to products.
+    Batch,
+}
+
+impl Component {
+    /// All components, in rendering order.
+    pub const ALL: [Component; 3] = [Component::Updater, Component::Products, Component::Batch];
+
+    /// Lower-case name, used in object names, labels and the `prapi` subcommand.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Updater => "updater",
+            Component::Products => "products",
+            Component::Batch => "batch",
+        }
+    }
+}
+
+impl GroupPlan {
+    /// Name of a child object: `<group>-<suffix>`.
+    pub fn child_name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.owner.name)
+    }
+
+    /// Name of a component's Deployment (also its Service, PDB and autoscaler).
+    pub fn component_name(&self, c: Component) -> String {
+        self.child_name(c.as_str())
+    }
+
+    /// The headless products Service that batch pods discover products pods through.
+    pub fn products_headless_name(&self) -> String {
+        self.child_name("products-headless")
+    }
+
+    /// The group's ServiceAccount.
+    pub fn service_account_name(&self) -> String {
+        self.owner.name.clone()
+    }
+
+    /// The Role and RoleBinding that let batch pods read EndpointSlices.
+    pub fn endpoint_reader_name(&self) -> String {
+        self.child_name("endpointslice-reader")
+    }
+
+    /// The group's ConfigMap.
+    pub fn config_map_name(&self) -> String {
+        self.child_name("config")
+    }
+
+    /// Countries as the `--countries` flag takes them: `de,at`.
+    pub fn countries_flag(&self) -> String {
+        self.countries.join(",")
+    }
+}
+
+/// Default table and consumer group name: `prapi-<namespace>-<name>`.
+pub fn default_resource_name(namespace: &str, name: &str) -> String {
+    format!("prapi-{namespace}-{name}")
+}

@@ -1,0 +1,239 @@
+//! Render: pure functions from a [`GroupPlan`] to the desired child objects.
+//!
+//! Nothing here does I/O. [`render`] returns every object the group should have, each with the
+//! hash annotation the applier compares before writing.
+
+pub mod autoscaling;
+pub mod meta;
+pub mod workloads;
+
+use crate::plan::{Component, GroupPlan};
+use autoscaling::UpdaterAutoscaler;
+use kube::core::{ApiResource, GroupVersionKind};
+use meta::ANNOTATION_APPLIED_HASH;
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// Kinds of object a market group owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChildKind {
+    /// core/v1 ServiceAccount.
+    ServiceAccount,
+    /// rbac.authorization.k8s.io/v1 Role.
+    Role,
+    /// rbac.authorization.k8s.io/v1 RoleBinding.
+    RoleBinding,
+    /// core/v1 ConfigMap.
+    ConfigMap,
+    /// core/v1 Service.
+    Service,
+    /// apps/v1 Deployment.
+    Deployment,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// autoscaling/v2 HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
+    /// keda.sh/v1alpha1 ScaledObject.
+    ScaledObject,
+}
+
+impl ChildKind {
+    /// Every kind, in apply order (dependencies first: the ServiceAccount and RBAC before the pods
+    /// that use them, the Deployments before their autoscalers).
+    pub const ALL: [ChildKind; 9] = [
+        ChildKind::ServiceAccount,
+        ChildKind::Role,
+        ChildKind::RoleBinding,
+        ChildKind::ConfigMap,
+        ChildKind::Service,
+        ChildKind::Deployment,
+        ChildKind::PodDisruptionBudget,
+        ChildKind::HorizontalPodAutoscaler,
+        ChildKind::ScaledObject,
+    ];
+
+    /// Group, version and kind.
+    pub fn gvk(self) -> GroupVersionKind {
+        let (g, v, k) = match self {
+            ChildKind::ServiceAccount => ("", "v1", "ServiceAccount"),
+            ChildKind::Role => ("rbac.authorization.k8s.io", "v1", "Role"),
+            ChildKind::RoleBinding => ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+            ChildKind::ConfigMap => ("", "v1", "ConfigMap"),
+            ChildKind::Service => ("", "v1", "Service"),
+            ChildKind::Deployment => ("apps", "v1", "Deployment"),
+            ChildKind::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
+            ChildKind::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            ChildKind::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject"),
+        };
+        GroupVersionKind::gvk(g, v, k)
+    }
+
+    /// Plural resource name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ChildKind::ServiceAccount => "serviceaccounts",
+            ChildKind::Role => "roles",
+            ChildKind::RoleBinding => "rolebindings",
+            ChildKind::ConfigMap => "configmaps",
+            ChildKind::Service => "services",
+            ChildKind::Deployment => "deployments",
+            ChildKind::PodDisruptionBudget => "poddisruptionbudgets",
+            ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            ChildKind::ScaledObject => "scaledobjects",
+        }
+    }
+
+    /// The dynamic API resource for this kind.
+    pub fn api_resource(self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(&self.gvk(), self.plural())
+    }
+
+    /// Kind name.
+    pub fn kind(self) -> String {
+        self.gvk().kind
+    }
+}
+
+/// One desired child: its kind, name and full object (apiVersion, kind, metadata with the
+/// applied-hash annotation, spec).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Child {
+    /// Kind.
+    pub kind: ChildKind,
+    /// Name (namespace is the group's).
+    pub name: String,
+    /// The object as it is applied.
+    pub object: Value,
+    /// Hash of the object without the annotation; equals its annotation.
+    pub hash: String,
+}
+
+/// Rendering failed (only if a built-in type refuses to serialize, which would be a bug).
+#[derive(Debug, Error)]
+#[error("cannot render {kind:?} {name}: {source}")]
+pub struct RenderError {
+    kind: ChildKind,
+    name: String,
+    source: serde_json::Error,
+}
+
+/// How to render: choices that depend on the cluster rather than the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// The updater's autoscaler.
+    pub updater_autoscaler: UpdaterAutoscaler,
+}
+
+fn child(kind: ChildKind, name: String, object: impl Serialize) -> Result<Child, RenderError> {
+    let err = |source| RenderError {
+        kind,
+        name: name.clone(),
+        source,
+    };
+    let mut object = serde_json::to_value(object).map_err(err)?;
+    let gvk = kind.gvk();
+    if let Some(map) = object.as_object_mut() {
+        // Typed k8s-openapi objects serialize apiVersion/kind themselves; make sure they come
+        // first and are present for the JSON-built ones too.
+        let api_version = if gvk.group.is_empty() {
+            gvk.version.clone()
+        } else {
+            format!("{}/{}", gvk.group, gvk.version)
+        };
+        map.shift_remove("apiVersion");
+        map.shift_remove("kind");
+        map.shift_insert(0, "apiVersion".into(), Value::String(api_version));
+        map.shift_insert(1, "kind".into(), Value::String(gvk.kind));
+    }
+    let bytes = serde_json::to_vec(&object).map_err(err)?;
+    let hash = meta::stable_hash(&bytes);
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(ANNOTATION_APPLIED_HASH.into(), Value::String(hash.clone()));
+        }
+    }
+    Ok(Child {
+        kind,
+        name,
+        object,
+        hash,
+    })
+}
+
+/// Every object the group should have, in apply order.
+pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, RenderError> {
+    use workloads as w;
+    let mut out = vec![
+        child(
+            ChildKind::ServiceAccount,
+            plan.service_account_name(),
+            w::service_account(plan),
+        )?,
+        child(
+            ChildKind::Role,
+            plan.endpoint_reader_name(),
+            w::endpoint_reader_role(plan),
+        )?,
+        child(
+            ChildKind::RoleBinding,
+            plan.endpoint_reader_name(),
+            w::endpoint_reader_binding(plan),
+        )?,
+        child(
+            ChildKind::ConfigMap,
+            plan.config_map_name(),
+            w::config_map(plan),
+        )?,
+    ];
+    for c in [Component::Products, Component::Batch] {
+        out.push(child(
+            ChildKind::Service,
+            plan.component_name(c),
+            w::service(plan, c),
+        )?);
+    }
+    out.push(child(
+        ChildKind::Service,
+        plan.products_headless_name(),
+        w::products_headless_service(plan),
+    )?);
+    for c in Component::ALL {
+        out.push(child(
+            ChildKind::Deployment,
+            plan.component_name(c),
+            w::deployment(plan, c),
+        )?);
+    }
+    for c in Component::ALL {
+        out.push(child(
+            ChildKind::PodDisruptionBudget,
+            plan.component_name(c),
+            w::pod_disruption_budget(plan, c),
+        )?);
+    }
+    for c in [Component::Products, Component::Batch] {
+        out.push(child(
+            ChildKind::HorizontalPodAutoscaler,
+            plan.component_name(c),
+            autoscaling::cpu_hpa(plan, c),
+        )?);
+    }
+    let updater = plan.component_name(Component::Updater);
+    out.push(match opts.updater_autoscaler {
+        UpdaterAutoscaler::Keda => child(
+            ChildKind::ScaledObject,
+            updater,
+            autoscaling::updater_scaled_object(plan),
+        )?,
+        UpdaterAutoscaler::ExternalMetricHpa => child(
+            ChildKind::HorizontalPodAutoscaler,
+            updater,
+            autoscaling::updater_lag_hpa(plan),
+        )?,
+    });
+    Ok(out)
+}

@@ -1,0 +1,416 @@
+//! Workload objects of a group: Deployments (updater, products, batch) with the command lines of
+//! DESIGN §1, their Services, PodDisruptionBudgets, the ConfigMap, and the ServiceAccount with the
+//! RBAC batch pods need to discover products pods.
+
+use super::meta::{self, ANNOTATION_CONFIG_HASH, object_meta, pod_selector, selector_labels};
+use crate::crd::Resources;
+use crate::plan::{Component, GroupPlan};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Port every data plane component serves HTTP (API, probes, metrics) on.
+pub const HTTP_PORT: i32 = 8080;
+/// Name of that port.
+pub const HTTP_PORT_NAME: &str = "http";
+/// Address the components listen on inside the pod.
+pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
+/// Binary inside the image.
+pub const BINARY: &str = "prapi";
+/// Non-root user and group the pods run as (the distroless `nonroot` id).
+pub const RUN_AS: i64 = 65532;
+
+/// Arguments of `prapi updater` (DESIGN §1), after the binary name.
+pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
+    let u = &plan.updater;
+    [
+        "updater",
+        "--kafka-bootstrap",
+        &u.bootstrap_servers,
+        "--products-topic",
+        &u.products_topic,
+        "--offers-topic",
+        &u.offers_topic,
+        "--group",
+        &u.consumer_group,
+        "--countries",
+        &plan.countries_flag(),
+        "--store",
+        "dynamodb",
+        "--table",
+        &plan.table,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Arguments of `prapi products` (DESIGN §1), after the binary name.
+pub fn products_args(plan: &GroupPlan) -> Vec<String> {
+    [
+        "products",
+        "--listen",
+        LISTEN_ADDR,
+        "--countries",
+        &plan.countries_flag(),
+        "--store",
+        "dynamodb",
+        "--table",
+        &plan.table,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Arguments of `prapi batch` (DESIGN §1), after the binary name: products pods are discovered
+/// through the EndpointSlices of the headless products Service.
+pub fn batch_args(plan: &GroupPlan) -> Vec<String> {
+    let service = format!("{}/{}", plan.owner.namespace, plan.products_headless_name());
+    [
+        "batch",
+        "--listen",
+        LISTEN_ADDR,
+        "--countries",
+        &plan.countries_flag(),
+        "--products-service",
+        &service,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Arguments of a component's container.
+pub fn args(plan: &GroupPlan, component: Component) -> Vec<String> {
+    match component {
+        Component::Updater => updater_args(plan),
+        Component::Products => products_args(plan),
+        Component::Batch => batch_args(plan),
+    }
+}
+
+/// Settings without a flag in DESIGN §1, handed to a component as `PRAPI_<FLAG>` environment
+/// variables (every `prapi` flag also reads one) through the group's ConfigMap.
+pub fn component_env(plan: &GroupPlan, component: Component) -> Vec<(String, String)> {
+    let pairs: Vec<(&str, String)> = match component {
+        // The updater's command line has no --listen; its probes and metrics need the port.
+        Component::Updater => vec![("PRAPI_LISTEN", LISTEN_ADDR.to_string())],
+        Component::Products => vec![
+            (
+                "PRAPI_CACHE_TTL_SECONDS",
+                plan.products.cache_ttl_seconds.to_string(),
+            ),
+            (
+                "PRAPI_CACHE_STALE_SECONDS",
+                plan.products.cache_stale_seconds.to_string(),
+            ),
+            (
+                "PRAPI_CACHE_MAX_BYTES",
+                plan.products.cache_max_bytes.to_string(),
+            ),
+        ],
+        Component::Batch => vec![("PRAPI_MAX_ITEMS", plan.batch.max_items.to_string())],
+    };
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// ConfigMap key of a component's variable: `<component>.<VARIABLE>`.
+pub fn config_key(component: Component, var: &str) -> String {
+    format!("{}.{var}", component.as_str())
+}
+
+/// The group's ConfigMap: every component's settings that are not on its command line.
+pub fn config_map(plan: &GroupPlan) -> ConfigMap {
+    let data = Component::ALL
+        .into_iter()
+        .flat_map(|c| {
+            component_env(plan, c)
+                .into_iter()
+                .map(move |(k, v)| (config_key(c, &k), v))
+        })
+        .collect::<BTreeMap<_, _>>();
+    ConfigMap {
+        metadata: object_meta(plan, plan.config_map_name(), None),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn resource_requirements(r: &Resources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: (!r.requests.is_empty()).then(|| r.requests.clone()),
+        limits: (!r.limits.is_empty()).then(|| r.limits.clone()),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The restricted Pod Security Standard, container level.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The restricted Pod Security Standard, pod level.
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn resources_of(plan: &GroupPlan, component: Component) -> &Resources {
+    match component {
+        Component::Updater => &plan.updater.resources,
+        Component::Products => &plan.products.resources,
+        Component::Batch => &plan.batch.resources,
+    }
+}
+
+/// A component's Deployment. `spec.replicas` is left out: the component's autoscaler owns it.
+pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
+    let name = plan.component_name(component);
+    let env_pairs = component_env(plan, component);
+    let config_hash = meta::stable_hash(
+        env_pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let env = env_pairs
+        .iter()
+        .map(|(k, _)| EnvVar {
+            name: k.clone(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: plan.config_map_name(),
+                    key: config_key(component, k),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    let container = Container {
+        name: component.as_str().into(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![BINARY.into()]),
+        args: Some(args(plan, component)),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        startup_probe: Some(http_probe("/healthz", 2, 60)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        resources: Some(resource_requirements(resources_of(plan, component))),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    // Serving components must not lose capacity during a rollout (cold caches are expensive);
+    // spreading keeps one node's loss from taking a whole component.
+    let serving = component != Component::Updater;
+    let strategy = serving.then(|| DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::String("25%".into())),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    });
+    let spread = serving.then(|| {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(pod_selector(plan, component)),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..TopologySpreadConstraint::default()
+        }]
+    });
+    Deployment {
+        metadata: object_meta(plan, name, Some(component)),
+        spec: Some(DeploymentSpec {
+            selector: pod_selector(plan, component),
+            revision_history_limit: Some(3),
+            strategy,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(meta::labels(plan, Some(component))),
+                    annotations: Some(BTreeMap::from([(
+                        ANNOTATION_CONFIG_HASH.to_string(),
+                        config_hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(plan.service_account_name()),
+                    // Only batch talks to the Kubernetes API (EndpointSlices).
+                    automount_service_account_token: Some(component == Component::Batch),
+                    security_context: Some(restricted_pod_security()),
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container],
+                    topology_spread_constraints: spread,
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn http_service_port() -> ServicePort {
+    ServicePort {
+        name: Some(HTTP_PORT_NAME.into()),
+        port: HTTP_PORT,
+        target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// ClusterIP Service of a serving component (products or batch), the ingress backend.
+pub fn service(plan: &GroupPlan, component: Component) -> Service {
+    Service {
+        metadata: object_meta(plan, plan.component_name(component), Some(component)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(plan, Some(component))),
+            ports: Some(vec![http_service_port()]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Headless products Service: its EndpointSlices list the ready products pods for batch's load
+/// balancer.
+pub fn products_headless_service(plan: &GroupPlan) -> Service {
+    Service {
+        metadata: object_meta(
+            plan,
+            plan.products_headless_name(),
+            Some(Component::Products),
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels(plan, Some(Component::Products))),
+            ports: Some(vec![http_service_port()]),
+            publish_not_ready_addresses: Some(false),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// PodDisruptionBudget of a component: voluntary disruptions take one pod at a time.
+pub fn pod_disruption_budget(plan: &GroupPlan, component: Component) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: object_meta(plan, plan.component_name(component), Some(component)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(pod_selector(plan, component)),
+            // A pod that is not ready anyway may always be evicted, so a crash-looping pod never
+            // blocks a node drain.
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The group's ServiceAccount (all three components run as it).
+pub fn service_account(plan: &GroupPlan) -> ServiceAccount {
+    ServiceAccount {
+        metadata: object_meta(plan, plan.service_account_name(), None),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Role that reads EndpointSlices in the group's namespace.
+pub fn endpoint_reader_role(plan: &GroupPlan) -> Role {
+    Role {
+        metadata: object_meta(plan, plan.endpoint_reader_name(), None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["discovery.k8s.io".into()]),
+            resources: Some(vec!["endpointslices".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// Binds [`endpoint_reader_role`] to the group's ServiceAccount.
+pub fn endpoint_reader_binding(plan: &GroupPlan) -> RoleBinding {
+    RoleBinding {
+        metadata: object_meta(plan, plan.endpoint_reader_name(), None),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: plan.endpoint_reader_name(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: plan.service_account_name(),
+            namespace: Some(plan.owner.namespace.clone()),
+            ..Subject::default()
+        }]),
+    }
+}

@@ -1,0 +1,273 @@
+//! `prapi-operator run`: health server, leader election, the controller, graceful shutdown.
+
+use crate::cli::RunArgs;
+use crate::crd::MarketGroup;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context, Settings};
+use crate::render::meta::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use kube_lease_manager::LeaseManagerBuilder;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Why the controller stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Signal,
+    LostLeadership,
+}
+
+/// Runs the controller until `stop` fires.
+async fn run_controller(
+    client: Client,
+    args: &RunArgs,
+    ctx: Arc<Context>,
+    stop: oneshot::Receiver<()>,
+) {
+    let ns = args.watch_namespace.as_deref();
+    let children =
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    Controller::new(api::<MarketGroup>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children.clone())
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<ServiceAccount>(&client, ns), children.clone())
+        .owns(api::<Role>(&client, ns), children.clone())
+        .owns(api::<RoleBinding>(&client, ns), children.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), children)
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(async move {
+            let _ = stop.await;
+        })
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(group = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+}
+
+/// `prapi-operator run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (kubeconfig or in-cluster config)")?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+
+    let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(
+        args.listen,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = server_stop_rx.await;
+        },
+    ));
+
+    // Fail early and clearly when the CRD is missing or RBAC forbids reading groups.
+    api::<MarketGroup>(&client, args.watch_namespace.as_deref())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .context(
+            "listing MarketGroups (is the CRD installed? does the operator's role allow it?)",
+        )?;
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "prapi-operator".into()),
+            std::process::id()
+        )
+    });
+    let settings = Settings {
+        default_image: args.default_image.clone(),
+        updater_autoscaler: args.updater_autoscaler,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        recorder,
+        metrics.clone(),
+    ));
+
+    let stop = if args.leader_election {
+        let lease_ns = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&lease_ns)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration_seconds.max(2))
+            .with_grace(
+                args.lease_grace_seconds
+                    .min(args.lease_duration_seconds.saturating_sub(1)),
+            )
+            .build()
+            .await
+            .context("setting up leader election")?;
+        let (mut leading, lease_task) = manager.watch().await;
+        health.set_ready(true);
+        info!(%identity, lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for leadership");
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        let stop = loop {
+            if *leading.borrow_and_update() {
+                break None;
+            }
+            tokio::select! {
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        bail!("leader election stopped unexpectedly");
+                    }
+                }
+                _ = &mut signal => break Some(Stop::Signal),
+            }
+        };
+        let stop = match stop {
+            Some(s) => s,
+            None => {
+                info!(%identity, "became the leader");
+                metrics.leader.set(1);
+                let stop = lead(client.clone(), &args, ctx, &mut leading, signal).await;
+                metrics.leader.set(0);
+                stop
+            }
+        };
+        // Closing the channel makes the lease task release the lease, so a standby takes over at
+        // once instead of waiting for it to expire.
+        drop(leading);
+        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+            Ok(Ok(Ok(_))) => info!("lease released"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "releasing the lease"),
+            Ok(Err(e)) => warn!(error = %e, "lease task failed"),
+            Err(_) => warn!("releasing the lease timed out"),
+        }
+        stop
+    } else {
+        health.set_ready(true);
+        metrics.leader.set(1);
+        let (tx, rx) = oneshot::channel();
+        let signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(());
+        });
+        run_controller(client.clone(), &args, ctx, rx).await;
+        signal.abort();
+        Stop::Signal
+    };
+
+    health.set_ready(false);
+    let _ = server_stop_tx.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "health server failed"),
+        Err(e) => warn!(error = %e, "health server task failed"),
+    }
+    match stop {
+        Stop::Signal => {
+            info!("shut down");
+            Ok(())
+        }
+        // Exit non-zero so the pod restarts as a clean standby.
+        Stop::LostLeadership => bail!("lost leadership"),
+    }
+}
+
+/// Runs the controller while leading; returns when leadership is lost or a signal arrives.
+async fn lead(
+    client: Client,
+    args: &RunArgs,
+    ctx: Arc<Context>,
+    leading: &mut watch::Receiver<bool>,
+    signal: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Stop {
+    let (tx, rx) = oneshot::channel();
+    let controller = run_controller(client, args, ctx, rx);
+    tokio::pin!(controller);
+    let why = tokio::select! {
+        _ = &mut controller => return Stop::Signal,
+        _ = signal => Stop::Signal,
+        _ = async {
+            loop {
+                if leading.changed().await.is_err() || !*leading.borrow() {
+                    break;
+                }
+            }
+        } => Stop::LostLeadership,
+    };
+    if why == Stop::LostLeadership {
+        warn!("lost leadership; stopping the controller");
+    }
+    let _ = tx.send(());
+    controller.await;
+    why
+}

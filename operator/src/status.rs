@@ -1,0 +1,711 @@
+//! Status: conditions that keep their lastTransitionTime, and the summary of what was observed.
+//!
+//! Pure: the caller passes the observations and the clock, so the same inputs always give the same
+//! status, and an unchanged group gives a status equal to the stored one (which is then not written).
+//!
+//! Semantics: `WorkloadsReady` means every component can serve (its Deployment is Available, which
+//! stays true during a rolling update); `Progressing` means a rollout is under way; `Degraded` means
+//! the operator hit an error or a rollout stalled. `Ready` is the conjunction of the readiness gates:
+//! `WorkloadsReady`, plus `StoreReady` and `RoutingReady` once the steps that manage those report
+//! them. `Degraded` deliberately does not clear `Ready`: an operator-side error must not look like the
+//! group stopped serving (routing only sends traffic to Ready groups).
+
+use crate::crd::{ComponentStatus, ComponentsStatus, MarketGroupStatus, TableStatus};
+use crate::plan::Component;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition type: the summary.
+pub const READY: &str = "Ready";
+/// Condition type: a rollout is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition type: the operator hit an error or a rollout stalled.
+pub const DEGRADED: &str = "Degraded";
+/// Condition type: every component's Deployment is available.
+pub const WORKLOADS_READY: &str = "WorkloadsReady";
+/// Condition type: the table exists and is usable (set by the store step).
+pub const STORE_READY: &str = "StoreReady";
+/// Condition type: the route to the group is applied (set by the routing step).
+pub const ROUTING_READY: &str = "RoutingReady";
+
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// "True".
+    True,
+    /// "False".
+    False,
+    /// "Unknown".
+    Unknown,
+}
+
+impl Status {
+    /// The API string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A condition as a step reports it, before times and generations are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionUpdate {
+    /// Condition type.
+    pub type_: String,
+    /// Status.
+    pub status: Status,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ConditionUpdate {
+    /// Builds an update.
+    pub fn new(
+        type_: &str,
+        status: Status,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> ConditionUpdate {
+        ConditionUpdate {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Turns updates into conditions: a condition whose status did not change keeps its
+/// lastTransitionTime; every condition carries `generation`. Conditions not updated are dropped.
+pub fn merge_conditions(
+    previous: &[Condition],
+    updates: &[ConditionUpdate],
+    generation: i64,
+    now: Timestamp,
+) -> Vec<Condition> {
+    updates
+        .iter()
+        .map(|u| {
+            let last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == u.type_ && p.status == u.status.as_str())
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| Time(now));
+            Condition {
+                type_: u.type_.clone(),
+                status: u.status.as_str().into(),
+                reason: u.reason.clone(),
+                message: u.message.clone(),
+                observed_generation: Some(generation),
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// How far a Deployment's rollout is (the checks of `kubectl rollout status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every replica runs the current template and is available.
+    Complete,
+    /// Under way; the message says what it waits for.
+    InProgress(String),
+    /// The Deployment controller gave up (progress deadline exceeded).
+    Stalled(String),
+}
+
+/// Rollout state of a Deployment.
+pub fn rollout(d: &Deployment) -> Rollout {
+    let name = d.metadata.name.as_deref().unwrap_or("deployment");
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(status) = d.status.as_ref() else {
+        return Rollout::InProgress(format!("{name}: waiting for the Deployment controller"));
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Rollout::InProgress(format!(
+            "{name}: waiting for the Deployment controller to observe generation {generation}"
+        ));
+    }
+    if let Some(c) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Rollout::Stalled(format!(
+            "{name}: rollout stalled: {}",
+            c.message.as_deref().unwrap_or("progress deadline exceeded")
+        ));
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        return Rollout::InProgress(format!("{name}: {updated} of {want} replicas updated"));
+    }
+    if replicas > updated {
+        return Rollout::InProgress(format!(
+            "{name}: {} old replicas pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return Rollout::InProgress(format!(
+            "{name}: {available} of {updated} updated replicas available"
+        ));
+    }
+    Rollout::Complete
+}
+
+/// Whether a Deployment can serve: its `Available` condition is True and a replica is available.
+pub fn available(d: &Deployment) -> bool {
+    d.status.as_ref().is_some_and(|s| {
+        s.available_replicas.unwrap_or(0) > 0
+            && s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+    })
+}
+
+/// Replica counts of a Deployment.
+pub fn component_status(d: &Deployment) -> ComponentStatus {
+    let s = d.status.clone().unwrap_or_default();
+    ComponentStatus {
+        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+        replicas: s.replicas.unwrap_or(0),
+        ready: s.ready_replicas.unwrap_or(0),
+        updated: s.updated_replicas.unwrap_or(0),
+        available: s.available_replicas.unwrap_or(0),
+    }
+}
+
+/// A problem the reconcile ran into, reported as `Degraded`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason (`InvalidSpec`, `ApplyFailed`, ...).
+    pub reason: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Everything the status is derived from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// `metadata.generation` of the MarketGroup.
+    pub generation: i64,
+    /// The three Deployments as last read (None: missing).
+    pub deployments: [(Component, Option<&'a Deployment>); 3],
+    /// The error of this reconcile, if any.
+    pub problem: Option<Problem>,
+    /// `StoreReady`, once a store step reports it.
+    pub store: Option<ConditionUpdate>,
+    /// `RoutingReady`, once a routing step reports it.
+    pub routing: Option<ConditionUpdate>,
+    /// Kind of the updater's autoscaler, if rendered.
+    pub updater_autoscaler: Option<String>,
+    /// The table name, if the spec resolved.
+    pub table: Option<String>,
+}
+
+/// The condition updates for what was observed, in display order.
+pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
+    let mut missing = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut in_progress = Vec::new();
+    let mut stalled = Vec::new();
+    for (component, d) in &obs.deployments {
+        match d {
+            None => missing.push(component.as_str()),
+            Some(d) => {
+                if !available(d) {
+                    unavailable.push(component.as_str());
+                }
+                match rollout(d) {
+                    Rollout::Complete => {}
+                    Rollout::InProgress(m) => in_progress.push(m),
+                    Rollout::Stalled(m) => stalled.push(m),
+                }
+            }
+        }
+    }
+    let workloads = if !missing.is_empty() {
+        ConditionUpdate::new(
+            WORKLOADS_READY,
+            Status::False,
+            "DeploymentMissing",
+            format!("not created yet: {}", missing.join(", ")),
+        )
+    } else if !unavailable.is_empty() {
+        ConditionUpdate::new(
+            WORKLOADS_READY,
+            Status::False,
+            "Unavailable",
+            format!("no available replicas yet: {}", unavailable.join(", ")),
+        )
+    } else {
+        ConditionUpdate::new(
+            WORKLOADS_READY,
+            Status::True,
+            "Available",
+            "updater, products and batch are available",
+        )
+    };
+    let progressing = if !missing.is_empty() {
+        ConditionUpdate::new(
+            PROGRESSING,
+            Status::True,
+            "Creating",
+            format!("creating: {}", missing.join(", ")),
+        )
+    } else if !stalled.is_empty() {
+        ConditionUpdate::new(
+            PROGRESSING,
+            Status::False,
+            "RolloutStalled",
+            stalled.join("; "),
+        )
+    } else if !in_progress.is_empty() {
+        ConditionUpdate::new(
+            PROGRESSING,
+            Status::True,
+            "RollingOut",
+            in_progress.join("; "),
+        )
+    } else {
+        ConditionUpdate::new(
+            PROGRESSING,
+            Status::False,
+            "Complete",
+            "every component runs the current spec",
+        )
+    };
+    let degraded = match (&obs.problem, stalled.is_empty()) {
+        (Some(p), _) => ConditionUpdate::new(DEGRADED, Status::True, &p.reason, p.message.clone()),
+        (None, false) => {
+            ConditionUpdate::new(DEGRADED, Status::True, "RolloutStalled", stalled.join("; "))
+        }
+        (None, true) => ConditionUpdate::new(DEGRADED, Status::False, "AsExpected", "no errors"),
+    };
+    let gates: Vec<&ConditionUpdate> = std::iter::once(&workloads)
+        .chain(obs.store.iter())
+        .chain(obs.routing.iter())
+        .collect();
+    let ready = match gates.iter().find(|g| g.status != Status::True) {
+        None => ConditionUpdate::new(READY, Status::True, "Ready", "the market group serves"),
+        Some(g) => ConditionUpdate::new(
+            READY,
+            Status::False,
+            &format!("{}NotReady", g.type_.trim_end_matches("Ready")),
+            format!("{}: {}", g.type_, g.message),
+        ),
+    };
+    let mut out = vec![ready, progressing, degraded, workloads];
+    out.extend(obs.store.clone());
+    out.extend(obs.routing.clone());
+    out
+}
+
+/// The status for what was observed, keeping transition times from `previous`.
+pub fn desired_status(
+    previous: Option<&MarketGroupStatus>,
+    obs: &Observed<'_>,
+    now: Timestamp,
+) -> MarketGroupStatus {
+    let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let component = |c: Component| {
+        obs.deployments
+            .iter()
+            .find(|(k, _)| *k == c)
+            .and_then(|(_, d)| d.map(component_status))
+            .unwrap_or_default()
+    };
+    let previous_table = previous.and_then(|p| p.table.clone());
+    MarketGroupStatus {
+        observed_generation: Some(obs.generation),
+        conditions: merge_conditions(prev_conditions, &conditions(obs), obs.generation, now),
+        components: Some(ComponentsStatus {
+            updater: component(Component::Updater),
+            products: component(Component::Products),
+            batch: component(Component::Batch),
+        }),
+        updater_autoscaler: obs.updater_autoscaler.clone(),
+        table: obs.table.clone().map(|name| match previous_table {
+            // Keep what the store step last observed about the same table.
+            Some(t) if t.name == name => t,
+            _ => TableStatus {
+                name,
+                ..TableStatus::default()
+            },
+        }),
+        updater_lag: previous.and_then(|p| p.updater_lag),
+        traffic: previous.map(|p| p.traffic.clone()).unwrap_or_default(),
+    }
+}
+
+/// Whether a condition of `type_` is True in `status`.
+pub fn is_true(status: Option<&MarketGroupStatus>, type_: &str) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).expect("valid time")
+    }
+
+    /// A Deployment of `want` replicas: `available` of them available, `updated` on the current
+    /// template, observed generation `observed` (of generation 2).
+    fn deployment(want: i32, updated: i32, available: i32, observed: i64) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("g-products".into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(want),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(want.max(updated)),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Available".into(),
+                    status: if available > 0 { "True" } else { "False" }.into(),
+                    ..DeploymentCondition::default()
+                }]),
+                ..DeploymentStatus::default()
+            }),
+        }
+    }
+
+    fn observed<'a>(ds: [Option<&'a Deployment>; 3]) -> Observed<'a> {
+        Observed {
+            generation: 2,
+            deployments: [
+                (Component::Updater, ds[0]),
+                (Component::Products, ds[1]),
+                (Component::Batch, ds[2]),
+            ],
+            problem: None,
+            store: None,
+            routing: None,
+            updater_autoscaler: Some("HorizontalPodAutoscaler".into()),
+            table: Some("prapi-ns-g".into()),
+        }
+    }
+
+    fn find<'a>(c: &'a [ConditionUpdate], type_: &str) -> &'a ConditionUpdate {
+        c.iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition present")
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_the_status_does() {
+        let first = merge_conditions(
+            &[],
+            &[ConditionUpdate::new(
+                READY,
+                Status::False,
+                "WorkloadsNotReady",
+                "a",
+            )],
+            1,
+            t(0),
+        );
+        assert_eq!(first[0].last_transition_time, Time(t(0)));
+        // Same status, new reason, message and generation: time kept, the rest updated.
+        let same = merge_conditions(
+            &first,
+            &[ConditionUpdate::new(READY, Status::False, "Other", "b")],
+            2,
+            t(10),
+        );
+        assert_eq!(same[0].last_transition_time, Time(t(0)));
+        assert_eq!(
+            (
+                same[0].reason.as_str(),
+                same[0].message.as_str(),
+                same[0].observed_generation
+            ),
+            ("Other", "b", Some(2))
+        );
+        // Flip: new time.
+        let flipped = merge_conditions(
+            &same,
+            &[ConditionUpdate::new(READY, Status::True, "Ready", "c")],
+            2,
+            t(20),
+        );
+        assert_eq!(flipped[0].last_transition_time, Time(t(20)));
+        assert_eq!(flipped[0].status, "True");
+    }
+
+    #[test]
+    fn rollout_follows_kubectl_rollout_status() {
+        assert_eq!(rollout(&deployment(2, 2, 2, 2)), Rollout::Complete);
+        assert!(
+            matches!(rollout(&deployment(2, 2, 2, 1)), Rollout::InProgress(m) if m.contains("observe generation 2"))
+        );
+        assert!(
+            matches!(rollout(&deployment(3, 1, 1, 2)), Rollout::InProgress(m) if m.contains("1 of 3 replicas updated"))
+        );
+        assert!(
+            matches!(rollout(&deployment(2, 2, 1, 2)), Rollout::InProgress(m) if m.contains("1 of 2 updated replicas available"))
+        );
+        let mut old_pods = deployment(2, 2, 2, 2);
+        if let Some(s) = old_pods.status.as_mut() {
+            s.replicas = Some(3);
+        }
+        assert!(
+            matches!(rollout(&old_pods), Rollout::InProgress(m) if m.contains("1 old replicas pending termination"))
+        );
+        let mut stalled = deployment(2, 1, 1, 2);
+        if let Some(s) = stalled.status.as_mut() {
+            s.conditions
+                .get_or_insert_with(Vec::new)
+                .push(DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some("timed out".into()),
+                    ..DeploymentCondition::default()
+                });
+        }
+        assert!(matches!(rollout(&stalled), Rollout::Stalled(m) if m.contains("timed out")));
+        let mut fresh = deployment(1, 0, 0, 0);
+        fresh.status = None;
+        assert!(matches!(rollout(&fresh), Rollout::InProgress(_)));
+    }
+
+    #[test]
+    fn all_available_and_rolled_out_is_ready() {
+        let d = deployment(2, 2, 2, 2);
+        let c = conditions(&observed([Some(&d), Some(&d), Some(&d)]));
+        let types: Vec<&str> = c.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec![READY, PROGRESSING, DEGRADED, WORKLOADS_READY]);
+        assert_eq!(find(&c, READY).status, Status::True);
+        assert_eq!(find(&c, WORKLOADS_READY).status, Status::True);
+        assert_eq!(
+            (
+                find(&c, PROGRESSING).status,
+                find(&c, PROGRESSING).reason.as_str()
+            ),
+            (Status::False, "Complete")
+        );
+        assert_eq!(
+            (
+                find(&c, DEGRADED).status,
+                find(&c, DEGRADED).reason.as_str()
+            ),
+            (Status::False, "AsExpected")
+        );
+    }
+
+    #[test]
+    fn a_missing_deployment_is_not_ready_and_progressing() {
+        let d = deployment(2, 2, 2, 2);
+        let c = conditions(&observed([Some(&d), None, Some(&d)]));
+        let w = find(&c, WORKLOADS_READY);
+        assert_eq!(
+            (w.status, w.reason.as_str()),
+            (Status::False, "DeploymentMissing")
+        );
+        assert!(w.message.contains("products"));
+        let r = find(&c, READY);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::False, "WorkloadsNotReady")
+        );
+        assert_eq!(
+            (
+                find(&c, PROGRESSING).status,
+                find(&c, PROGRESSING).reason.as_str()
+            ),
+            (Status::True, "Creating")
+        );
+    }
+
+    #[test]
+    fn a_rolling_update_keeps_the_group_ready_but_progressing() {
+        let done = deployment(2, 2, 2, 2);
+        let rolling = deployment(2, 1, 2, 2);
+        let c = conditions(&observed([Some(&done), Some(&rolling), Some(&done)]));
+        assert_eq!(find(&c, READY).status, Status::True);
+        let p = find(&c, PROGRESSING);
+        assert_eq!((p.status, p.reason.as_str()), (Status::True, "RollingOut"));
+    }
+
+    #[test]
+    fn no_available_replica_is_not_ready() {
+        let done = deployment(2, 2, 2, 2);
+        let none = deployment(2, 2, 0, 2);
+        let c = conditions(&observed([Some(&none), Some(&done), Some(&done)]));
+        let w = find(&c, WORKLOADS_READY);
+        assert_eq!(
+            (w.status, w.reason.as_str()),
+            (Status::False, "Unavailable")
+        );
+        assert!(w.message.contains("updater"));
+        assert_eq!(find(&c, READY).status, Status::False);
+    }
+
+    #[test]
+    fn errors_degrade_without_clearing_ready() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        obs.problem = Some(Problem {
+            reason: "ApplyFailed".into(),
+            message: "applying Deployment g-products: boom".into(),
+        });
+        let c = conditions(&obs);
+        let deg = find(&c, DEGRADED);
+        assert_eq!(
+            (deg.status, deg.reason.as_str()),
+            (Status::True, "ApplyFailed")
+        );
+        assert!(deg.message.contains("boom"));
+        assert_eq!(find(&c, READY).status, Status::True);
+    }
+
+    #[test]
+    fn a_stalled_rollout_degrades() {
+        let done = deployment(2, 2, 2, 2);
+        let mut stalled = deployment(2, 1, 2, 2);
+        if let Some(s) = stalled.status.as_mut() {
+            s.conditions
+                .get_or_insert_with(Vec::new)
+                .push(DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    ..DeploymentCondition::default()
+                });
+        }
+        let c = conditions(&observed([Some(&done), Some(&stalled), Some(&done)]));
+        assert_eq!(
+            (
+                find(&c, DEGRADED).status,
+                find(&c, DEGRADED).reason.as_str()
+            ),
+            (Status::True, "RolloutStalled")
+        );
+        assert_eq!(
+            (
+                find(&c, PROGRESSING).status,
+                find(&c, PROGRESSING).reason.as_str()
+            ),
+            (Status::False, "RolloutStalled")
+        );
+    }
+
+    #[test]
+    fn store_and_routing_gate_ready_once_reported() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        obs.store = Some(ConditionUpdate::new(
+            STORE_READY,
+            Status::False,
+            "Bootstrapping",
+            "lag 9000",
+        ));
+        obs.routing = Some(ConditionUpdate::new(
+            ROUTING_READY,
+            Status::True,
+            "Applied",
+            "route applied",
+        ));
+        let c = conditions(&obs);
+        let r = find(&c, READY);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::False, "StoreNotReady")
+        );
+        assert!(r.message.contains("lag 9000"));
+        assert_eq!(c.len(), 6);
+        obs.store = Some(ConditionUpdate::new(
+            STORE_READY,
+            Status::True,
+            "Active",
+            "table active",
+        ));
+        assert_eq!(find(&conditions(&obs), READY).status, Status::True);
+    }
+
+    #[test]
+    fn an_unchanged_group_yields_an_equal_status() {
+        let d = deployment(3, 3, 3, 2);
+        let obs = observed([Some(&d), Some(&d), Some(&d)]);
+        let first = desired_status(None, &obs, t(0));
+        let again = desired_status(Some(&first), &obs, t(500));
+        assert_eq!(first, again, "nothing changed, so nothing is written");
+        assert_eq!(first.observed_generation, Some(2));
+        assert!(
+            first
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+        let comps = first.components.expect("components");
+        assert_eq!(
+            comps.products,
+            ComponentStatus {
+                desired: 3,
+                replicas: 3,
+                ready: 3,
+                updated: 3,
+                available: 3
+            }
+        );
+        assert_eq!(first.table.map(|t| t.name), Some("prapi-ns-g".into()));
+        assert_eq!(
+            first.updater_autoscaler.as_deref(),
+            Some("HorizontalPodAutoscaler")
+        );
+    }
+
+    #[test]
+    fn store_observations_survive_a_status_rebuild() {
+        let d = deployment(1, 1, 1, 2);
+        let obs = observed([Some(&d), Some(&d), Some(&d)]);
+        let mut prev = desired_status(None, &obs, t(0));
+        prev.table = Some(TableStatus {
+            name: "prapi-ns-g".into(),
+            status: Some("ACTIVE".into()),
+            read_capacity: Some(5),
+            write_capacity: Some(5),
+        });
+        prev.updater_lag = Some(42);
+        let next = desired_status(Some(&prev), &obs, t(1));
+        assert_eq!(next.table, prev.table);
+        assert_eq!(next.updater_lag, Some(42));
+        // A renamed table starts over.
+        let mut renamed = obs.clone();
+        renamed.table = Some("other".into());
+        let next = desired_status(Some(&prev), &renamed, t(2));
+        assert_eq!(
+            next.table,
+            Some(TableStatus {
+                name: "other".into(),
+                ..TableStatus::default()
+            })
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The `prapi-operator` command line: every flag reads `PRAPI_<FLAG>`, and the offline
+//! subcommands work end to end through the real binary.
+
+use clap::{CommandFactory, Parser};
+use prapi_operator::cli::{Cli, Command, UpdaterAutoscalerChoice};
+use std::process::Command as Process;
+
+#[test]
+fn every_flag_also_reads_its_environment_variable() {
+    let cmd = Cli::command();
+    let mut checked = 0;
+    for sub in cmd.get_subcommands() {
+        for arg in sub.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let expect = format!("PRAPI_{}", long.to_ascii_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(expect.as_str()),
+                "{} --{long}",
+                sub.get_name()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "checked only {checked} flags");
+}
+
+#[test]
+fn run_flags_parse_with_defaults_and_overrides() {
+    let cli = Cli::try_parse_from(["prapi-operator", "run"]).expect("defaults parse");
+    let Command::Run(args) = cli.command else {
+        panic!("run")
+    };
+    assert_eq!(args.updater_autoscaler, UpdaterAutoscalerChoice::Auto);
+    assert!(args.leader_election);
+    assert_eq!(args.lease_duration_seconds, 10);
+    assert_eq!(args.listen.port(), 8080);
+    let cli = Cli::try_parse_from([
+        "prapi-operator",
+        "run",
+        "--updater-autoscaler",
+        "keda",
+        "--leader-election",
+        "false",
+        "--watch-namespace",
+        "team-a",
+    ])
+    .expect("overrides parse");
+    let Command::Run(args) = cli.command else {
+        panic!("run")
+    };
+    assert_eq!(args.updater_autoscaler, UpdaterAutoscalerChoice::Keda);
+    assert!(!args.leader_election);
+    assert_eq!(args.watch_namespace.as_deref(), Some("team-a"));
+    assert!(
+        Cli::try_parse_from(["prapi-operator", "run", "--updater-autoscaler", "magic"]).is_err()
+    );
+}
+
+fn operator() -> Process {
+    Process::new(env!("CARGO_BIN_EXE_prapi-operator"))
+}
+
+#[test]
+fn crd_subcommand_prints_the_committed_crd() {
+    let out = operator().arg("crd").output().expect("runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).expect("utf-8"),
+        include_str!("../../crds/marketgroup.yaml")
+    );
+}
+
+#[test]
+fn render_subcommand_prints_every_object_or_the_problems() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/valid/minimal.yaml"
+    );
+    let out = operator()
+        .args(["render", "-f", fixture, "--updater-autoscaler", "keda"])
+        .env("PRAPI_DEFAULT_IMAGE", "example/prapi:9")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(text.matches("\n---\n").count() + 1, 16, "16 objects");
+    assert!(text.contains("kind: ScaledObject"));
+    assert!(text.contains("image: example/prapi:9"));
+    assert!(text.contains("namespace: shop"));
+
+    let bad = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/invalid/04-countries-duplicate.yaml"
+    );
+    let out = operator()
+        .args(["render", "-f", bad])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.countries must not list a country twice"),
+        "{err}"
+    );
+
+    let out = operator()
+        .args(["render", "-f", "/nonexistent.yaml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent.yaml"));
+}

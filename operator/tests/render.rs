@@ -1,0 +1,688 @@
+//! Rendering: every child of a group, checked field by field, from the defaults and from a spec
+//! that sets everything.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use prapi_operator::crd::MarketGroup;
+use prapi_operator::offline;
+use prapi_operator::plan::{Component, GroupPlan};
+use prapi_operator::render::autoscaling::{self, UpdaterAutoscaler};
+use prapi_operator::render::meta::{self, ANNOTATION_APPLIED_HASH, ANNOTATION_CONFIG_HASH};
+use prapi_operator::render::workloads as w;
+use prapi_operator::render::{ChildKind, RenderOptions, render};
+use prapi_operator::validate;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const UID: &str = "0b7e2d3c-1111-2222-3333-444455556666";
+
+fn group(yaml_spec: &str) -> MarketGroup {
+    let text = format!(
+        "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata:\n  name: dach\n  namespace: shop\n  uid: {UID}\nspec:\n{yaml_spec}"
+    );
+    offline::parse_manifests(&text).expect("parses").remove(0)
+}
+
+fn plan_of(yaml_spec: &str) -> GroupPlan {
+    validate::plan(&group(yaml_spec), "prapi:test", "ignored").expect("valid spec")
+}
+
+fn default_plan() -> GroupPlan {
+    plan_of("  countries: [de, AT]\n")
+}
+
+fn container(d: &Deployment) -> &Container {
+    &pod(d).containers[0]
+}
+
+fn pod(d: &Deployment) -> &PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn labels(component: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "prapi".to_string()),
+        ("app.kubernetes.io/instance".to_string(), "dach".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "prapi-operator".to_string(),
+        ),
+        ("app.kubernetes.io/part-of".to_string(), "prapi".to_string()),
+    ]);
+    if let Some(c) = component {
+        l.insert("app.kubernetes.io/component".into(), c.into());
+    }
+    l
+}
+
+#[test]
+fn command_lines_follow_design_section_1() {
+    let p = default_plan();
+    assert_eq!(
+        w::updater_args(&p),
+        strings(&[
+            "updater",
+            "--kafka-bootstrap",
+            "kafka:9092",
+            "--products-topic",
+            "products",
+            "--offers-topic",
+            "offers",
+            "--group",
+            "prapi-shop-dach",
+            "--countries",
+            "de,at",
+            "--store",
+            "dynamodb",
+            "--table",
+            "prapi-shop-dach",
+        ])
+    );
+    assert_eq!(
+        w::products_args(&p),
+        strings(&[
+            "products",
+            "--listen",
+            "0.0.0.0:8080",
+            "--countries",
+            "de,at",
+            "--store",
+            "dynamodb",
+            "--table",
+            "prapi-shop-dach",
+        ])
+    );
+    assert_eq!(
+        w::batch_args(&p),
+        strings(&[
+            "batch",
+            "--listen",
+            "0.0.0.0:8080",
+            "--countries",
+            "de,at",
+            "--products-service",
+            "shop/dach-products-headless",
+        ])
+    );
+}
+
+#[test]
+fn command_lines_use_custom_names() {
+    let p = plan_of(
+        "  countries: [ch]\n  updater:\n    kafka: {bootstrapServers: 'k1:9092,k2:9092', productsTopic: p.t, offersTopic: o.t, consumerGroup: cg}\n  dynamodb: {table: my-table}\n",
+    );
+    let u = w::updater_args(&p);
+    for (flag, value) in [
+        ("--kafka-bootstrap", "k1:9092,k2:9092"),
+        ("--products-topic", "p.t"),
+        ("--offers-topic", "o.t"),
+        ("--group", "cg"),
+        ("--countries", "ch"),
+        ("--table", "my-table"),
+    ] {
+        let i = u.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(u[i + 1], value, "{flag}");
+    }
+    assert!(w::products_args(&p).ends_with(&strings(&["--table", "my-table"])));
+}
+
+#[test]
+fn deployments_have_image_probes_resources_and_restricted_security() {
+    let p = default_plan();
+    for c in Component::ALL {
+        let d = w::deployment(&p, c);
+        let name = format!("dach-{}", c.as_str());
+        assert_eq!(d.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(d.metadata.labels.as_ref(), Some(&labels(Some(c.as_str()))));
+        let owner = &d.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
+            ("MarketGroup", "dach", UID, Some(true), Some(true))
+        );
+        assert_eq!(owner.api_version, "prapi.dev/v1alpha1");
+        let spec = d.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, None, "the autoscaler owns replicas");
+        let selector = BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "prapi".to_string()),
+            ("app.kubernetes.io/instance".to_string(), "dach".to_string()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                c.as_str().to_string(),
+            ),
+        ]);
+        assert_eq!(spec.selector.match_labels.as_ref(), Some(&selector));
+        let tmeta = spec.template.metadata.as_ref().expect("template meta");
+        assert_eq!(tmeta.labels.as_ref(), Some(&labels(Some(c.as_str()))));
+        assert!(
+            tmeta
+                .annotations
+                .as_ref()
+                .expect("annotations")
+                .contains_key(ANNOTATION_CONFIG_HASH)
+        );
+
+        let ctr = container(&d);
+        assert_eq!(ctr.image.as_deref(), Some("prapi:test"));
+        assert_eq!(ctr.command, Some(strings(&["prapi"])));
+        assert_eq!(ctr.args.as_ref(), Some(&w::args(&p, c)));
+        let port = &ctr.ports.as_ref().expect("ports")[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("http"), 8080)
+        );
+        let probe_path = |pr: &Option<k8s_openapi::api::core::v1::Probe>| {
+            pr.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone())
+        };
+        assert_eq!(probe_path(&ctr.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(probe_path(&ctr.liveness_probe).as_deref(), Some("/healthz"));
+        assert_eq!(probe_path(&ctr.startup_probe).as_deref(), Some("/healthz"));
+
+        let sc = ctr.security_context.as_ref().expect("container security");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(strings(&["ALL"]))
+        );
+        let psc = pod(&d).security_context.as_ref().expect("pod security");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        // A read-only root filesystem needs a writable /tmp.
+        assert_eq!(
+            ctr.volume_mounts.as_ref().map(|v| v[0].mount_path.as_str()),
+            Some("/tmp")
+        );
+        assert_eq!(pod(&d).service_account_name.as_deref(), Some("dach"));
+        assert_eq!(
+            pod(&d).automount_service_account_token,
+            Some(c == Component::Batch),
+            "only batch needs an API token"
+        );
+    }
+}
+
+#[test]
+fn default_resources_per_component() {
+    let p = default_plan();
+    let res = |c| {
+        let d = w::deployment(&p, c);
+        let r = container(&d).resources.clone().expect("resources");
+        let get =
+            |m: &Option<
+                BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >,
+             k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+        (
+            get(&r.requests, "cpu"),
+            get(&r.requests, "memory"),
+            get(&r.limits, "memory"),
+        )
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(res(Component::Products), (s("500m"), s("1Gi"), s("1Gi")));
+    assert_eq!(res(Component::Batch), (s("250m"), s("256Mi"), s("256Mi")));
+    assert_eq!(res(Component::Updater), (s("250m"), s("256Mi"), s("256Mi")));
+}
+
+#[test]
+fn serving_components_roll_without_losing_capacity_and_spread() {
+    let p = default_plan();
+    for c in [Component::Products, Component::Batch] {
+        let d = w::deployment(&p, c);
+        let ru = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.strategy.as_ref())
+            .and_then(|s| s.rolling_update.as_ref())
+            .expect("rolling update");
+        assert_eq!(
+            ru.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+        );
+        let spread = pod(&d)
+            .topology_spread_constraints
+            .as_ref()
+            .expect("spread");
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+    }
+    let u = w::deployment(&p, Component::Updater);
+    assert!(u.spec.as_ref().and_then(|s| s.strategy.as_ref()).is_none());
+}
+
+#[test]
+fn config_map_carries_settings_without_flags_and_pods_read_them() {
+    let p = plan_of(
+        "  countries: [de]\n  products: {cache: {ttlSeconds: 30, staleSeconds: 5, maxBytes: 256Mi}, resources: {limits: {memory: 1Gi}}}\n  batch: {maxItems: 50}\n",
+    );
+    let cm = w::config_map(&p);
+    assert_eq!(cm.metadata.name.as_deref(), Some("dach-config"));
+    assert_eq!(cm.metadata.labels.as_ref(), Some(&labels(None)));
+    let data = cm.data.clone().expect("data");
+    let expect: BTreeMap<String, String> = [
+        ("products.PRAPI_CACHE_TTL_SECONDS", "30"),
+        ("products.PRAPI_CACHE_STALE_SECONDS", "5"),
+        ("products.PRAPI_CACHE_MAX_BYTES", "268435456"),
+        ("batch.PRAPI_MAX_ITEMS", "50"),
+        ("updater.PRAPI_LISTEN", "0.0.0.0:8080"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(data, expect);
+    // Every env var a container reads refers to a key that exists in this ConfigMap.
+    for c in Component::ALL {
+        let d = w::deployment(&p, c);
+        let env = container(&d).env.clone().expect("env");
+        assert!(!env.is_empty());
+        for e in env {
+            let r = e
+                .value_from
+                .and_then(|v| v.config_map_key_ref)
+                .expect("from the ConfigMap");
+            assert_eq!(r.name, "dach-config");
+            assert!(data.contains_key(&r.key), "{} missing", r.key);
+            assert_eq!(r.key, format!("{}.{}", c.as_str(), e.name));
+        }
+    }
+}
+
+fn config_hash(p: &GroupPlan, c: Component) -> String {
+    w::deployment(p, c)
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(ANNOTATION_CONFIG_HASH).cloned())
+        .expect("config hash")
+}
+
+#[test]
+fn a_config_change_rolls_only_the_component_that_reads_it() {
+    let a = default_plan();
+    let b = plan_of("  countries: [de, AT]\n  products: {cache: {ttlSeconds: 90}}\n");
+    assert_ne!(
+        config_hash(&a, Component::Products),
+        config_hash(&b, Component::Products)
+    );
+    assert_eq!(
+        config_hash(&a, Component::Batch),
+        config_hash(&b, Component::Batch)
+    );
+    assert_eq!(
+        config_hash(&a, Component::Updater),
+        config_hash(&b, Component::Updater)
+    );
+}
+
+#[test]
+fn services_and_headless_discovery_service() {
+    let p = default_plan();
+    for c in [Component::Products, Component::Batch] {
+        let s = w::service(&p, c);
+        assert_eq!(
+            s.metadata.name.as_deref(),
+            Some(format!("dach-{}", c.as_str()).as_str())
+        );
+        let spec = s.spec.expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.cluster_ip, None);
+        assert_eq!(
+            spec.selector
+                .as_ref()
+                .and_then(|s| s.get("app.kubernetes.io/component"))
+                .map(String::as_str),
+            Some(c.as_str())
+        );
+        assert_eq!(spec.ports.as_ref().map(|p| p[0].port), Some(8080));
+    }
+    let h = w::products_headless_service(&p);
+    assert_eq!(h.metadata.name.as_deref(), Some("dach-products-headless"));
+    let spec = h.spec.expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(false));
+    assert_eq!(
+        spec.selector,
+        w::service(&p, Component::Products)
+            .spec
+            .and_then(|s| s.selector)
+    );
+}
+
+#[test]
+fn disruption_budgets_take_one_pod_at_a_time() {
+    let p = default_plan();
+    for c in Component::ALL {
+        let pdb = w::pod_disruption_budget(&p, c);
+        let spec = pdb.spec.expect("spec");
+        assert_eq!(
+            spec.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+        assert_eq!(spec.selector, Some(meta::pod_selector(&p, c)));
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
+    }
+}
+
+#[test]
+fn batch_may_read_endpointslices_and_nothing_else() {
+    let p = default_plan();
+    let sa = w::service_account(&p);
+    assert_eq!(sa.metadata.name.as_deref(), Some("dach"));
+    let role = w::endpoint_reader_role(&p);
+    let rules = role.rules.expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups, Some(strings(&["discovery.k8s.io"])));
+    assert_eq!(rules[0].resources, Some(strings(&["endpointslices"])));
+    assert_eq!(rules[0].verbs, strings(&["get", "list", "watch"]));
+    let rb = w::endpoint_reader_binding(&p);
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(rb.role_ref.name, "dach-endpointslice-reader");
+    let subject = &rb.subjects.expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "dach", Some("shop"))
+    );
+}
+
+#[test]
+fn cpu_autoscalers_for_products_and_batch() {
+    let p = plan_of(
+        "  countries: [de]\n  products: {replicas: {min: 3, max: 30}, targetCPUUtilization: 60}\n  batch: {replicas: {min: 4, max: 8}, targetCPUUtilization: 80}\n",
+    );
+    for (c, min, max, target) in [
+        (Component::Products, 3, 30, 60),
+        (Component::Batch, 4, 8, 80),
+    ] {
+        let hpa = autoscaling::cpu_hpa(&p, c);
+        let spec = hpa.spec.expect("spec");
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec.scale_target_ref.name, format!("dach-{}", c.as_str()));
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(min), max));
+        let m = &spec.metrics.expect("metrics")[0];
+        assert_eq!(m.type_, "Resource");
+        let r = m.resource.as_ref().expect("resource");
+        assert_eq!(r.name, "cpu");
+        assert_eq!(
+            (r.target.type_.as_str(), r.target.average_utilization),
+            ("Utilization", Some(target))
+        );
+    }
+}
+
+#[test]
+fn updater_hpa_scales_on_the_external_lag_metric() {
+    let p = plan_of("  countries: [de]\n  updater: {lagThreshold: 2000, maxReplicas: 6}\n");
+    let spec = autoscaling::updater_lag_hpa(&p).spec.expect("spec");
+    assert_eq!(spec.scale_target_ref.name, "dach-updater");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 6));
+    let m = &spec.metrics.expect("metrics")[0];
+    assert_eq!(m.type_, "External");
+    let e = m.external.as_ref().expect("external");
+    assert_eq!(e.metric.name, "prapi_updater_consumer_lag");
+    assert_eq!(
+        e.metric
+            .selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone()),
+        Some(BTreeMap::from([(
+            "app_kubernetes_io_instance".to_string(),
+            "dach".to_string()
+        )]))
+    );
+    assert_eq!(e.target.type_, "AverageValue");
+    assert_eq!(
+        e.target.average_value.as_ref().map(|q| q.0.as_str()),
+        Some("2000")
+    );
+}
+
+#[test]
+fn updater_ceiling_defaults_to_partitions() {
+    let p = plan_of("  countries: [de]\n  updater: {kafka: {partitions: 7}}\n");
+    assert_eq!(p.updater.max_replicas, 7);
+    assert_eq!(
+        autoscaling::updater_lag_hpa(&p)
+            .spec
+            .map(|s| s.max_replicas),
+        Some(7)
+    );
+    assert_eq!(
+        autoscaling::updater_scaled_object(&p)["spec"]["maxReplicaCount"],
+        json!(7)
+    );
+}
+
+#[test]
+fn keda_scaled_object_has_one_kafka_trigger_per_topic() {
+    let p = plan_of(
+        "  countries: [de]\n  updater: {lagThreshold: 1234, maxReplicas: 3, kafka: {bootstrapServers: 'k:9092', consumerGroup: cg, partitions: 12}}\n",
+    );
+    let so = autoscaling::updater_scaled_object(&p);
+    assert_eq!(so["apiVersion"], json!("keda.sh/v1alpha1"));
+    assert_eq!(so["kind"], json!("ScaledObject"));
+    assert_eq!(so["metadata"]["name"], json!("dach-updater"));
+    assert_eq!(so["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+    assert_eq!(
+        so["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "dach-updater"})
+    );
+    assert_eq!(so["spec"]["minReplicaCount"], json!(1));
+    assert_eq!(so["spec"]["maxReplicaCount"], json!(3));
+    let triggers = so["spec"]["triggers"].as_array().expect("triggers");
+    let topics: Vec<&Value> = triggers.iter().map(|t| &t["metadata"]["topic"]).collect();
+    assert_eq!(topics, vec![&json!("products"), &json!("offers")]);
+    for t in triggers {
+        assert_eq!(t["type"], json!("kafka"));
+        let m = &t["metadata"];
+        assert_eq!(m["bootstrapServers"], json!("k:9092"));
+        assert_eq!(m["consumerGroup"], json!("cg"));
+        assert_eq!(m["lagThreshold"], json!("1234"));
+        assert_eq!(m["allowIdleConsumers"], json!("false"));
+    }
+}
+
+fn kinds_and_names(opts: UpdaterAutoscaler) -> Vec<(ChildKind, String)> {
+    render(
+        &default_plan(),
+        RenderOptions {
+            updater_autoscaler: opts,
+        },
+    )
+    .expect("renders")
+    .into_iter()
+    .map(|c| (c.kind, c.name))
+    .collect()
+}
+
+#[test]
+fn render_lists_every_child_in_apply_order() {
+    use ChildKind::*;
+    let s = |k, n: &str| (k, n.to_string());
+    let common = vec![
+        s(ServiceAccount, "dach"),
+        s(Role, "dach-endpointslice-reader"),
+        s(RoleBinding, "dach-endpointslice-reader"),
+        s(ConfigMap, "dach-config"),
+        s(Service, "dach-products"),
+        s(Service, "dach-batch"),
+        s(Service, "dach-products-headless"),
+        s(Deployment, "dach-updater"),
+        s(Deployment, "dach-products"),
+        s(Deployment, "dach-batch"),
+        s(PodDisruptionBudget, "dach-updater"),
+        s(PodDisruptionBudget, "dach-products"),
+        s(PodDisruptionBudget, "dach-batch"),
+        s(HorizontalPodAutoscaler, "dach-products"),
+        s(HorizontalPodAutoscaler, "dach-batch"),
+    ];
+    let mut hpa = common.clone();
+    hpa.push(s(HorizontalPodAutoscaler, "dach-updater"));
+    let mut keda = common;
+    keda.push(s(ScaledObject, "dach-updater"));
+    assert_eq!(kinds_and_names(UpdaterAutoscaler::ExternalMetricHpa), hpa);
+    assert_eq!(kinds_and_names(UpdaterAutoscaler::Keda), keda);
+}
+
+#[test]
+fn every_child_has_type_meta_labels_owner_and_its_hash() {
+    let children = render(
+        &default_plan(),
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::Keda,
+        },
+    )
+    .expect("renders");
+    for c in children {
+        let o = &c.object;
+        let gvk = c.kind.gvk();
+        let api_version = if gvk.group.is_empty() {
+            gvk.version.clone()
+        } else {
+            format!("{}/{}", gvk.group, gvk.version)
+        };
+        assert_eq!(o["apiVersion"], json!(api_version), "{:?}", c.kind);
+        assert_eq!(o["kind"], json!(gvk.kind));
+        assert_eq!(o["metadata"]["name"], json!(c.name));
+        assert_eq!(o["metadata"]["namespace"], json!("shop"));
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            json!("prapi-operator")
+        );
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/instance"],
+            json!("dach")
+        );
+        assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+        assert_eq!(
+            o["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
+            json!(c.hash)
+        );
+        // The hash covers the object without its own annotation.
+        let mut without = o.clone();
+        let ann = without["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations");
+        ann.remove(ANNOTATION_APPLIED_HASH);
+        if ann.is_empty() {
+            without["metadata"]
+                .as_object_mut()
+                .expect("meta")
+                .remove("annotations");
+        }
+        assert_eq!(
+            meta::stable_hash(&serde_json::to_vec(&without).expect("json")),
+            c.hash
+        );
+    }
+}
+
+#[test]
+fn offline_render_has_no_owner_reference_without_a_uid() {
+    let mg = offline::parse_manifests(
+        "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: g}\nspec: {countries: [de]}\n",
+    )
+    .expect("parses")
+    .remove(0);
+    let p = validate::plan(&mg, "img", "team-a").expect("valid");
+    let children = render(
+        &p,
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa,
+        },
+    )
+    .expect("renders");
+    for c in children {
+        assert!(c.object["metadata"].get("ownerReferences").is_none());
+        assert_eq!(c.object["metadata"]["namespace"], json!("team-a"));
+    }
+}
+
+#[test]
+fn render_manifests_rejects_other_kinds_and_empty_files() {
+    let err = offline::render_manifests(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        "d",
+        "i",
+        UpdaterAutoscaler::Keda,
+    )
+    .expect_err("not a MarketGroup");
+    assert!(
+        err.to_string()
+            .contains("expected apiVersion prapi.dev/v1alpha1, kind MarketGroup")
+    );
+    assert!(matches!(
+        offline::render_manifests("", "d", "i", UpdaterAutoscaler::Keda),
+        Err(offline::OfflineError::Empty)
+    ));
+    let err = offline::render_manifests(
+        "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: x}\nspec: {}\n",
+        "d",
+        "i",
+        UpdaterAutoscaler::Keda,
+    )
+    .expect_err("countries is required");
+    assert!(err.to_string().contains("countries"), "{err}");
+    let two = "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: a}\nspec: {countries: [de]}\n---\napiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: b}\nspec: {countries: [at]}\n";
+    let out =
+        offline::render_manifests(two, "d", "i", UpdaterAutoscaler::Keda).expect("two groups");
+    assert!(out.contains("name: a-products") && out.contains("name: b-products"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Rendering is deterministic, and the hash of a child changes exactly when its object does.
+    #[test]
+    fn hashes_track_content(weight in 0i32..=100, ttl in 2i32..600, min in 1i32..5, extra in 0i32..20) {
+        let spec = format!(
+            "  countries: [de]\n  traffic: {{weight: {weight}}}\n  products: {{replicas: {{min: {min}, max: {}}}, cache: {{ttlSeconds: {ttl}, staleSeconds: 1}}}}\n",
+            min + extra
+        );
+        let p = plan_of(&spec);
+        let opts = RenderOptions { updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa };
+        let a = render(&p, opts).expect("renders");
+        let b = render(&p, opts).expect("renders");
+        prop_assert_eq!(&a, &b);
+        let base = render(&default_plan(), opts).expect("renders");
+        for (x, y) in a.iter().zip(base.iter()) {
+            prop_assert_eq!(x.kind, y.kind);
+            let same_object = {
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    v["metadata"]["annotations"].as_object_mut().map(|a| a.remove(ANNOTATION_APPLIED_HASH));
+                    v
+                };
+                strip(&x.object) == strip(&y.object)
+            };
+            prop_assert_eq!(x.hash == y.hash, same_object, "{:?} {}", x.kind, x.name);
+        }
+    }
+}
