@@ -1,0 +1,62 @@
+{{- define "prapi-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "prapi-operator.serviceAccountName" -}}
+{{- default (include "prapi-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "prapi-operator.selectorLabels" -}}
+app.kubernetes.io/name: prapi-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "prapi-operator.labels" -}}
+{{ include "prapi-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: prapi
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* ClusterRole (all namespaces) or Role (one namespace) for the MarketGroups and their children. */}}
+{{- define "prapi-operator.rules" -}}
+- apiGroups: [prapi.dev]
+  resources: [marketgroups]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [prapi.dev]
+  resources: [marketgroups/status]
+  verbs: [get, patch, update]
+- apiGroups: [prapi.dev]
+  resources: [marketgroups/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [services, configmaps, serviceaccounts]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The operator grants batch pods read access to EndpointSlices; RBAC only lets it grant what it holds.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
