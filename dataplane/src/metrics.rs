@@ -26,7 +26,7 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// Route template, e.g. `/products/{id}` (never the raw path: ids would explode cardinality).
-    pub route: String,
+    pub route: &'static str,
     /// Status code.
     pub status: u16,
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -156,7 +156,7 @@ impl ProductsApi {
 
 /// The response for a cached body: 304 when `If-None-Match` matches, gzip bytes when accepted.
 pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response {
-    let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("W/\"\""));
+    let etag = r.etag_header.clone();
     let vary = HeaderValue::from_static("Accept, Accept-Encoding");
     if if_none_match(headers, &r.etag) {
         return (
@@ -214,18 +214,19 @@ const JSON_ONLY: &[MediaType] = &[MediaType::Json];
 async fn product(
     State(api): State<Arc<ProductsApi>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    let headers = req.headers();
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::Product,
             id: parse_id(&id)?,
             country: None,
-            media: negotiate(&headers, JSON_ONLY)?,
+            media: negotiate(headers, JSON_ONLY)?,
         })
     })();
     match key {
-        Ok(key) => api.serve(key, &headers).await,
+        Ok(key) => api.serve(key, headers).await,
         Err(p) => p.into_response(),
     }
 }
@@ -233,18 +234,19 @@ async fn product(
 async fn offers(
     State(api): State<Arc<ProductsApi>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    let headers = req.headers();
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::Offers,
             id: parse_id(&id)?,
-            country: Some(api.countries.require(&headers)?),
-            media: negotiate(&headers, JSON_ONLY)?,
+            country: Some(api.countries.require(headers)?),
+            media: negotiate(headers, JSON_ONLY)?,
         })
     })();
     match key {
-        Ok(key) => api.serve(key, &headers).await,
+        Ok(key) => api.serve(key, headers).await,
         Err(p) => p.into_response(),
     }
 }
@@ -252,18 +254,19 @@ async fn offers(
 async fn product_offers(
     State(api): State<Arc<ProductsApi>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    let headers = req.headers();
     let key = (|| {
         Ok::<_, Problem>(Key {
             resource: Resource::ProductOffers,
             id: parse_id(&id)?,
-            country: Some(api.countries.require(&headers)?),
-            media: negotiate(&headers, &MediaType::ALL)?,
+            country: Some(api.countries.require(headers)?),
+            media: negotiate(headers, &MediaType::ALL)?,
         })
     })();
     match key {
-        Ok(key) => api.serve(key, &headers).await,
+        Ok(key) => api.serve(key, headers).await,
         Err(p) => p.into_response(),
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use http::HeaderValue;
 
 /// Immutable rendered bytes of one response body: identity and gzip (compressed once, at load)
 /// plus its ETag. Cloning the byte fields is cheap (reference counted); the cache hands out
@@ -19,16 +20,24 @@ pub struct Rendered {
     pub gzip: Bytes,
     /// The entity tag, quoted as it goes on the wire (e.g. `"v3"` or `W/"..."`).
     pub etag: Arc<str>,
+    /// The same tag as a ready header value, so a hit does not re-validate and copy it.
+    pub etag_header: HeaderValue,
 }
 
 impl Rendered {
     /// Wraps a rendered body, compressing it with gzip now so no request ever has to.
     pub fn new(identity: Bytes, etag: impl Into<Arc<str>>) -> Rendered {
         let gzip = gzip(&identity);
+        let etag: Arc<str> = etag.into();
+        // An ETag is quoted visible ASCII; anything else would be a bug in the caller, and an
+        // empty weak tag then never matches If-None-Match instead of failing the response.
+        let etag_header =
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("W/\"\""));
         Rendered {
             identity,
             gzip,
-            etag: etag.into(),
+            etag,
+            etag_header,
         }
     }
 

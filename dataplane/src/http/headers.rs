@@ -60,11 +60,26 @@ pub fn flow_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     })
 }
 
-/// A fresh flow id for requests that came without one.
+/// A fresh flow id for requests that came without one: a random per-process prefix and a
+/// counter, unique enough to follow a request through logs and cheap on the hot path.
 pub fn new_flow_id() -> HeaderValue {
-    let n: u128 = rand::random();
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    for (i, byte) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(n.to_be_bytes().iter())
+        .enumerate()
+    {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        buf[2 * i] = HEX[usize::from(byte >> 4)];
+        buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
     // 32 hex digits are always a valid header value.
-    HeaderValue::from_str(&format!("{n:032x}")).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): `gzip` or `*` with q > 0, unless
