@@ -17,3 +17,9 @@ unit:
 # baseline measured in the same run. See docs/development.md.
 bench:
 	$(CARGO) bench -p prapi-dataplane --bench serve
+
+.PHONY: bench-updater
+# Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when
+# the test environment is up (source target/testenv/env first).
+bench-updater:
+	$(CARGO) bench -p prapi-dataplane --bench updater

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::model::{Country, Offer, ProductId, Write};
 
+pub mod dynamodb;
 pub mod embedded;
 
 /// A product document as stored: the JSON body (with `id` and `version`) and its version.

@@ -1,0 +1,123 @@
+//! Updater throughput, one bounded run: `make bench-updater` (or
+//! `cargo bench -p prapi-dataplane --bench updater`).
+//!
+//! 1. The whole pipeline (NDJSON → lanes → batched writer) into an in-memory table whose every
+//!    batch call (writes and version lookups) takes 5 ms, against the theoretical
+//!    10 calls in flight × 25 items / 5 ms = 50 000 items/s.
+//! 2. A naive writer on the same table: one item per call, one call at a time.
+//! 3. The pipeline into DynamoDB (dynalite in the test environment), when
+//!    `AWS_ENDPOINT_URL_DYNAMODB` is set.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prapi::model::{Event, Write};
+use prapi::store::Store;
+use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
+use prapi::updater::memory::{BatchedStore, MemoryTable};
+use prapi::updater::writer::{BatchSink, WriterConfig};
+use prapi::updater::{UpdaterMetrics, apply_ndjson};
+
+const CALL: Duration = Duration::from_millis(5);
+
+/// `n` offer events with distinct keys over n/10 products, as NDJSON.
+fn events(n: usize) -> String {
+    let mut out = String::with_capacity(n * 200);
+    for i in 0..n {
+        out.push_str(&format!(
+            r#"{{"type":"offer","product_id":"P{}","merchant_id":"m{}","country":"de","sku":"S{}","version":{},"price":{{"amount":{},"currency":"EUR"}},"stock":{}}}"#,
+            i / 10,
+            i % 10,
+            i % 7,
+            1 + i % 5,
+            100 + i % 9000,
+            i % 4
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+async fn pipeline(store: Arc<dyn Store>, ndjson: &str) -> anyhow::Result<(f64, u64)> {
+    let metrics = Arc::new(UpdaterMetrics::default());
+    let started = Instant::now();
+    let report = apply_ndjson(
+        ndjson.as_bytes(),
+        store,
+        Vec::new(),
+        64,
+        250,
+        metrics.clone(),
+    )
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.invalid == 0, "invalid bench events");
+    Ok((secs, metrics.counted("applied")))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let theoretical = 10.0 * 25.0 / CALL.as_secs_f64();
+
+    let n = 200_000;
+    let ndjson = events(n);
+    let table = Arc::new(MemoryTable::new(CALL, CALL));
+    let store = Arc::new(BatchedStore::new(
+        table.clone(),
+        table.clone(),
+        WriterConfig::default(),
+        Arc::default(),
+    ));
+    let (secs, applied) = pipeline(store.clone(), &ndjson).await?;
+    anyhow::ensure!(
+        applied as usize == n && table.len() == n,
+        "lost writes: {applied} of {n}"
+    );
+    let rate = n as f64 / secs;
+    let calls = store.metrics().calls.get();
+    println!(
+        "batched, 5 ms per call:  {n} events in {secs:.2} s = {rate:.0} events/s \
+         ({:.1}% of the theoretical {theoretical:.0}/s; {calls} write calls, {:.1} items/call)",
+        100.0 * rate / theoretical,
+        n as f64 / calls as f64
+    );
+
+    let naive_n = 1_000;
+    let naive_table = MemoryTable::new(CALL, Duration::ZERO);
+    let writes: Vec<Write> = events(naive_n)
+        .lines()
+        .map(|l| Event::parse(l.as_bytes()).map(Event::into_write))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    for w in &writes {
+        naive_table
+            .write_batch(&[w])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let naive_rate = naive_n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "naive, 1 item per call:  {naive_rate:.0} events/s (batched is {:.0}x faster)",
+        rate / naive_rate
+    );
+
+    match std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
+        Ok(endpoint) => {
+            let dn = 20_000;
+            let mut config = DynamoConfig::new(format!("bench-{}", std::process::id()));
+            config.create_table = true;
+            let store: Arc<dyn Store> = Arc::new(DynamoStore::connect(config).await?);
+            let (secs, applied) = pipeline(store, &events(dn)).await?;
+            anyhow::ensure!(applied as usize == dn, "lost writes: {applied} of {dn}");
+            println!(
+                "dynamodb ({endpoint}): {dn} events in {secs:.2} s = {:.0} events/s",
+                dn as f64 / secs
+            );
+        }
+        Err(_) => println!(
+            "dynamodb: skipped (AWS_ENDPOINT_URL_DYNAMODB not set; source target/testenv/env)"
+        ),
+    }
+    Ok(())
+}

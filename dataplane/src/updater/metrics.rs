@@ -1,0 +1,191 @@
+//! Prometheus metrics of the updater and its batched writer. Created unregistered (tests read
+//! them directly); `register` adds them to the process registry that `/metrics` serves.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A retry reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the call was retried (`throttled`, `unprocessed`, `transient`, `lookup_*`).
+    pub reason: &'static str,
+}
+
+/// An event outcome label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `received`, `filtered` (country not served), `invalid`, `applied`, `stale`.
+    pub outcome: &'static str,
+}
+
+/// A topic partition label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Kafka topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Metrics of a [`super::writer::BatchWriter`].
+#[derive(Debug)]
+pub struct WriterMetrics {
+    /// Batch write calls made.
+    pub calls: Counter,
+    /// Duration of one batch write call.
+    pub call_seconds: Histogram,
+    /// Retries by reason.
+    pub retries: Family<ReasonLabels, Counter>,
+    /// Items a batch write call returned as unprocessed.
+    pub unprocessed_items: Counter,
+    /// Calls that failed with an error retrying cannot fix.
+    pub hard_errors: Counter,
+    /// Items written.
+    pub items_written: Counter,
+    /// Writes skipped as not newer than what was stored or batched.
+    pub items_stale: Counter,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Counter::default(),
+            call_seconds: latency_histogram(),
+            retries: Family::default(),
+            unprocessed_items: Counter::default(),
+            hard_errors: Counter::default(),
+            items_written: Counter::default(),
+            items_stale: Counter::default(),
+        }
+    }
+}
+
+impl WriterMetrics {
+    /// Counts one retry for `reason`.
+    pub fn retry(&self, reason: &'static str) {
+        self.retries.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Retries for `reason` so far.
+    pub fn retries_for(&self, reason: &'static str) -> u64 {
+        self.retries.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Registers under `prapi_writer_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("prapi_writer");
+        r.register("calls", "Batch write calls made", self.calls.clone());
+        r.register(
+            "call_seconds",
+            "Duration of one batch write call",
+            self.call_seconds.clone(),
+        );
+        r.register(
+            "retries",
+            "Batch write and version lookup retries, by reason",
+            self.retries.clone(),
+        );
+        r.register(
+            "unprocessed_items",
+            "Items returned unprocessed by a batch write (retried)",
+            self.unprocessed_items.clone(),
+        );
+        r.register(
+            "hard_errors",
+            "Batch writes failed with an error retrying cannot fix (progress stops)",
+            self.hard_errors.clone(),
+        );
+        r.register("items_written", "Items written", self.items_written.clone());
+        r.register(
+            "items_stale",
+            "Writes skipped as not newer than the stored or batched version",
+            self.items_stale.clone(),
+        );
+    }
+}
+
+/// Metrics of the updater pipeline.
+#[derive(Debug)]
+pub struct UpdaterMetrics {
+    /// Events by outcome.
+    pub events: Family<OutcomeLabels, Counter>,
+    /// Invalid messages sent to the dead-letter topic.
+    pub dead_letters: Counter,
+    /// Consumer lag per partition (messages behind the high watermark, from committed offsets).
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Last committed offset per partition.
+    pub committed_offset: Family<PartitionLabels, Gauge>,
+    /// Duration of applying one lane batch to the store.
+    pub batch_seconds: Histogram,
+    /// Lane batches that failed and are retried (progress of their partitions stops meanwhile).
+    pub batch_failures: Counter,
+}
+
+impl Default for UpdaterMetrics {
+    fn default() -> Self {
+        Self {
+            events: Family::default(),
+            dead_letters: Counter::default(),
+            consumer_lag: Family::default(),
+            committed_offset: Family::default(),
+            batch_seconds: latency_histogram(),
+            batch_failures: Counter::default(),
+        }
+    }
+}
+
+impl UpdaterMetrics {
+    /// Counts `n` events with `outcome`.
+    pub fn count(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.events
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(n);
+        }
+    }
+
+    /// Events with `outcome` so far.
+    pub fn counted(&self, outcome: &'static str) -> u64 {
+        self.events.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
+    /// Registers under `prapi_updater_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("prapi_updater");
+        r.register("events", "Events by outcome", self.events.clone());
+        r.register(
+            "dead_letters",
+            "Invalid messages sent to the dead-letter topic",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Messages behind the partition's high watermark (from committed offsets)",
+            self.consumer_lag.clone(),
+        );
+        r.register(
+            "committed_offset",
+            "Last committed offset per partition",
+            self.committed_offset.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Duration of applying one lane batch to the store",
+            self.batch_seconds.clone(),
+        );
+        r.register(
+            "batch_failures",
+            "Lane batches that failed with a hard error and are retried",
+            self.batch_failures.clone(),
+        );
+    }
+}

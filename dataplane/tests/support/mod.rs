@@ -1,0 +1,310 @@
+//! Shared helpers of the store and updater integration tests: the test environment's endpoints,
+//! a deterministic event generator, the independent model of what the table must hold, and a
+//! reader of the whole table.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+/// Endpoints of the shared test environment (`source target/testenv/env`).
+pub struct TestEnv {
+    pub kafka: String,
+    pub dynamodb: String,
+}
+
+/// The test environment, or `None` (with the reason printed) when it is not running. Inside
+/// `make test` (`PRAPI_REQUIRE_TESTENV=1` or `CI`) a missing environment fails the test instead.
+pub fn env(test: &str) -> Option<TestEnv> {
+    let kafka = std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok();
+    let dynamodb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok();
+    match (kafka, dynamodb) {
+        (Some(kafka), Some(dynamodb)) => Some(TestEnv { kafka, dynamodb }),
+        _ => {
+            let reason = "KAFKA_BOOTSTRAP_SERVERS / AWS_ENDPOINT_URL_DYNAMODB not set \
+                          (run `make testenv` and `source target/testenv/env`)";
+            if std::env::var_os("PRAPI_REQUIRE_TESTENV").is_some()
+                || std::env::var_os("CI").is_some()
+            {
+                panic!("{test}: the test environment is required: {reason}");
+            }
+            eprintln!("SKIPPED {test}: {reason}");
+            None
+        }
+    }
+}
+
+/// A table or topic name unique to this run.
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}-{:x}", n & 0xffff_ffff_ffff)
+}
+
+/// One generated event: Kafka key (product id), topic kind and JSON value.
+#[derive(Debug, Clone)]
+pub struct GenEvent {
+    pub key: String,
+    pub is_product: bool,
+    pub json: String,
+}
+
+const COUNTRIES: [&str; 3] = ["de", "at", "fr"];
+const MERCHANTS: [&str; 3] = ["m1", "m-2", "m.3"];
+
+/// `n` events over `n / 20` products: product and offer upserts and deletes with increasing
+/// versions (with gaps), older versions re-sent after newer ones, and exact duplicates. Every
+/// event of a product is keyed by its id, so they share a partition.
+pub fn generate(seed: u64, n: usize) -> Vec<GenEvent> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let products = (n / 20).max(1);
+    // key -> versions emitted so far
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last: BTreeMap<String, GenEvent> = BTreeMap::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = format!("P{}", rng.random_range(0..products));
+        let country = COUNTRIES[rng.random_range(0..COUNTRIES.len())];
+        let merchant = MERCHANTS[rng.random_range(0..MERCHANTS.len())];
+        let sku = format!("{p}-{}", 38 + rng.random_range(0..3));
+        let roll = rng.random_range(0..100);
+        let is_product = roll < 30;
+        let key = if is_product {
+            format!("{p}/product")
+        } else {
+            format!("{p}/{country}/{merchant}/{sku}")
+        };
+        let current = versions.get(&key).copied().unwrap_or(0);
+        // 12%: an older version after a newer one; 4%: an exact duplicate.
+        if (88..96).contains(&roll) || (roll >= 96 && current == 0) {
+            if current > 1 {
+                let older = rng.random_range(1..current);
+                out.push(event(
+                    &p, is_product, false, country, merchant, &sku, older, &mut rng,
+                ));
+            }
+            continue;
+        }
+        if roll >= 96 {
+            if let Some(e) = last.get(&key) {
+                out.push(e.clone());
+            }
+            continue;
+        }
+        let version = current + rng.random_range(1..4);
+        versions.insert(key.clone(), version);
+        let delete = rng.random_range(0..100) < 15;
+        let e = event(
+            &p, is_product, delete, country, merchant, &sku, version, &mut rng,
+        );
+        last.insert(key, e.clone());
+        out.push(e);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    p: &str,
+    is_product: bool,
+    delete: bool,
+    country: &str,
+    merchant: &str,
+    sku: &str,
+    version: u64,
+    rng: &mut ChaCha8Rng,
+) -> GenEvent {
+    let value = match (is_product, delete) {
+        (true, false) => json!({"type":"product","id":p,"version":version,"product":{
+            "name": format!("Shoe {}", rng.random_range(0..1000)),
+            "brand": {"code":"NI1","name":"Nike"},
+            "simples": [{"sku": format!("{p}-38"), "size":"38"}, {"sku": format!("{p}-39"), "size":"39"}],
+            "extra": {"nested": [1, 2, rng.random_range(0..9)]}}}),
+        (true, true) => json!({"type":"product_deleted","id":p,"version":version}),
+        (false, false) => json!({"type":"offer","product_id":p,"merchant_id":merchant,
+            "country": if rng.random_bool(0.2) { country.to_uppercase() } else { country.to_owned() },
+            "sku":sku,"version":version,
+            "price":{"amount":rng.random_range(100..20000),"currency":"EUR"},"stock":rng.random_range(0..5)}),
+        (false, true) => json!({"type":"offer_deleted","product_id":p,"merchant_id":merchant,
+            "country":country,"sku":sku,"version":version}),
+    };
+    GenEvent {
+        key: p.to_owned(),
+        is_product,
+        json: value.to_string(),
+    }
+}
+
+/// What one item of the table must be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub version: u64,
+    pub tombstone: bool,
+    /// Parsed JSON body of live items.
+    pub body: Option<Value>,
+}
+
+/// The table a correct updater leaves behind, computed from the events alone: per key the event
+/// with the highest version (the first one of equal versions), offers only of `countries`.
+pub fn model(events: &[GenEvent], countries: &[&str]) -> BTreeMap<(String, String), Expected> {
+    let mut table: BTreeMap<(String, String), Expected> = BTreeMap::new();
+    for e in events {
+        let v: Value = serde_json::from_str(&e.json).expect("generated JSON");
+        let version = v["version"].as_u64().expect("version");
+        let kind = v["type"].as_str().expect("type");
+        let (pk, sk, body) = match kind {
+            "product" | "product_deleted" => {
+                let id = v["id"].as_str().expect("id").to_owned();
+                let body = (kind == "product").then(|| {
+                    let mut doc = v["product"].clone();
+                    doc["id"] = json!(id);
+                    doc["version"] = json!(version);
+                    doc
+                });
+                (id, "product".to_owned(), body)
+            }
+            _ => {
+                let country = v["country"].as_str().expect("country").to_lowercase();
+                if !countries.contains(&country.as_str()) {
+                    continue;
+                }
+                let sk = format!(
+                    "offer#{country}#{}#{}",
+                    v["merchant_id"].as_str().expect("merchant"),
+                    v["sku"].as_str().expect("sku")
+                );
+                let body = (kind == "offer").then(|| {
+                    json!({"merchant_id": v["merchant_id"], "sku": v["sku"], "price": v["price"],
+                           "stock": v["stock"], "version": version})
+                });
+                (v["product_id"].as_str().expect("pid").to_owned(), sk, body)
+            }
+        };
+        let entry = table.entry((pk, sk));
+        let new = Expected {
+            version,
+            tombstone: body.is_none(),
+            body,
+        };
+        match entry {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(new);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                if version > slot.get().version {
+                    slot.insert(new);
+                }
+            }
+        }
+    }
+    table
+}
+
+/// A plain SDK client for checking the table from outside the store.
+pub async fn client() -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+/// Every item of `table`, as the model describes items.
+pub async fn table_state(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> BTreeMap<(String, String), Expected> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let s = |k: &str| match item.get(k) {
+                Some(AttributeValue::S(s)) => s.clone(),
+                other => panic!("attribute {k} is {other:?}"),
+            };
+            let version = match item.get("v") {
+                Some(AttributeValue::N(n)) => n.parse().expect("version number"),
+                other => panic!("version is {other:?}"),
+            };
+            let tombstone = matches!(item.get("t"), Some(AttributeValue::Bool(true)));
+            let body = match item.get("b") {
+                Some(AttributeValue::B(b)) => {
+                    Some(serde_json::from_slice(b.as_ref()).expect("body JSON"))
+                }
+                _ => None,
+            };
+            out.insert(
+                (s("pk"), s("sk")),
+                Expected {
+                    version,
+                    tombstone,
+                    body,
+                },
+            );
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return out,
+        }
+    }
+}
+
+/// Asserts that the table equals the model, naming the first differences.
+pub fn assert_same(
+    actual: &BTreeMap<(String, String), Expected>,
+    expected: &BTreeMap<(String, String), Expected>,
+) {
+    let mut diffs = Vec::new();
+    for (k, e) in expected {
+        match actual.get(k) {
+            None => diffs.push(format!("missing {k:?}: expected {e:?}")),
+            Some(a) if a != e => diffs.push(format!("{k:?}: expected {e:?}, found {a:?}")),
+            Some(_) => {}
+        }
+    }
+    for k in actual.keys() {
+        if !expected.contains_key(k) {
+            diffs.push(format!("unexpected item {k:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} items differ from the model, e.g.:\n{}",
+        diffs.len(),
+        expected.len(),
+        diffs
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Polls `f` until it returns `Some`, failing after `limit` (a safety bound, not a timing check).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,362 @@
+//! The updater against the test environment's Kafka and DynamoDB: convergence to an independently
+//! computed model (with deletes and older versions arriving late), SIGKILL at random moments,
+//! and poison messages.
+
+mod support;
+
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prapi::model::Country;
+use prapi::store::Store;
+use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
+use prapi::updater::{UpdaterConfig, UpdaterMetrics, run_updater};
+use rand::{Rng, SeedableRng};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use support::GenEvent;
+
+const PARTITIONS: i32 = 4;
+const COUNTRIES: [&str; 2] = ["de", "at"];
+
+struct Topics {
+    products: String,
+    offers: String,
+    dead: String,
+    group: String,
+    table: String,
+}
+
+fn topics(name: &str) -> Topics {
+    let id = support::unique(name);
+    Topics {
+        products: format!("{id}-products"),
+        offers: format!("{id}-offers"),
+        dead: format!("{id}-dead"),
+        group: format!("{id}-group"),
+        table: id,
+    }
+}
+
+async fn create_topics(bootstrap: &str, t: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = [&t.products, &t.offers, &t.dead]
+        .iter()
+        .map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("create topics")
+    {
+        r.expect("topic created");
+    }
+}
+
+async fn produce(bootstrap: &str, t: &Topics, events: &[GenEvent], poison: &[(usize, &str)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        for (_, bad) in poison.iter().filter(|(at, _)| *at == i) {
+            let record = FutureRecord::to(&t.offers).key("P1").payload(*bad);
+            pending.push(producer.send_result(record).expect("queue poison"));
+        }
+        let topic = if e.is_product { &t.products } else { &t.offers };
+        let mut record = FutureRecord::to(topic).key(&e.key).payload(&e.json);
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    // Local queue full: wait for deliveries.
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await.expect("delivery").expect("delivered");
+    }
+}
+
+/// Messages committed by the group and messages in the topics, summed over partitions.
+fn progress(bootstrap: &str, t: &Topics) -> Option<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", &t.group)
+        .create()
+        .expect("lag consumer");
+    let mut list = TopicPartitionList::new();
+    for topic in [&t.products, &t.offers] {
+        for p in 0..PARTITIONS {
+            list.add_partition(topic, p);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .ok()?;
+    let (mut done, mut total) = (0, 0);
+    for e in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+            .ok()?;
+        total += high - low;
+        if let Offset::Offset(o) = e.offset() {
+            done += o - low;
+        }
+    }
+    Some((done, total))
+}
+
+/// Whether the group has committed every partition of the topics up to their end.
+fn caught_up(bootstrap: &str, t: &Topics) -> bool {
+    progress(bootstrap, t).is_some_and(|(done, total)| done >= total)
+}
+
+async fn wait_caught_up(bootstrap: &str, t: &Topics) {
+    support::eventually(
+        "the group to commit every offset",
+        Duration::from_secs(600),
+        || {
+            let ok = caught_up(bootstrap, t);
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+}
+
+fn updater_config(bootstrap: &str, t: &Topics) -> UpdaterConfig {
+    let countries = COUNTRIES
+        .iter()
+        .map(|c| Country::parse(c).expect("country"))
+        .collect();
+    let mut c = UpdaterConfig::new(bootstrap, &t.products, &t.offers, &t.group, countries);
+    c.instance_id = Some(format!("{}-member", t.group));
+    c.commit_interval = Duration::from_millis(200);
+    c
+}
+
+async fn store(table: &str) -> Arc<dyn Store> {
+    let mut cfg = DynamoConfig::new(table);
+    cfg.create_table = true;
+    Arc::new(DynamoStore::connect(cfg).await.expect("connect"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_events_converge_to_the_model() {
+    let Some(env) = support::env("twenty_thousand_events_converge_to_the_model") else {
+        return;
+    };
+    let t = topics("conv");
+    create_topics(&env.kafka, &t).await;
+    let events = support::generate(2024, 20_000);
+    produce(&env.kafka, &t, &events, &[]).await;
+
+    let store = store(&t.table).await;
+    let metrics = Arc::new(UpdaterMetrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let updater = tokio::spawn(run_updater(
+        updater_config(&env.kafka, &t),
+        store,
+        metrics.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    wait_caught_up(&env.kafka, &t).await;
+    let _ = stop.send(());
+    updater.await.expect("join").expect("updater ran");
+
+    let expected = support::model(&events, &COUNTRIES);
+    let actual = support::table_state(&support::client().await, &t.table).await;
+    support::assert_same(&actual, &expected);
+    assert_eq!(metrics.counted("received"), 20_000);
+    assert!(metrics.counted("filtered") > 0, "offers of fr are dropped");
+    assert!(
+        metrics.counted("stale") > 0,
+        "late older versions are skipped"
+    );
+    assert_eq!(metrics.counted("invalid"), 0);
+}
+
+const CHILD_ENV: &str = "PRAPI_TEST_UPDATER_CHILD";
+
+/// Not a test on its own: the updater process that `sigkill_at_random_moments` starts and kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_updater_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [bootstrap, products, offers, group, table] = parts[..] else {
+        panic!("bad {CHILD_ENV}: {spec}");
+    };
+    let t = Topics {
+        products: products.into(),
+        offers: offers.into(),
+        dead: String::new(),
+        group: group.into(),
+        table: table.into(),
+    };
+    let store = store(&t.table).await;
+    run_updater(
+        updater_config(bootstrap, &t),
+        store,
+        Arc::new(UpdaterMetrics::default()),
+        std::future::pending(),
+    )
+    .await
+    .expect("child updater");
+}
+
+fn spawn_child(bootstrap: &str, t: &Topics) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["child_updater_process", "--exact", "--nocapture"])
+        .env(
+            CHILD_ENV,
+            format!(
+                "{bootstrap},{},{},{},{}",
+                t.products, t.offers, t.group, t.table
+            ),
+        )
+        .spawn()
+        .expect("spawn the updater child")
+}
+
+fn sigkill(child: &mut Child) {
+    // SIGKILL: no drain, no commit, in-flight requests cut.
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing() {
+    let Some(env) = support::env("sigkill_at_random_moments_loses_nothing") else {
+        return;
+    };
+    let t = topics("kill");
+    create_topics(&env.kafka, &t).await;
+    let events = support::generate(77, 20_000);
+    produce(&env.kafka, &t, &events, &[]).await;
+    // The table exists before the children race to create it.
+    drop(store(&t.table).await);
+
+    // Five random moments while consuming: when the committed share passes random thresholds
+    // (plus a random delay, so the kill lands anywhere in a batch's life).
+    let seed: u64 = rand::rng().random();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut thresholds: Vec<f64> = (0..5).map(|_| rng.random_range(0.05..0.9)).collect();
+    thresholds.sort_by(f64::total_cmp);
+    for (i, share) in thresholds.iter().enumerate() {
+        let mut child = spawn_child(&env.kafka, &t);
+        support::eventually(
+            "progress past the kill threshold",
+            Duration::from_secs(600),
+            || {
+                let p = progress(&env.kafka, &t);
+                async move {
+                    p.filter(|(done, total)| *done as f64 >= share * *total as f64)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        sigkill(&mut child);
+        eprintln!(
+            "seed {seed}: SIGKILL {} at {:.0}% committed",
+            i + 1,
+            share * 100.0
+        );
+    }
+    let mut child = spawn_child(&env.kafka, &t);
+    wait_caught_up(&env.kafka, &t).await;
+    sigkill(&mut child);
+
+    let expected = support::model(&events, &COUNTRIES);
+    let actual = support::table_state(&support::client().await, &t.table).await;
+    support::assert_same(&actual, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_skipped_counted_and_dead_lettered() {
+    let Some(env) = support::env("poison_messages_are_skipped_counted_and_dead_lettered") else {
+        return;
+    };
+    let t = topics("poison");
+    create_topics(&env.kafka, &t).await;
+    let events = support::generate(5, 2_000);
+    let poison = [
+        (0, "not json"),
+        (10, r#"{"type":"offer","product_id":"P 1"}"#),
+        (500, r#"{"type":"teleport","id":"P1","version":1}"#),
+        (
+            1999,
+            r#"{"type":"product","id":"P1","version":-3,"product":{}}"#,
+        ),
+    ];
+    produce(&env.kafka, &t, &events, &poison).await;
+
+    let store = store(&t.table).await;
+    let metrics = Arc::new(UpdaterMetrics::default());
+    let mut config = updater_config(&env.kafka, &t);
+    config.dead_letter_topic = Some(t.dead.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let updater = tokio::spawn(run_updater(config, store, metrics.clone(), async move {
+        let _ = stopped.await;
+    }));
+    wait_caught_up(&env.kafka, &t).await;
+    let _ = stop.send(());
+    updater.await.expect("join").expect("updater ran");
+
+    assert_eq!(metrics.counted("invalid"), 4);
+    assert_eq!(metrics.dead_letters.get(), 4);
+    let expected = support::model(&events, &COUNTRIES);
+    let actual = support::table_state(&support::client().await, &t.table).await;
+    support::assert_same(&actual, &expected);
+
+    // The dead-letter topic holds the four messages as sent, with the reason.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.kafka)
+        .set("group.id", support::unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&t.dead]).expect("subscribe");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 4 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            let headers = m.headers().expect("headers");
+            let names: Vec<String> = headers.iter().map(|h| h.key.to_owned()).collect();
+            assert!(names.contains(&"prapi-error".to_owned()), "{names:?}");
+            assert!(
+                names.contains(&"prapi-source-offset".to_owned()),
+                "{names:?}"
+            );
+            seen.push(payload);
+        }
+    }
+    seen.sort();
+    let mut sent: Vec<String> = poison.iter().map(|(_, p)| (*p).to_owned()).collect();
+    sent.sort();
+    assert_eq!(seen, sent);
+}
