@@ -1,0 +1,661 @@
+//! Routing across market groups (DESIGN §4, issue 7 §5–6): pure functions from the groups of a
+//! namespace and the routes as they are applied to the routes that should be applied, the HPA
+//! floors that must come first, and desired versus actual weight per group and country.
+//!
+//! A namespace is one routing domain: for each country, the groups of the namespace that list it
+//! share its traffic by weight / sum. A group with a segment only takes requests carrying
+//! `X-Traffic-Segment: <segment>`; those rules come ahead of the weighted ones. Every country gets
+//! one route object named `prapi-<country>` ([`gateway`]: Gateway API `HTTPRoute`, [`skipper`]:
+//! Skipper `RouteGroup`), which carries the whole country: changing a split is one atomic write.
+//! [`readback`] turns the live objects back into applied weights, so `actual` is what the cluster
+//! holds, not what the operator meant to write.
+
+pub mod gateway;
+pub mod readback;
+pub mod shift;
+pub mod skipper;
+
+use serde_json::Value;
+use shift::{Floors, PoolDecision, PoolInput, decide_pool, has_capacity};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Header the ingress routes a request's country on (DESIGN §2.2).
+pub const COUNTRY_HEADER: &str = "X-Country";
+/// Header that sends a request to the groups of a traffic segment.
+pub const SEGMENT_HEADER: &str = "X-Traffic-Segment";
+/// Label on every route object: the country it routes.
+pub const LABEL_COUNTRY: &str = "prapi.dev/country";
+/// Prefix of route object names: `prapi-<country>`.
+pub const ROUTE_PREFIX: &str = "prapi-";
+/// Default `consistentHashBalanceFactor` of the Skipper products backends.
+pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
+
+/// Which kind of route object the operator writes (`--routing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Gateway API `HTTPRoute` (gateway.networking.k8s.io/v1).
+    GatewayApi,
+    /// Skipper `RouteGroup` (zalando.org/v1).
+    Skipper,
+    /// No routes: the operator leaves routing to someone else.
+    None,
+}
+
+/// A Service a route sends traffic to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    /// Service name (in the group's namespace).
+    pub name: String,
+    /// Service port.
+    pub port: i32,
+}
+
+/// Replicas of a serving component, as the shifting rules need them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComponentCapacity {
+    /// Replicas available now.
+    pub available: i32,
+    /// The HPA floor of the spec.
+    pub min: i32,
+    /// The HPA ceiling of the spec.
+    pub max: i32,
+}
+
+/// One market group as routing sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupRouting {
+    /// Namespace (the routing domain).
+    pub namespace: String,
+    /// Group name.
+    pub name: String,
+    /// UID, for the (non-controller) owner references of the route objects; None offline.
+    pub uid: Option<String>,
+    /// Lower-case country codes.
+    pub countries: Vec<String>,
+    /// Traffic weight 0..=100.
+    pub weight: i32,
+    /// Traffic segment; empty for none.
+    pub segment: String,
+    /// Whether the group can serve (its workloads are available and its table is filled).
+    pub ready: bool,
+    /// Whether the group is being deleted (its share drains to the others).
+    pub deleting: bool,
+    /// The products Service.
+    pub products_service: ServiceRef,
+    /// The batch Service.
+    pub batch_service: ServiceRef,
+    /// Products replicas.
+    pub products: ComponentCapacity,
+    /// Batch replicas.
+    pub batch: ComponentCapacity,
+}
+
+/// Why a group's actual share differs from its desired share (or why it has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The group is not Ready: it gets no traffic.
+    NotReady,
+    /// Every group of the country (or segment) has weight 0: no route.
+    WeightsSumToZero,
+    /// No group that should take the country's traffic is Ready, and nobody carries it.
+    NoReadyGroup,
+    /// The group keeps its applied share until a group that should take over is Ready.
+    HeldUntilReplacementReady,
+    /// Another group of the country is not Ready: the Ready ones carry its share meanwhile.
+    PeerNotReady,
+    /// The group's share rises once its raised HPA floors are available.
+    WaitingForCapacity,
+    /// The split changes once every growing group has its capacity.
+    ShiftPending,
+    /// The group is being deleted and still carries traffic until the others can take it.
+    Draining,
+    /// The route was written but its controller has not accepted it (yet).
+    RoutePending,
+    /// The route's controller rejected it.
+    RouteNotAccepted,
+    /// The operator routes nothing (`--routing none`).
+    RoutingDisabled,
+}
+
+impl Reason {
+    /// CamelCase form for status and conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotReady => "NotReady",
+            Reason::WeightsSumToZero => "WeightsSumToZero",
+            Reason::NoReadyGroup => "NoReadyGroup",
+            Reason::HeldUntilReplacementReady => "HeldUntilReplacementReady",
+            Reason::PeerNotReady => "PeerNotReady",
+            Reason::WaitingForCapacity => "WaitingForCapacity",
+            Reason::ShiftPending => "ShiftPending",
+            Reason::Draining => "Draining",
+            Reason::RoutePending => "RoutePending",
+            Reason::RouteNotAccepted => "RouteNotAccepted",
+            Reason::RoutingDisabled => "RoutingDisabled",
+        }
+    }
+
+    /// What it means, for messages.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Reason::NotReady => {
+                "the group is not Ready (workloads available and table filled), so it gets no traffic"
+            }
+            Reason::WeightsSumToZero => {
+                "every group serving the country has weight 0, so the country has no route"
+            }
+            Reason::NoReadyGroup => {
+                "no group that should serve the country is Ready, so the country has no route yet"
+            }
+            Reason::HeldUntilReplacementReady => {
+                "keeps its share until a group that should take it over is Ready"
+            }
+            Reason::PeerNotReady => {
+                "another group serving the country is not Ready; the Ready groups carry its share meanwhile"
+            }
+            Reason::WaitingForCapacity => {
+                "its share rises once its raised HPA floors have available replicas"
+            }
+            Reason::ShiftPending => "the split changes once the growing groups have their replicas",
+            Reason::Draining => "being deleted; keeps its share until the other groups can take it",
+            Reason::RoutePending => {
+                "the route is written but its controller has not accepted this version yet"
+            }
+            Reason::RouteNotAccepted => "the route's controller did not accept it",
+            Reason::RoutingDisabled => "the operator runs with --routing none",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Weights applied per country and segment ("" for the unsegmented pool), by group name.
+pub type Applied = BTreeMap<String, BTreeMap<String, BTreeMap<String, i32>>>;
+
+/// One weighted backend of a pool: a group's products and batch Services.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// Group name.
+    pub group: String,
+    /// Weight (> 0).
+    pub weight: i32,
+    /// The group's products Service.
+    pub products: ServiceRef,
+    /// The group's batch Service.
+    pub batch: ServiceRef,
+}
+
+/// The route of one pool of a country.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolRoute {
+    /// The segment; None for the unsegmented (weighted) traffic.
+    pub segment: Option<String>,
+    /// Backends with weight > 0, by group name.
+    pub backends: Vec<Backend>,
+}
+
+/// Everything routed for one country: segment pools first (by name), the unsegmented pool last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountryRoute {
+    /// Country code.
+    pub country: String,
+    /// Pools that have a route.
+    pub pools: Vec<PoolRoute>,
+    /// UIDs of the groups listing the country (owner references, so the object goes with the last).
+    pub owners: Vec<(String, String)>,
+}
+
+impl CountryRoute {
+    /// Name of the route object.
+    pub fn object_name(&self) -> String {
+        route_name(&self.country)
+    }
+}
+
+/// `prapi-<country>`.
+pub fn route_name(country: &str) -> String {
+    format!("{ROUTE_PREFIX}{country}")
+}
+
+/// Desired and planned share of one group in one country.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Country code.
+    pub country: String,
+    /// The segment the share is of (None: the unsegmented traffic).
+    pub segment: Option<String>,
+    /// Percent the spec asks for.
+    pub desired: i32,
+    /// Percent the route to apply gives it.
+    pub planned: i32,
+    /// Why planned differs from desired, or why there is no route.
+    pub reason: Option<Reason>,
+}
+
+/// The routing of a namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoutingPlan {
+    /// One entry per country that has a route, by country.
+    pub routes: Vec<CountryRoute>,
+    /// Countries that are routed now (applied) but should have no route object.
+    pub remove: Vec<String>,
+    /// Raised HPA floors by group (only groups whose share is about to rise).
+    pub floors: BTreeMap<String, Floors>,
+    /// Shares per group, by group then country.
+    pub shares: BTreeMap<String, Vec<Share>>,
+}
+
+/// Computes the routing of a namespace from its groups and what is applied now.
+pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
+    let countries: BTreeSet<String> = groups
+        .iter()
+        .flat_map(|g| g.countries.iter().cloned())
+        .chain(applied.keys().cloned())
+        .collect();
+    // Over how many countries each group carries traffic now (for the donor estimate).
+    let mut carried: BTreeMap<&str, usize> = BTreeMap::new();
+    for pools in applied.values() {
+        let mut seen = BTreeSet::new();
+        for pool in pools.values() {
+            for (g, w) in pool {
+                if *w > 0 && seen.insert(g.as_str()) {
+                    *carried.entry(g.as_str()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    let countries_carried = |g: &str| carried.get(g).copied().unwrap_or(1);
+
+    // Pass 1: pools and their floors (a group's floors add up over its countries).
+    let mut pools: Vec<(String, String, PoolInput<'_>)> = Vec::new();
+    for country in &countries {
+        let listing: Vec<&GroupRouting> = groups
+            .iter()
+            .filter(|g| g.countries.iter().any(|c| c == country))
+            .collect();
+        let applied_country = applied.get(country);
+        let segments: BTreeSet<&str> = listing
+            .iter()
+            .map(|g| g.segment.as_str())
+            .chain(
+                applied_country
+                    .into_iter()
+                    .flat_map(|p| p.keys().map(String::as_str)),
+            )
+            .collect();
+        for segment in segments {
+            let applied_pool = applied_country
+                .and_then(|p| p.get(segment))
+                .cloned()
+                .unwrap_or_default();
+            let mut members: Vec<&GroupRouting> = listing
+                .iter()
+                .copied()
+                .filter(|g| g.segment == segment)
+                .collect();
+            // Groups that still carry this pool's traffic but no longer belong to it drain out.
+            let mut leaving = BTreeSet::new();
+            for g in groups {
+                let carries = applied_pool.get(&g.name).is_some_and(|w| *w > 0);
+                if carries && !members.iter().any(|m| m.name == g.name) {
+                    leaving.insert(g.name.clone());
+                    members.push(g);
+                }
+            }
+            if members.is_empty() {
+                continue;
+            }
+            pools.push((
+                country.clone(),
+                segment.to_string(),
+                PoolInput {
+                    members,
+                    leaving,
+                    applied: applied_pool,
+                },
+            ));
+        }
+    }
+    let no_room = |_: &str| true;
+    let mut floors: BTreeMap<String, Floors> = BTreeMap::new();
+    for (_, _, input) in &pools {
+        let d = decide_pool(input, &no_room, &countries_carried);
+        for (g, f) in d.floors {
+            let e = floors.entry(g).or_default();
+            e.products = e.products.max(f.products);
+            e.batch = e.batch.max(f.batch);
+        }
+    }
+    let by_name: BTreeMap<&str, &GroupRouting> =
+        groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let has_room = |g: &str| match (floors.get(g), by_name.get(g)) {
+        (Some(f), Some(group)) => {
+            has_capacity(f.products, group.products) && has_capacity(f.batch, group.batch)
+        }
+        _ => true,
+    };
+
+    // Pass 2: decisions with the capacity gate.
+    let mut out = RoutingPlan::default();
+    let mut routed: BTreeMap<String, Vec<PoolRoute>> = BTreeMap::new();
+    let mut used_floors: BTreeMap<String, Floors> = BTreeMap::new();
+    for (country, segment, input) in &pools {
+        let decision: PoolDecision = decide_pool(input, &has_room, &countries_carried);
+        for g in decision.floors.keys() {
+            if let Some(f) = floors.get(g) {
+                used_floors.insert(g.clone(), *f);
+            }
+        }
+        let planned = shift::shares(&decision.weights);
+        for g in &input.members {
+            let desired = decision.desired.get(&g.name).copied().unwrap_or(0);
+            let planned_pct = planned.get(&g.name).copied().unwrap_or(0);
+            let reason = decision.reasons.get(&g.name).copied();
+            let reason = match reason {
+                // A reason only matters where it explains a difference, or a missing route.
+                Some(r)
+                    if planned_pct == desired
+                        && !matches!(
+                            r,
+                            Reason::WeightsSumToZero | Reason::NoReadyGroup | Reason::NotReady
+                        ) =>
+                {
+                    None
+                }
+                other => other,
+            };
+            out.shares.entry(g.name.clone()).or_default().push(Share {
+                country: country.clone(),
+                segment: (!segment.is_empty()).then(|| segment.clone()),
+                desired,
+                planned: planned_pct,
+                reason,
+            });
+        }
+        if decision.weights.is_empty() {
+            continue;
+        }
+        let backends = decision
+            .weights
+            .iter()
+            .filter_map(|(g, w)| {
+                by_name.get(g.as_str()).map(|group| Backend {
+                    group: g.clone(),
+                    weight: *w,
+                    products: group.products_service.clone(),
+                    batch: group.batch_service.clone(),
+                })
+            })
+            .collect::<Vec<_>>();
+        if backends.is_empty() {
+            continue;
+        }
+        routed.entry(country.clone()).or_default().push(PoolRoute {
+            segment: (!segment.is_empty()).then(|| segment.clone()),
+            backends,
+        });
+    }
+    for (country, mut pool_routes) in routed {
+        // Segments (by name) ahead of the unsegmented pool.
+        pool_routes.sort_by(|a, b| match (&a.segment, &b.segment) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        let owners = groups
+            .iter()
+            .filter(|g| g.countries.iter().any(|c| *c == country))
+            .filter_map(|g| g.uid.clone().map(|u| (g.name.clone(), u)))
+            .collect();
+        out.routes.push(CountryRoute {
+            country,
+            pools: pool_routes,
+            owners,
+        });
+    }
+    let kept: BTreeSet<&str> = out.routes.iter().map(|r| r.country.as_str()).collect();
+    out.remove = applied
+        .keys()
+        .filter(|c| !kept.contains(c.as_str()))
+        .cloned()
+        .collect();
+    out.floors = used_floors;
+    out
+}
+
+/// A group's share as it is reported in its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedShare {
+    /// Country code.
+    pub country: String,
+    /// Percent the spec asks for.
+    pub desired: i32,
+    /// Percent the applied route gives it; None while the route is not (accepted) in place.
+    pub actual: Option<i32>,
+    /// Why they differ.
+    pub reason: Option<Reason>,
+}
+
+/// How a route object's controller took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// No controller reports on it (no status for our parent): written is as good as it gets.
+    Unreported,
+    /// Accepted for the current generation.
+    Accepted,
+    /// Reported, but for an older generation.
+    Pending,
+    /// Rejected, with the controller's message.
+    Rejected(String),
+}
+
+/// The route objects as read back: applied weights and each country's acceptance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// Weights per country and segment.
+    pub applied: Applied,
+    /// Acceptance per country.
+    pub acceptance: BTreeMap<String, Acceptance>,
+}
+
+/// What a group reports, from its planned shares and the routes read back after applying.
+pub fn report(group: &str, plan: &RoutingPlan, live: &Live) -> Vec<ReportedShare> {
+    let Some(shares) = plan.shares.get(group) else {
+        return Vec::new();
+    };
+    shares
+        .iter()
+        .map(|s| {
+            let pool = live
+                .applied
+                .get(&s.country)
+                .and_then(|p| p.get(s.segment.as_deref().unwrap_or("")));
+            let actual_pct = pool
+                .map(shift::shares)
+                .map(|p| p.get(group).copied().unwrap_or(0))
+                .unwrap_or(0);
+            let acceptance = live
+                .acceptance
+                .get(&s.country)
+                .cloned()
+                .unwrap_or(Acceptance::Unreported);
+            let (actual, reason) = match acceptance {
+                Acceptance::Rejected(_) => (None, Some(Reason::RouteNotAccepted)),
+                Acceptance::Pending => (None, Some(Reason::RoutePending)),
+                Acceptance::Accepted | Acceptance::Unreported => {
+                    let reason = if actual_pct == s.desired {
+                        s.reason.filter(|r| {
+                            matches!(
+                                r,
+                                Reason::WeightsSumToZero | Reason::NoReadyGroup | Reason::NotReady
+                            )
+                        })
+                    } else {
+                        // The plan's reason, or: the route holds something else than planned.
+                        s.reason.or(Some(Reason::RoutePending))
+                    };
+                    (Some(actual_pct), reason)
+                }
+            };
+            ReportedShare {
+                country: s.country.clone(),
+                desired: s.desired,
+                actual,
+                reason,
+            }
+        })
+        .collect()
+}
+
+/// The `RoutingReady` condition of a group from what it reports: (status, reason, message).
+pub fn routing_condition(
+    provider: Provider,
+    ready: bool,
+    shares: &[ReportedShare],
+) -> (bool, &'static str, String) {
+    if provider == Provider::None {
+        return (
+            true,
+            Reason::RoutingDisabled.as_str(),
+            Reason::RoutingDisabled.explain().into(),
+        );
+    }
+    let describe = |s: &ReportedShare| {
+        format!(
+            "{}: desired {}%, actual {}{}",
+            s.country,
+            s.desired,
+            s.actual.map_or("none".into(), |a| format!("{a}%")),
+            s.reason
+                .map(|r| format!(" ({r}: {})", r.explain()))
+                .unwrap_or_default()
+        )
+    };
+    for blocking in [
+        Reason::WeightsSumToZero,
+        Reason::RouteNotAccepted,
+        Reason::RoutePending,
+    ] {
+        let hit: Vec<String> = shares
+            .iter()
+            .filter(|s| s.reason == Some(blocking))
+            .map(describe)
+            .collect();
+        if !hit.is_empty() {
+            return (false, blocking.as_str(), hit.join("; "));
+        }
+    }
+    if !ready {
+        return (
+            false,
+            Reason::NotReady.as_str(),
+            "the group gets traffic once it is Ready".into(),
+        );
+    }
+    let differing: Vec<String> = shares
+        .iter()
+        .filter(|s| s.actual != Some(s.desired))
+        .map(describe)
+        .collect();
+    if differing.is_empty() {
+        (
+            true,
+            "Routed",
+            if shares.is_empty() {
+                "no country to route".into()
+            } else {
+                shares.iter().map(describe).collect::<Vec<_>>().join("; ")
+            },
+        )
+    } else {
+        (true, "Shifting", differing.join("; "))
+    }
+}
+
+/// Options of the route renderers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteOptions {
+    /// Gateway API parent: `(namespace, name)` of the Gateway.
+    pub gateway: Option<(String, String)>,
+    /// `consistentHashBalanceFactor` of Skipper's products backends.
+    pub balance_factor: f64,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        Self {
+            gateway: None,
+            balance_factor: DEFAULT_BALANCE_FACTOR,
+        }
+    }
+}
+
+/// Why a route cannot be rendered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Gateway API needs `--gateway NAMESPACE/NAME`.
+    #[error("--routing gateway-api needs --gateway NAMESPACE/NAME")]
+    NoGateway,
+    /// More than an HTTPRoute can hold.
+    #[error("country {country}: {what}")]
+    TooLarge {
+        /// Country.
+        country: String,
+        /// Which limit.
+        what: String,
+    },
+}
+
+/// The route object of a country for `provider` (None for [`Provider::None`]).
+pub fn render_route(
+    provider: Provider,
+    namespace: &str,
+    route: &CountryRoute,
+    opts: &RouteOptions,
+) -> Result<Option<Value>, RouteError> {
+    match provider {
+        Provider::GatewayApi => gateway::http_route(namespace, route, opts).map(Some),
+        Provider::Skipper => Ok(Some(skipper::route_group(namespace, route, opts))),
+        Provider::None => Ok(None),
+    }
+}
+
+/// Metadata shared by route objects.
+pub(crate) fn route_metadata(namespace: &str, route: &CountryRoute) -> Value {
+    let owners: Vec<Value> = route
+        .owners
+        .iter()
+        .map(|(name, uid)| {
+            serde_json::json!({
+                "apiVersion": "prapi.dev/v1alpha1",
+                "kind": "MarketGroup",
+                "name": name,
+                "uid": uid,
+            })
+        })
+        .collect();
+    let mut meta = serde_json::json!({
+        "name": route.object_name(),
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/name": "prapi",
+            "app.kubernetes.io/component": "routing",
+            "app.kubernetes.io/managed-by": "prapi-operator",
+            "app.kubernetes.io/part-of": "prapi",
+            LABEL_COUNTRY: route.country,
+        },
+    });
+    if !owners.is_empty() {
+        meta["ownerReferences"] = Value::Array(owners);
+    }
+    meta
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Gateway API `HTTPRoute` (gateway.networking.k8s.io/v1) of one country.
+//!
+//! Per pool, two rules: the batch endpoints, matched by the exact paths `GET /products` and
+//! `GET /product-offers` (a batch request is the collection path with `?ids=`; an exact path match
+//! is core conformance, while a query-parameter "present" match would need the
+//! implementation-specific RegularExpression type, and the batch Service answers a missing `ids`
+//! with a clear 400), and the single-item endpoints, matched by the path prefixes `/products` and
+//! `/product-offers` (Gateway API gives exact matches precedence over prefixes). Every match carries
+//! `X-Country`; segment pools add `X-Traffic-Segment`, so they win by having more header matches
+//! and are also listed first. Backends are weighted `backendRefs` to the groups' Services.
+
+use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteError, RouteOptions, SEGMENT_HEADER};
+use serde_json::{Value, json};
+
+/// API version of HTTPRoute.
+pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// Gateway API's limits on one HTTPRoute.
+pub const MAX_RULES: usize = 16;
+/// Most backendRefs per rule.
+pub const MAX_BACKENDS: usize = 16;
+/// Paths of the batch endpoints (exact).
+pub const BATCH_PATHS: [&str; 2] = ["/products", "/product-offers"];
+/// Path prefixes of the single-item endpoints.
+pub const ITEM_PREFIXES: [&str; 2] = ["/products", "/product-offers"];
+
+fn headers(country: &str, segment: Option<&str>) -> Value {
+    let mut h = vec![json!({"type": "Exact", "name": COUNTRY_HEADER, "value": country})];
+    if let Some(s) = segment {
+        h.push(json!({"type": "Exact", "name": SEGMENT_HEADER, "value": s}));
+    }
+    Value::Array(h)
+}
+
+fn rules(country: &str, pool: &PoolRoute) -> [Value; 2] {
+    let seg = pool.segment.as_deref();
+    let batch_matches: Vec<Value> = BATCH_PATHS
+        .iter()
+        .map(|p| {
+            json!({
+                "path": {"type": "Exact", "value": p},
+                "method": "GET",
+                "headers": headers(country, seg),
+            })
+        })
+        .collect();
+    let item_matches: Vec<Value> = ITEM_PREFIXES
+        .iter()
+        .map(|p| {
+            json!({
+                "path": {"type": "PathPrefix", "value": p},
+                "headers": headers(country, seg),
+            })
+        })
+        .collect();
+    let refs = |batch: bool| -> Vec<Value> {
+        pool.backends
+            .iter()
+            .map(|b| {
+                let svc = if batch { &b.batch } else { &b.products };
+                json!({"kind": "Service", "name": svc.name, "port": svc.port, "weight": b.weight})
+            })
+            .collect()
+    };
+    [
+        json!({"matches": batch_matches, "backendRefs": refs(true)}),
+        json!({"matches": item_matches, "backendRefs": refs(false)}),
+    ]
+}
+
+/// The HTTPRoute of a country.
+pub fn http_route(
+    namespace: &str,
+    route: &CountryRoute,
+    opts: &RouteOptions,
+) -> Result<Value, RouteError> {
+    let (gw_ns, gw_name) = opts.gateway.as_ref().ok_or(RouteError::NoGateway)?;
+    if route.pools.len() * 2 > MAX_RULES {
+        return Err(RouteError::TooLarge {
+            country: route.country.clone(),
+            what: format!(
+                "{} traffic segments need {} HTTPRoute rules, at most {MAX_RULES} are allowed",
+                route.pools.len().saturating_sub(1),
+                route.pools.len() * 2
+            ),
+        });
+    }
+    if let Some(p) = route.pools.iter().find(|p| p.backends.len() > MAX_BACKENDS) {
+        return Err(RouteError::TooLarge {
+            country: route.country.clone(),
+            what: format!(
+                "{} groups share one pool, an HTTPRoute rule takes at most {MAX_BACKENDS} backends",
+                p.backends.len()
+            ),
+        });
+    }
+    let rules: Vec<Value> = route
+        .pools
+        .iter()
+        .flat_map(|p| rules(&route.country, p))
+        .collect();
+    Ok(json!({
+        "apiVersion": API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": super::route_metadata(namespace, route),
+        "spec": {
+            "parentRefs": [{
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "namespace": gw_ns,
+                "name": gw_name,
+            }],
+            "rules": rules,
+        }
+    }))
+}

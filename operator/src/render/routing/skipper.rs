@@ -1,0 +1,153 @@
+//! Skipper `RouteGroup` (zalando.org/v1) of one country.
+//!
+//! Backends: per group, `<group>-products` (type service, `consistentHash`) and `<group>-batch`
+//! (type service, `powerOfRandomNChoices`). Routes per pool: the three single-item paths with the
+//! product id as a path parameter, hashed with `consistentHashKey("${id}")` and a
+//! `consistentHashBalanceFactor`, so a product lands on the same products pod as through batch's
+//! in-process ring (DESIGN §3: keyed on the product id alone); and the two batch paths. Every
+//! route carries `Header("X-Country", ...)`; segment routes add `Header("X-Traffic-Segment", ...)`,
+//! which makes them more specific than the weighted routes (Skipper prefers the route with more
+//! predicates), and they are listed first. Weights are the route's backend weights, from which
+//! Skipper derives its traffic predicates.
+
+use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteOptions, SEGMENT_HEADER};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// API version of RouteGroup.
+pub const API_VERSION: &str = "zalando.org/v1";
+/// Single-item paths; `:id` is the product id.
+pub const ITEM_PATHS: [&str; 3] = [
+    "/products/:id",
+    "/products/:id/offers",
+    "/product-offers/:id",
+];
+/// Batch paths.
+pub const BATCH_PATHS: [&str; 2] = ["/products", "/product-offers"];
+
+/// Name of a group's products backend.
+pub fn products_backend(group: &str) -> String {
+    format!("{group}-products")
+}
+
+/// Name of a group's batch backend.
+pub fn batch_backend(group: &str) -> String {
+    format!("{group}-batch")
+}
+
+/// Quotes a string as an eskip string argument.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn predicates(country: &str, segment: Option<&str>) -> Vec<String> {
+    let mut p = vec![format!(
+        "Header({}, {})",
+        quoted(COUNTRY_HEADER),
+        quoted(country)
+    )];
+    if let Some(s) = segment {
+        p.push(format!("Header({}, {})", quoted(SEGMENT_HEADER), quoted(s)));
+    }
+    p
+}
+
+fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Value> {
+    let seg = pool.segment.as_deref();
+    let refs = |batch: bool| -> Vec<Value> {
+        pool.backends
+            .iter()
+            .map(|b| {
+                let name = if batch {
+                    batch_backend(&b.group)
+                } else {
+                    products_backend(&b.group)
+                };
+                json!({"backendName": name, "weight": b.weight})
+            })
+            .collect()
+    };
+    let mut routes: Vec<Value> = ITEM_PATHS
+        .iter()
+        .map(|p| {
+            json!({
+                "path": p,
+                "methods": ["GET", "HEAD"],
+                "predicates": predicates(country, seg),
+                "filters": [
+                    "consistentHashKey(\"${id}\")",
+                    format!("consistentHashBalanceFactor({})", opts.balance_factor),
+                ],
+                "backends": refs(false),
+            })
+        })
+        .collect();
+    routes.extend(BATCH_PATHS.iter().map(|p| {
+        json!({
+            "path": p,
+            "methods": ["GET", "HEAD"],
+            "predicates": predicates(country, seg),
+            "backends": refs(true),
+        })
+    }));
+    routes
+}
+
+/// The RouteGroup of a country.
+pub fn route_group(namespace: &str, route: &CountryRoute, opts: &RouteOptions) -> Value {
+    let mut seen = BTreeSet::new();
+    let mut backends = Vec::new();
+    for b in route.pools.iter().flat_map(|p| &p.backends) {
+        if !seen.insert(b.group.clone()) {
+            continue;
+        }
+        backends.push(json!({
+            "name": products_backend(&b.group),
+            "type": "service",
+            "serviceName": b.products.name,
+            "servicePort": b.products.port,
+            "algorithm": "consistentHash",
+        }));
+        backends.push(json!({
+            "name": batch_backend(&b.group),
+            "type": "service",
+            "serviceName": b.batch.name,
+            "servicePort": b.batch.port,
+            "algorithm": "powerOfRandomNChoices",
+        }));
+    }
+    let routes: Vec<Value> = route
+        .pools
+        .iter()
+        .flat_map(|p| pool_routes(&route.country, p, opts))
+        .collect();
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "RouteGroup",
+        "metadata": super::route_metadata(namespace, route),
+        "spec": {
+            "backends": backends,
+            "routes": routes,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn eskip_strings_are_escaped() {
+        assert_eq!(quoted("de"), "\"de\"");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+}

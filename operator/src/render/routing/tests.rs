@@ -1,0 +1,817 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn cap(available: i32, min: i32, max: i32) -> ComponentCapacity {
+    ComponentCapacity {
+        available,
+        min,
+        max,
+    }
+}
+
+fn group(name: &str, countries: &[&str], weight: i32) -> GroupRouting {
+    GroupRouting {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: Some(format!("uid-{name}")),
+        countries: countries.iter().map(|c| c.to_string()).collect(),
+        weight,
+        segment: String::new(),
+        ready: true,
+        deleting: false,
+        products_service: ServiceRef {
+            name: format!("{name}-products"),
+            port: 8080,
+        },
+        batch_service: ServiceRef {
+            name: format!("{name}-batch"),
+            port: 8080,
+        },
+        products: cap(2, 2, 20),
+        batch: cap(2, 2, 10),
+    }
+}
+
+fn weights(route: &CountryRoute, segment: Option<&str>) -> BTreeMap<String, i32> {
+    route
+        .pools
+        .iter()
+        .find(|p| p.segment.as_deref() == segment)
+        .map(|p| {
+            p.backends
+                .iter()
+                .map(|b| (b.group.clone(), b.weight))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn route<'a>(plan: &'a RoutingPlan, country: &str) -> &'a CountryRoute {
+    plan.routes
+        .iter()
+        .find(|r| r.country == country)
+        .unwrap_or_else(|| panic!("no route for {country} in {plan:#?}"))
+}
+
+fn share<'a>(plan: &'a RoutingPlan, group: &str, country: &str) -> &'a Share {
+    plan.shares
+        .get(group)
+        .and_then(|s| s.iter().find(|s| s.country == country))
+        .unwrap_or_else(|| panic!("no share of {group} in {country}"))
+}
+
+fn map(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// What the cluster holds after applying `plan` with `provider` (rendered, then read back).
+fn apply(plan: &RoutingPlan, provider: Provider) -> Live {
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        ..RouteOptions::default()
+    };
+    let objects: Vec<Value> = plan
+        .routes
+        .iter()
+        .map(|r| {
+            render_route(provider, "shop", r, &opts)
+                .expect("renders")
+                .expect("an object")
+        })
+        .collect();
+    readback::live(provider, &objects, opts.gateway.as_ref())
+}
+
+const PROVIDERS: [Provider; 2] = [Provider::GatewayApi, Provider::Skipper];
+
+#[test]
+fn a_single_ready_group_takes_its_countries() {
+    let plan = plan(&[group("a", &["de", "at"], 100)], &Applied::new());
+    assert_eq!(
+        plan.routes
+            .iter()
+            .map(|r| r.country.as_str())
+            .collect::<Vec<_>>(),
+        ["at", "de"]
+    );
+    assert_eq!(weights(route(&plan, "de"), None), map(&[("a", 100)]));
+    assert!(plan.floors.is_empty(), "nothing to protect: {plan:?}");
+    let s = share(&plan, "a", "de");
+    assert_eq!((s.desired, s.planned, s.reason), (100, 100, None));
+}
+
+#[test]
+fn shift_90_10_then_50_50_then_0_100_waits_for_the_growing_side() {
+    for provider in PROVIDERS {
+        let mut a = group("a", &["de"], 90);
+        let mut b = group("b", &["de"], 10);
+        a.products.available = 9;
+        a.batch.available = 4;
+
+        // 90/10 from nothing: applied at once (nobody carries traffic yet).
+        let p = plan(&[a.clone(), b.clone()], &Applied::new());
+        assert_eq!(weights(route(&p, "de"), None), map(&[("a", 90), ("b", 10)]));
+        let live = apply(&p, provider);
+        let ra = report("a", &p, &live);
+        let rb = report("b", &p, &live);
+        assert_eq!(
+            (ra[0].desired, ra[0].actual, ra[0].reason),
+            (90, Some(90), None)
+        );
+        assert_eq!(
+            (rb[0].desired, rb[0].actual, rb[0].reason),
+            (10, Some(10), None)
+        );
+
+        // 50/50: b grows 10 -> 50. Its floors come from a's replicas per percent:
+        // products 9/90 * 50 = 5, batch 4/90 * 50 = 2.2 -> 3. b has 2 and 2: wait.
+        a.weight = 50;
+        b.weight = 50;
+        let p = plan(&[a.clone(), b.clone()], &live.applied);
+        assert_eq!(
+            weights(route(&p, "de"), None),
+            map(&[("a", 90), ("b", 10)]),
+            "{provider:?}: the split must not change before b has its replicas"
+        );
+        assert_eq!(
+            p.floors.get("b"),
+            Some(&shift::Floors {
+                products: 5,
+                batch: 3
+            })
+        );
+        assert!(
+            !p.floors.contains_key("a"),
+            "the shrinking side keeps its floors"
+        );
+        let sb = share(&p, "b", "de");
+        assert_eq!(
+            (sb.desired, sb.planned, sb.reason),
+            (50, 10, Some(Reason::WaitingForCapacity))
+        );
+        assert_eq!(share(&p, "a", "de").reason, Some(Reason::ShiftPending));
+        let live_waiting = apply(&p, provider);
+        let rb = report("b", &p, &live_waiting);
+        assert_eq!(
+            (rb[0].desired, rb[0].actual, rb[0].reason),
+            (50, Some(10), Some(Reason::WaitingForCapacity))
+        );
+
+        // b's raised floors are available: the split moves, floors kept until it is applied.
+        b.products.available = 5;
+        b.batch.available = 3;
+        let p = plan(&[a.clone(), b.clone()], &live_waiting.applied);
+        assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50), ("b", 50)]));
+        assert_eq!(p.floors.get("b").map(|f| f.products), Some(5));
+        let live = apply(&p, provider);
+        for g in ["a", "b"] {
+            let r = report(g, &p, &live);
+            assert_eq!(
+                (r[0].desired, r[0].actual, r[0].reason),
+                (50, Some(50), None)
+            );
+        }
+        // Once applied, nothing grows: floors return to the spec.
+        let p = plan(&[a.clone(), b.clone()], &live.applied);
+        assert!(p.floors.is_empty(), "{p:?}");
+
+        // 0/100: b grows 50 -> 100: products 5/50 * 100 = 10, batch 4/50 * 100 = 8.
+        a.weight = 0;
+        b.weight = 100;
+        a.products.available = 5;
+        let p = plan(&[a.clone(), b.clone()], &live.applied);
+        assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50), ("b", 50)]));
+        assert_eq!(
+            p.floors.get("b"),
+            Some(&shift::Floors {
+                products: 10,
+                batch: 8
+            })
+        );
+        b.products.available = 10;
+        b.batch.available = 8;
+        let p = plan(&[a.clone(), b.clone()], &live.applied);
+        assert_eq!(weights(route(&p, "de"), None), map(&[("b", 100)]));
+        let live = apply(&p, provider);
+        let ra = report("a", &p, &live);
+        assert_eq!(
+            (ra[0].desired, ra[0].actual, ra[0].reason),
+            (0, Some(0), None)
+        );
+        let rb = report("b", &p, &live);
+        assert_eq!(
+            (rb[0].desired, rb[0].actual, rb[0].reason),
+            (100, Some(100), None)
+        );
+    }
+}
+
+#[test]
+fn floors_are_capped_at_the_maximum() {
+    let mut a = group("a", &["de"], 0);
+    a.products.available = 500;
+    a.batch.available = 500;
+    let b = group("b", &["de"], 100);
+    let applied = Applied::from([(
+        "de".into(),
+        BTreeMap::from([("".into(), map(&[("a", 100)]))]),
+    )]);
+    let p = plan(&[a, b], &applied);
+    assert_eq!(
+        p.floors.get("b"),
+        Some(&shift::Floors {
+            products: 20,
+            batch: 10
+        })
+    );
+}
+
+#[test]
+fn floors_add_up_over_countries_and_split_donors_over_theirs() {
+    // a carries de and at with 8 products replicas: 4 per country. b takes all of de.
+    let mut a = group("a", &["de", "at"], 100);
+    a.products.available = 8;
+    a.batch.available = 8;
+    let mut b = group("b", &["de"], 100);
+    b.products = cap(2, 2, 20);
+    let mut a_de_zero = a.clone();
+    a_de_zero.countries = vec!["at".into()];
+    let applied = Applied::from([
+        (
+            "de".into(),
+            BTreeMap::from([("".into(), map(&[("a", 100)]))]),
+        ),
+        (
+            "at".into(),
+            BTreeMap::from([("".into(), map(&[("a", 100)]))]),
+        ),
+    ]);
+    let p = plan(&[a_de_zero.clone(), b.clone()], &applied);
+    assert_eq!(p.floors.get("b").map(|f| f.products), Some(4));
+    // de is held at a's weight until b has 4 replicas; a no longer lists de but holds it.
+    assert_eq!(weights(route(&p, "de"), None), map(&[("a", 100)]));
+}
+
+#[test]
+fn segment_rules_come_ahead_of_the_weighted_rules() {
+    let a = group("a", &["de"], 100);
+    let mut canary = group("canary", &["de"], 100);
+    canary.segment = "canary".into();
+    let mut beta = group("beta", &["de"], 100);
+    beta.segment = "beta".into();
+    let p = plan(&[a, canary, beta], &Applied::new());
+    let r = route(&p, "de");
+    let order: Vec<Option<&str>> = r.pools.iter().map(|p| p.segment.as_deref()).collect();
+    assert_eq!(order, [Some("beta"), Some("canary"), None]);
+    assert_eq!(weights(r, Some("canary")), map(&[("canary", 100)]));
+    assert_eq!(weights(r, None), map(&[("a", 100)]));
+    assert_eq!(share(&p, "canary", "de").segment.as_deref(), Some("canary"));
+    assert_eq!(share(&p, "canary", "de").desired, 100);
+
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        ..RouteOptions::default()
+    };
+    let http = gateway::http_route("shop", r, &opts).expect("renders");
+    let rules = http["spec"]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 6);
+    let segment_of = |rule: &Value| {
+        rule["matches"][0]["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .find(|h| h["name"] == SEGMENT_HEADER)
+            .map(|h| h["value"].as_str().expect("value").to_string())
+    };
+    let segs: Vec<Option<String>> = rules.iter().map(segment_of).collect();
+    assert_eq!(
+        segs,
+        [
+            Some("beta".into()),
+            Some("beta".into()),
+            Some("canary".into()),
+            Some("canary".into()),
+            None,
+            None
+        ]
+    );
+    // Every match of a segment rule carries both headers; the weighted ones only the country.
+    for rule in rules {
+        for m in rule["matches"].as_array().expect("matches") {
+            let h = m["headers"].as_array().expect("headers");
+            assert_eq!(
+                h[0],
+                json!({"type":"Exact","name":"X-Country","value":"de"})
+            );
+            assert_eq!(h.len(), if segment_of(rule).is_some() { 2 } else { 1 });
+        }
+    }
+
+    let rg = skipper::route_group("shop", r, &opts);
+    let routes = rg["spec"]["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 15);
+    let first_unsegmented = routes
+        .iter()
+        .position(|r| r["predicates"].as_array().map(Vec::len) == Some(1))
+        .expect("weighted routes");
+    assert_eq!(first_unsegmented, 10);
+    assert!(routes[..10].iter().all(|r| {
+        r["predicates"][1]
+            .as_str()
+            .is_some_and(|p| p.starts_with("Header(\"X-Traffic-Segment\", "))
+    }));
+    assert_eq!(
+        routes[0]["predicates"],
+        json!([
+            "Header(\"X-Country\", \"de\")",
+            "Header(\"X-Traffic-Segment\", \"beta\")"
+        ])
+    );
+}
+
+#[test]
+fn deleting_a_group_renormalizes_the_others_after_they_have_room() {
+    let mut a = group("a", &["de"], 50);
+    let mut b = group("b", &["de"], 25);
+    let mut c = group("c", &["de"], 25);
+    c.products.available = 4;
+    c.batch.available = 2;
+    let applied = Applied::from([(
+        "de".into(),
+        BTreeMap::from([("".into(), map(&[("a", 50), ("b", 25), ("c", 25)]))]),
+    )]);
+    c.deleting = true;
+    // a: 50% -> 67%, b: 25% -> 33%; c's 4 replicas per 25%: a needs 67*4/25 = 10.7 -> 11.
+    let p = plan(&[a.clone(), b.clone(), c.clone()], &applied);
+    assert_eq!(
+        weights(route(&p, "de"), None),
+        map(&[("a", 50), ("b", 25), ("c", 25)])
+    );
+    assert_eq!(share(&p, "c", "de").reason, Some(Reason::Draining));
+    assert_eq!(share(&p, "c", "de").desired, 0);
+    assert_eq!(p.floors.get("a").map(|f| f.products), Some(11));
+    assert_eq!(p.floors.get("b").map(|f| f.products), Some(6));
+    a.products.available = 11;
+    a.batch.available = 6;
+    b.products.available = 6;
+    b.batch.available = 3;
+    let p = plan(&[a.clone(), b.clone(), c.clone()], &applied);
+    assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50), ("b", 25)]));
+    let live = apply(&p, Provider::GatewayApi);
+    assert_eq!(report("a", &p, &live)[0].actual, Some(67));
+    assert_eq!(report("b", &p, &live)[0].actual, Some(33));
+    assert_eq!(report("c", &p, &live)[0].actual, Some(0));
+    assert_eq!(report("c", &p, &live)[0].reason, None);
+
+    // Once c is gone from the cluster, the others stay re-normalized and nothing is left of c.
+    let p = plan(&[a, b], &live.applied);
+    assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50), ("b", 25)]));
+    assert!(!p.shares.contains_key("c"));
+}
+
+#[test]
+fn the_last_group_of_a_country_removes_its_route() {
+    let mut a = group("a", &["de"], 100);
+    a.deleting = true;
+    let applied = Applied::from([(
+        "de".into(),
+        BTreeMap::from([("".into(), map(&[("a", 100)]))]),
+    )]);
+    let p = plan(&[a], &applied);
+    assert!(p.routes.is_empty());
+    assert_eq!(p.remove, ["de"]);
+    let p = plan(&[], &applied);
+    assert_eq!(p.remove, ["de"]);
+}
+
+#[test]
+fn a_group_that_is_not_ready_gets_actual_zero_with_a_reason() {
+    for provider in PROVIDERS {
+        let a = group("a", &["de"], 50);
+        let mut b = group("b", &["de"], 50);
+        b.ready = false;
+        let p = plan(&[a.clone(), b.clone()], &Applied::new());
+        assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50)]));
+        let live = apply(&p, provider);
+        let rb = report("b", &p, &live);
+        assert_eq!(
+            (rb[0].desired, rb[0].actual, rb[0].reason),
+            (50, Some(0), Some(Reason::NotReady))
+        );
+        let ra = report("a", &p, &live);
+        assert_eq!(
+            (ra[0].desired, ra[0].actual),
+            (50, Some(100)),
+            "a carries the country alone"
+        );
+        let (ok, reason, _) = routing_condition(provider, false, &rb);
+        assert_eq!((ok, reason), (false, "NotReady"));
+        let (ok, reason, msg) = routing_condition(provider, true, &ra);
+        assert_eq!((ok, reason), (true, "Shifting"), "{msg}");
+
+        // A Ready group that was routed and becomes unready is dropped at once.
+        let applied = live.applied.clone();
+        let mut b_ready = b.clone();
+        b_ready.ready = true;
+        let p = plan(&[a.clone(), b_ready.clone()], &applied);
+        let live = apply(&p, provider);
+        let mut a_down = a.clone();
+        a_down.ready = false;
+        let p = plan(&[a_down, b_ready], &live.applied);
+        assert_eq!(weights(route(&p, "de"), None), map(&[("b", 50)]));
+    }
+}
+
+#[test]
+fn weights_summing_to_zero_give_no_route_and_a_reason() {
+    let a = group("a", &["de"], 0);
+    let b = group("b", &["de", "at"], 0);
+    let c = group("c", &["at"], 10);
+    let p = plan(&[a, b, c], &Applied::new());
+    assert!(p.routes.iter().all(|r| r.country != "de"));
+    assert_eq!(weights(route(&p, "at"), None), map(&[("c", 10)]));
+    assert_eq!(share(&p, "a", "de").reason, Some(Reason::WeightsSumToZero));
+    let live = Live::default();
+    let ra = report("a", &p, &live);
+    let (ok, reason, msg) = routing_condition(Provider::Skipper, true, &ra);
+    assert_eq!((ok, reason), (false, "WeightsSumToZero"));
+    assert!(msg.contains("de: desired 0%"), "{msg}");
+    // b serves at with weight 0: that is routed as desired (0%).
+    let p2 = p.clone();
+    let live = apply(&p2, Provider::Skipper);
+    let rb = report("b", &p2, &live);
+    let at = rb.iter().find(|s| s.country == "at").expect("at");
+    assert_eq!((at.desired, at.actual, at.reason), (0, Some(0), None));
+}
+
+#[test]
+fn nobody_ready_means_no_route_and_a_held_route_is_kept() {
+    let mut a = group("a", &["de"], 100);
+    a.ready = false;
+    let p = plan(std::slice::from_ref(&a), &Applied::new());
+    assert!(p.routes.is_empty());
+    assert_eq!(share(&p, "a", "de").reason, Some(Reason::NotReady));
+
+    // a (weight 0, Ready) carries de; b should take it but is not Ready: a keeps it.
+    let mut a = group("a", &["de"], 0);
+    a.ready = true;
+    let mut b = group("b", &["de"], 100);
+    b.ready = false;
+    let applied = Applied::from([(
+        "de".into(),
+        BTreeMap::from([("".into(), map(&[("a", 100)]))]),
+    )]);
+    let p = plan(&[a, b], &applied);
+    assert_eq!(weights(route(&p, "de"), None), map(&[("a", 100)]));
+    assert_eq!(
+        share(&p, "a", "de").reason,
+        Some(Reason::HeldUntilReplacementReady)
+    );
+    assert_eq!(share(&p, "b", "de").reason, Some(Reason::NotReady));
+}
+
+#[test]
+fn acceptance_is_read_from_the_route_status() {
+    let gw = ("gw".to_string(), "public".to_string());
+    let base =
+        json!({"metadata": {"name": "prapi-de", "generation": 3, "labels": {LABEL_COUNTRY: "de"}}});
+    assert_eq!(
+        readback::http_route_acceptance(&base, Some(&gw)),
+        Acceptance::Unreported
+    );
+    let with = |status: &str, observed: i64| {
+        let mut o = base.clone();
+        o["status"] = json!({"parents": [{
+            "parentRef": {"name": "public", "namespace": "gw"},
+            "controllerName": "example.com/gw",
+            "conditions": [{"type": "Accepted", "status": status, "observedGeneration": observed,
+                             "reason": "NotAllowedByListeners", "message": "no listener"}]
+        }]});
+        o
+    };
+    assert_eq!(
+        readback::http_route_acceptance(&with("True", 3), Some(&gw)),
+        Acceptance::Accepted
+    );
+    assert_eq!(
+        readback::http_route_acceptance(&with("True", 2), Some(&gw)),
+        Acceptance::Pending
+    );
+    assert_eq!(
+        readback::http_route_acceptance(&with("False", 3), Some(&gw)),
+        Acceptance::Rejected("NotAllowedByListeners: no listener".into())
+    );
+    let other = ("gw".to_string(), "internal".to_string());
+    assert_eq!(
+        readback::http_route_acceptance(&with("False", 3), Some(&other)),
+        Acceptance::Unreported
+    );
+
+    // A rejected route reports no actual weight and makes RoutingReady false.
+    let p = plan(&[group("a", &["de"], 100)], &Applied::new());
+    let mut live = apply(&p, Provider::GatewayApi);
+    live.acceptance
+        .insert("de".into(), Acceptance::Rejected("x".into()));
+    let r = report("a", &p, &live);
+    assert_eq!(
+        (r[0].actual, r[0].reason),
+        (None, Some(Reason::RouteNotAccepted))
+    );
+    assert_eq!(
+        routing_condition(Provider::GatewayApi, true, &r).1,
+        "RouteNotAccepted"
+    );
+    live.acceptance.insert("de".into(), Acceptance::Pending);
+    let r = report("a", &p, &live);
+    assert_eq!(
+        (r[0].actual, r[0].reason),
+        (None, Some(Reason::RoutePending))
+    );
+    live.acceptance.insert("de".into(), Acceptance::Accepted);
+    let r = report("a", &p, &live);
+    assert_eq!((r[0].actual, r[0].reason), (Some(100), None));
+    assert_eq!(
+        routing_condition(Provider::GatewayApi, true, &r),
+        (true, "Routed", "de: desired 100%, actual 100%".to_string())
+    );
+    // Nothing applied yet: actual 0 against a planned 100 is a pending route.
+    let r = report("a", &p, &Live::default());
+    assert_eq!(
+        (r[0].actual, r[0].reason),
+        (Some(0), Some(Reason::RoutePending))
+    );
+    assert_eq!(
+        routing_condition(Provider::None, true, &r).1,
+        "RoutingDisabled"
+    );
+}
+
+#[test]
+fn http_route_object() {
+    let mut a = group("a", &["de"], 90);
+    a.uid = Some("u1".into());
+    let b = group("b", &["de"], 10);
+    let p = plan(&[a, b], &Applied::new());
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        ..RouteOptions::default()
+    };
+    let obj = gateway::http_route("shop", route(&p, "de"), &opts).expect("renders");
+    assert_eq!(
+        obj,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {
+                "name": "prapi-de",
+                "namespace": "shop",
+                "labels": {
+                    "app.kubernetes.io/name": "prapi",
+                    "app.kubernetes.io/component": "routing",
+                    "app.kubernetes.io/managed-by": "prapi-operator",
+                    "app.kubernetes.io/part-of": "prapi",
+                    "prapi.dev/country": "de",
+                },
+                "ownerReferences": [
+                    {"apiVersion": "prapi.dev/v1alpha1", "kind": "MarketGroup", "name": "a", "uid": "u1"},
+                    {"apiVersion": "prapi.dev/v1alpha1", "kind": "MarketGroup", "name": "b", "uid": "uid-b"},
+                ],
+            },
+            "spec": {
+                "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gw", "name": "public"}],
+                "rules": [
+                    {
+                        "matches": [
+                            {"path": {"type": "Exact", "value": "/products"}, "method": "GET",
+                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
+                            {"path": {"type": "Exact", "value": "/product-offers"}, "method": "GET",
+                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
+                        ],
+                        "backendRefs": [
+                            {"kind": "Service", "name": "a-batch", "port": 8080, "weight": 90},
+                            {"kind": "Service", "name": "b-batch", "port": 8080, "weight": 10},
+                        ],
+                    },
+                    {
+                        "matches": [
+                            {"path": {"type": "PathPrefix", "value": "/products"},
+                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
+                            {"path": {"type": "PathPrefix", "value": "/product-offers"},
+                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
+                        ],
+                        "backendRefs": [
+                            {"kind": "Service", "name": "a-products", "port": 8080, "weight": 90},
+                            {"kind": "Service", "name": "b-products", "port": 8080, "weight": 10},
+                        ],
+                    },
+                ],
+            }
+        })
+    );
+    assert_eq!(
+        gateway::http_route("shop", route(&p, "de"), &RouteOptions::default()),
+        Err(RouteError::NoGateway)
+    );
+}
+
+#[test]
+fn http_route_limits_are_enforced() {
+    let mut groups = vec![group("main", &["de"], 100)];
+    for i in 0..8 {
+        let mut g = group(&format!("s{i}"), &["de"], 100);
+        g.segment = format!("seg{i}");
+        groups.push(g);
+    }
+    let p = plan(&groups, &Applied::new());
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        ..RouteOptions::default()
+    };
+    assert!(matches!(
+        gateway::http_route("shop", route(&p, "de"), &opts),
+        Err(RouteError::TooLarge { .. })
+    ));
+    let p = plan(&groups[..8], &Applied::new());
+    assert!(gateway::http_route("shop", route(&p, "de"), &opts).is_ok());
+}
+
+#[test]
+fn route_group_object() {
+    let a = group("a", &["de"], 90);
+    let b = group("b", &["de"], 10);
+    let p = plan(&[a, b], &Applied::new());
+    let obj = skipper::route_group("shop", route(&p, "de"), &RouteOptions::default());
+    assert_eq!(obj["apiVersion"], "zalando.org/v1");
+    assert_eq!(obj["kind"], "RouteGroup");
+    assert_eq!(obj["metadata"]["name"], "prapi-de");
+    assert_eq!(
+        obj["spec"]["backends"],
+        json!([
+            {"name": "a-products", "type": "service", "serviceName": "a-products", "servicePort": 8080, "algorithm": "consistentHash"},
+            {"name": "a-batch", "type": "service", "serviceName": "a-batch", "servicePort": 8080, "algorithm": "powerOfRandomNChoices"},
+            {"name": "b-products", "type": "service", "serviceName": "b-products", "servicePort": 8080, "algorithm": "consistentHash"},
+            {"name": "b-batch", "type": "service", "serviceName": "b-batch", "servicePort": 8080, "algorithm": "powerOfRandomNChoices"},
+        ])
+    );
+    let routes = obj["spec"]["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 5);
+    assert_eq!(
+        routes[0],
+        json!({
+            "path": "/products/:id",
+            "methods": ["GET", "HEAD"],
+            "predicates": ["Header(\"X-Country\", \"de\")"],
+            "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
+            "backends": [{"backendName": "a-products", "weight": 90}, {"backendName": "b-products", "weight": 10}],
+        })
+    );
+    let paths: Vec<&str> = routes
+        .iter()
+        .map(|r| r["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/products/:id",
+            "/products/:id/offers",
+            "/product-offers/:id",
+            "/products",
+            "/product-offers"
+        ]
+    );
+    assert_eq!(
+        routes[3]["backends"],
+        json!([{"backendName": "a-batch", "weight": 90}, {"backendName": "b-batch", "weight": 10}])
+    );
+    assert!(routes[3].get("filters").is_none());
+}
+
+fn arb_group(i: usize) -> impl Strategy<Value = GroupRouting> {
+    (
+        proptest::sample::subsequence(vec!["de", "at", "ch"], 1..=3),
+        0i32..=100,
+        prop_oneof![3 => Just(""), 1 => Just("canary")],
+        any::<bool>(),
+        prop::bool::weighted(0.15),
+        0i32..30,
+    )
+        .prop_map(
+            move |(countries, weight, segment, ready, deleting, avail)| {
+                let mut g = group(&format!("g{i}"), &countries, weight);
+                g.segment = segment.to_string();
+                g.ready = ready;
+                g.deleting = deleting;
+                g.products.available = avail;
+                g.batch.available = avail / 2;
+                g
+            },
+        )
+}
+
+fn arb_groups() -> impl Strategy<Value = Vec<GroupRouting>> {
+    (0usize..5).prop_flat_map(|n| (0..n).map(arb_group).collect::<Vec<_>>())
+}
+
+fn arb_applied() -> impl Strategy<Value = Applied> {
+    proptest::collection::btree_map(
+        prop_oneof![
+            Just("de".to_string()),
+            Just("at".to_string()),
+            Just("ch".to_string())
+        ],
+        proptest::collection::btree_map(
+            prop_oneof![Just(String::new()), Just("canary".to_string())],
+            proptest::collection::btree_map(
+                (0usize..6).prop_map(|i| format!("g{i}")),
+                0i32..=100,
+                0..4,
+            ),
+            0..2,
+        ),
+        0..3,
+    )
+}
+
+proptest! {
+    #[test]
+    fn routes_never_reach_an_unready_group_and_shares_add_up(
+        groups in arb_groups(), applied in arb_applied()
+    ) {
+        let p = plan(&groups, &applied);
+        let by_name: BTreeMap<&str, &GroupRouting> = groups.iter().map(|g| (g.name.as_str(), g)).collect();
+        for r in &p.routes {
+            prop_assert!(!r.pools.is_empty());
+            let mut seen_main = false;
+            for pool in &r.pools {
+                prop_assert!(!seen_main, "segment pools come first");
+                seen_main = pool.segment.is_none();
+                prop_assert!(!pool.backends.is_empty());
+                for b in &pool.backends {
+                    let g = by_name.get(b.group.as_str()).expect("a backend is a known group");
+                    prop_assert!(g.ready, "unready group {} routed", b.group);
+                    prop_assert!(b.weight > 0);
+                    let seg = pool.segment.clone().unwrap_or_default();
+                    let member = g.countries.contains(&r.country) && g.segment == seg;
+                    // Otherwise it is draining out of a pool it carried.
+                    let draining = applied.get(&r.country).and_then(|a| a.get(&seg)).is_some_and(|p| p.get(&b.group).is_some_and(|w| *w > 0));
+                    prop_assert!(member || draining, "{} routed in {} {:?}", b.group, r.country, pool.segment);
+                }
+            }
+            prop_assert!(!p.remove.contains(&r.country));
+        }
+        for (g, shares) in &p.shares {
+            let group = by_name[g.as_str()];
+            for s in shares {
+                prop_assert!((0..=100).contains(&s.desired));
+                prop_assert!((0..=100).contains(&s.planned));
+                if !group.ready { prop_assert_eq!(s.planned, 0); }
+                if s.planned != s.desired { prop_assert!(s.reason.is_some(), "{g} {s:?} without a reason"); }
+            }
+        }
+        for (g, f) in &p.floors {
+            let group = by_name[g.as_str()];
+            prop_assert!(f.products >= group.products.min && f.products <= group.products.max);
+            prop_assert!(f.batch >= group.batch.min && f.batch <= group.batch.max);
+        }
+    }
+
+    #[test]
+    fn with_room_everywhere_the_route_is_the_desired_split_of_the_ready_groups(
+        groups in arb_groups(), applied in arb_applied()
+    ) {
+        let groups: Vec<GroupRouting> = groups.into_iter().map(|mut g| {
+            g.products.available = g.products.max;
+            g.batch.available = g.batch.max;
+            g
+        }).collect();
+        let p = plan(&groups, &applied);
+        for r in &p.routes {
+            for pool in &r.pools {
+                let seg = pool.segment.as_deref().unwrap_or("");
+                let expect: BTreeMap<String, i32> = groups.iter()
+                    .filter(|g| g.countries.contains(&r.country) && g.segment == seg && g.ready && !g.deleting && g.weight > 0)
+                    .map(|g| (g.name.clone(), g.weight))
+                    .collect();
+                if !expect.is_empty() {
+                    prop_assert_eq!(weights(r, pool.segment.as_deref()), expect);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_routes_read_back_to_their_weights(groups in arb_groups()) {
+        let p = plan(&groups, &Applied::new());
+        for provider in PROVIDERS {
+            let live = apply(&p, provider);
+            for r in &p.routes {
+                for pool in &r.pools {
+                    let seg = pool.segment.clone().unwrap_or_default();
+                    let back = live.applied.get(&r.country).and_then(|a| a.get(&seg)).cloned().unwrap_or_default();
+                    prop_assert_eq!(back, weights(r, pool.segment.as_deref()));
+                }
+            }
+        }
+    }
+}
