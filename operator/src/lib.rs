@@ -6,6 +6,7 @@
 //! [`reconcile`] runs that pipeline, [`run`] hosts it with leader election, health and metrics.
 
 pub mod apply;
+pub mod aws;
 pub mod cli;
 pub mod countries;
 pub mod crd;

@@ -5,6 +5,7 @@
 
 pub mod autoscaling;
 pub mod meta;
+pub mod routing;
 pub mod workloads;
 
 use crate::plan::{Component, GroupPlan};

@@ -410,7 +410,7 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
         });
         let owners = groups
             .iter()
-            .filter(|g| g.countries.iter().any(|c| *c == country))
+            .filter(|g| g.countries.contains(&country))
             .filter_map(|g| g.uid.clone().map(|u| (g.name.clone(), u)))
             .collect();
         out.routes.push(CountryRoute {
