@@ -3,13 +3,20 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint unit build bench
-test: lint unit
+.PHONY: test lint unit build bench testenv testenv-down
+
+# Lint, then every test (unit and integration) against the test environment
+# (e2e/testenv, docs/development.md), which is started first and stopped
+# afterwards even when tests fail.
+test: lint
+	$(CARGO) test --workspace --no-run
+	e2e/testenv/with-testenv.sh $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Tests without the environment: integration tests say "skipped: ..." and pass.
 unit:
 	$(CARGO) test --workspace
 
@@ -23,3 +30,10 @@ bench:
 # the test environment is up (source target/testenv/env first).
 bench-updater:
 	$(CARGO) bench -p prapi-dataplane --bench updater
+
+# Start (what is not running of) the test environment; writes target/testenv/env.
+testenv:
+	e2e/testenv/up.sh
+
+testenv-down:
+	e2e/testenv/down.sh

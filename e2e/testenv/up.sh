@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Starts the test environment (what is not running yet) and writes
+# target/testenv/env. See docs/development.md.
+#
+#   e2e/testenv/up.sh                 everything
+#   e2e/testenv/up.sh kafka dynalite  only these (kafka, dynalite, moto, k8s)
+set -euo pipefail
+
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/kafka.sh
+source "$TESTENV_DIR/lib/kafka.sh"
+# shellcheck source=lib/dynalite.sh
+source "$TESTENV_DIR/lib/dynalite.sh"
+# shellcheck source=lib/moto.sh
+source "$TESTENV_DIR/lib/moto.sh"
+# shellcheck source=lib/k8s.sh
+source "$TESTENV_DIR/lib/k8s.sh"
+
+ALL_COMPONENTS=(kafka dynalite moto k8s)
+if (($# > 0)); then
+    components=("$@")
+else
+    components=("${ALL_COMPONENTS[@]}")
+fi
+for c in "${components[@]}"; do
+    [[ " ${ALL_COMPONENTS[*]} " == *" $c "* ]] || die "unknown component '$c' (known: ${ALL_COMPONENTS[*]})"
+done
+wants() {
+    [[ " ${components[*]} " == *" $1 "* ]]
+}
+
+mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR" "$CACHE_DIR"
+need_cmd python3 curl
+started=$SECONDS
+
+# The light components first: they start while nothing else needs the CPU, and
+# tests that use only them can run early (`up.sh kafka dynalite moto`).
+wants kafka && install_kafka
+wants dynalite && install_dynalite
+wants moto && install_moto
+wants kafka && start_kafka
+wants dynalite && start_dynalite
+wants moto && start_moto
+wants dynalite && wait_dynalite
+wants moto && wait_moto
+wants kafka && wait_kafka
+
+if wants k8s; then
+    install_k8s
+    start_k8s
+fi
+
+write_env() {
+    local tmp="$ENV_FILE.tmp"
+    {
+        echo "# Written by e2e/testenv/up.sh at $(date -Is); source it (set -a not needed)."
+        echo "export PRAPI_TESTENV=1"
+        echo "export PRAPI_TESTENV_DIR='$STATE_DIR'"
+        if is_running kafka; then kafka_env; fi
+        if is_running dynalite; then dynalite_env; fi
+        if is_running moto; then moto_env; fi
+        if is_running dynalite || is_running moto; then
+            echo "export AWS_REGION='us-east-1'"
+            echo "export AWS_DEFAULT_REGION='us-east-1'"
+            echo "export AWS_ACCESS_KEY_ID='testenv'"
+            echo "export AWS_SECRET_ACCESS_KEY='testenv'"
+            # No shared config/credentials files: the SDKs must use the above.
+            echo "export AWS_CONFIG_FILE='/dev/null'"
+            echo "export AWS_SHARED_CREDENTIALS_FILE='/dev/null'"
+            echo "export AWS_EC2_METADATA_DISABLED=true"
+        fi
+        if k8s_is_running; then k8s_env; fi
+    } >"$tmp"
+    mv "$tmp" "$ENV_FILE"
+}
+write_env
+log "test environment ready in $((SECONDS - started))s: source $ENV_FILE"
