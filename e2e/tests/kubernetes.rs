@@ -20,6 +20,10 @@ use serde_json::json;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 async fn client(env: &TestEnv) -> Client {
+    // The AWS SDK (aws-lc-rs) and kube (ring) both enable a rustls crypto
+    // provider in this package, so rustls cannot pick one by itself. Losing
+    // the race to another test that installed it first is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
