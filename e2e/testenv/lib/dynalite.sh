@@ -13,6 +13,8 @@ install_dynalite() {
     need_cmd node npm
     grep -q "\"dynalite\": \"$DYNALITE_VERSION\"" "$src/package.json" ||
         die "dynalite/package.json does not pin DYNALITE_VERSION=$DYNALITE_VERSION from versions.env"
+    # A running instance uses the files about to be replaced.
+    stop_component dynalite
     log "installing dynalite $DYNALITE_VERSION from npm into $DYNALITE_HOME"
     rm -rf "$DYNALITE_HOME"
     mkdir -p "$DYNALITE_HOME"

@@ -40,6 +40,7 @@ install_k8s() {
     # packages they share (client-go, apiserver, ...) are compiled once.
     stamp="$(inputs_hash "$TESTENV_DIR/k8s/go.mod" "$TESTENV_DIR/k8s/go.sum" <(go version))"
     if ! [[ -f $K8S_HOME/.installed && $(<"$K8S_HOME/.installed") == "$stamp" ]]; then
+        stop_k8s
         log "building etcd $ETCD_VERSION, Kubernetes $K8S_VERSION and helm $HELM_VERSION into $K8S_BIN (cold: tens of minutes)"
         rm -rf "$K8S_HOME"
         tmp="$K8S_HOME/bin.tmp"
@@ -60,6 +61,7 @@ install_k8s() {
     fi
     stamp="$(inputs_hash "$TESTENV_DIR/kwok/go.mod" "$TESTENV_DIR/kwok/go.sum" <(go version))"
     if ! [[ -f $KWOK_HOME/.installed && $(<"$KWOK_HOME/.installed") == "$stamp" ]]; then
+        stop_k8s
         log "building kwok $KWOK_VERSION into $KWOK_HOME/bin"
         rm -rf "$KWOK_HOME"
         mkdir -p "$KWOK_HOME/bin"
@@ -132,6 +134,13 @@ write_kubeconfig() {
     "$K8S_BIN/kubectl" --kubeconfig="$file" config use-context testenv >/dev/null
 }
 
+stop_k8s() {
+    local c
+    for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+        stop_component "$c"
+    done
+}
+
 k8s_is_running() {
     local c
     for c in "${k8s_components[@]}"; do
@@ -197,10 +206,7 @@ start_k8s() {
         return 0
     fi
     # The parts depend on each other's addresses and state: restart them together.
-    local c
-    for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-        stop_component "$c"
-    done
+    stop_k8s
     make_pki
     local etcd_port etcd_peer_port api_port
     etcd_port="$(pick_port etcd)"

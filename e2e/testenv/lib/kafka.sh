@@ -13,6 +13,8 @@ install_kafka() {
     need_cmd java mvn
     grep -q "<kafka.version>$KAFKA_VERSION</kafka.version>" "$pom" ||
         die "kafka/pom.xml does not pin KAFKA_VERSION=$KAFKA_VERSION from versions.env"
+    # A running instance uses the files about to be replaced.
+    stop_component kafka
     log "installing Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
     rm -rf "$KAFKA_HOME"
     mkdir -p "$KAFKA_HOME"

@@ -12,6 +12,8 @@ install_moto() {
     need_cmd python3
     grep -q "^moto==$MOTO_VERSION\$" "$req" ||
         die "moto/requirements.txt does not pin MOTO_VERSION=$MOTO_VERSION from versions.env"
+    # A running instance uses the files about to be replaced.
+    stop_component moto
     log "installing moto $MOTO_VERSION from PyPI into $MOTO_HOME"
     rm -rf "$MOTO_HOME"
     run_logged moto-install python3 -m venv "$MOTO_HOME"
