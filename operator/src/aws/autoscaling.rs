@@ -33,7 +33,14 @@ pub trait ScalingApi: Send + Sync {
         name: &str,
         target: f64,
     ) -> Result<(), AwsError>;
-    /// Deregisters a target (which deletes its policies).
+    /// Deletes a scaling policy (absent is fine).
+    async fn delete_policy(
+        &self,
+        resource_id: &str,
+        dimension: Dimension,
+        name: &str,
+    ) -> Result<(), AwsError>;
+    /// Deregisters a target (absent is fine).
     async fn deregister(&self, resource_id: &str, dimension: Dimension) -> Result<(), AwsError>;
 }
 
@@ -200,6 +207,36 @@ impl ScalingApi for SdkScaling {
             .await
             .map_err(|e| AwsError::from_sdk(SERVICE, "PutScalingPolicy", &e))?;
         Ok(())
+    }
+
+    async fn delete_policy(
+        &self,
+        resource_id: &str,
+        dimension: Dimension,
+        name: &str,
+    ) -> Result<(), AwsError> {
+        match self
+            .client
+            .delete_scaling_policy()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_id(resource_id)
+            .scalable_dimension(sdk_dimension(dimension))
+            .policy_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let gone = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_object_not_found_exception());
+                if gone {
+                    Ok(())
+                } else {
+                    Err(AwsError::from_sdk(SERVICE, "DeleteScalingPolicy", &e))
+                }
+            }
+        }
     }
 
     async fn deregister(&self, resource_id: &str, dimension: Dimension) -> Result<(), AwsError> {

@@ -215,10 +215,46 @@ impl TableApi for SdkTables {
                 .billing_mode(BillingMode::Provisioned)
                 .provisioned_throughput(throughput(read, write)?),
         };
-        req.send()
+        let out = req
+            .send()
             .await
             .map_err(|e| AwsError::from_sdk(SERVICE, "CreateTable", &e))?;
-        Ok(())
+        // Ownership rests on the tags, so make sure they are there before returning: some
+        // DynamoDB implementations (dynalite) ignore CreateTable's Tags, and a table without
+        // them would be left alone as foreign from then on.
+        let Some(arn) = out.table_description.and_then(|t| t.table_arn) else {
+            return Ok(());
+        };
+        let mut last = None;
+        for _ in 0..40 {
+            let present = self
+                .client
+                .list_tags_of_resource()
+                .resource_arn(&arn)
+                .send()
+                .await
+                .map(|o| {
+                    tag_list
+                        .iter()
+                        .all(|(k, v)| o.tags().iter().any(|t| t.key() == k && t.value() == v))
+                });
+            match present {
+                Ok(true) => return Ok(()),
+                Ok(false) => match self.tag(&arn, tag_list).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == "ResourceInUseException" => last = Some(e),
+                    Err(e) => return Err(e),
+                },
+                Err(e) => last = Some(AwsError::from_sdk(SERVICE, "ListTagsOfResource", &e)),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        Err(last.unwrap_or(AwsError {
+            service: SERVICE,
+            operation: "TagResource",
+            code: "TagsNotApplied".into(),
+            message: format!("table {name} was created but its tags did not stick"),
+        }))
     }
 
     async fn tag(&self, arn: &str, tag_list: &[(String, String)]) -> Result<(), AwsError> {

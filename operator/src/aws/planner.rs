@@ -81,7 +81,15 @@ pub enum Action {
         /// Target utilization, percent.
         target: f64,
     },
-    /// DeregisterScalableTarget (its policies go with it).
+    /// DeleteScalingPolicy (before its target is deregistered: AWS would drop it with the
+    /// target, emulators do not, and an orphaned policy would linger).
+    DeletePolicy {
+        /// Dimension.
+        dimension: Dimension,
+        /// Policy name.
+        name: String,
+    },
+    /// DeregisterScalableTarget.
     DeregisterTarget {
         /// Dimension.
         dimension: Dimension,
@@ -224,12 +232,24 @@ fn not_owned(spec: &TableSpec, t: &TableState) -> StoreCondition {
     )
 }
 
-fn deregister_all(scaling: &ScalingState) -> Vec<Action> {
-    scaling
-        .targets
-        .keys()
-        .map(|d| Action::DeregisterTarget { dimension: *d })
-        .collect()
+/// Removes the operator's policies and every target of the table.
+fn deregister_all(spec: &TableSpec, scaling: &ScalingState) -> Vec<Action> {
+    let mut out = Vec::new();
+    for d in Dimension::ALL {
+        let ours = d.policy_name(&spec.name);
+        for p in scaling.policies.get(&d).into_iter().flatten() {
+            if p.name == ours {
+                out.push(Action::DeletePolicy {
+                    dimension: d,
+                    name: p.name.clone(),
+                });
+            }
+        }
+        if scaling.targets.contains_key(&d) {
+            out.push(Action::DeregisterTarget { dimension: d });
+        }
+    }
+    out
 }
 
 /// The plan while the group exists.
@@ -308,7 +328,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
     match (spec.billing, t.billing) {
         (Billing::PayPerRequest, Billing::Provisioned) => {
             // Autoscaling must go first: it is invalid on an on-demand table.
-            actions.extend(deregister_all(&obs.scaling));
+            actions.extend(deregister_all(spec, &obs.scaling));
             match pay_per_request_allowed_at(t, now) {
                 _ if !active => {
                     requeue_after = Some(SHORT_REQUEUE);
@@ -346,7 +366,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
             }
         }
         (Billing::PayPerRequest, Billing::PayPerRequest) => {
-            actions.extend(deregister_all(&obs.scaling));
+            actions.extend(deregister_all(spec, &obs.scaling));
         }
         (Billing::Provisioned, Billing::Provisioned) => {
             let (read_range, write_range) = (
@@ -464,7 +484,7 @@ pub struct CleanupPlan {
 pub fn cleanup(spec: &TableSpec, obs: &Observed) -> CleanupPlan {
     let Some(t) = &obs.table else {
         return CleanupPlan {
-            actions: deregister_all(&obs.scaling),
+            actions: deregister_all(spec, &obs.scaling),
             done_after: true,
             message: format!("table {} does not exist", spec.name),
         };
@@ -476,7 +496,7 @@ pub fn cleanup(spec: &TableSpec, obs: &Observed) -> CleanupPlan {
             message: format!("table {} is not this group's; left alone", spec.name),
         };
     }
-    let mut actions = deregister_all(&obs.scaling);
+    let mut actions = deregister_all(spec, &obs.scaling);
     match spec.deletion_policy {
         DeletionPolicy::Retain => CleanupPlan {
             actions,

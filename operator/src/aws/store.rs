@@ -160,6 +160,18 @@ impl StoreStep {
         )
     }
 
+    /// The same step reading lag from `lag`.
+    pub fn with_lag(mut self, lag: Arc<dyn LagSource>) -> Self {
+        self.lag = lag;
+        self
+    }
+
+    /// The same step on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     async fn observe(
         &self,
         spec: &TableSpec,
@@ -221,6 +233,9 @@ impl StoreStep {
                 self.scaling
                     .put_policy(&rid, *dimension, name, *target)
                     .await
+            }
+            Action::DeletePolicy { dimension, name } => {
+                self.scaling.delete_policy(&rid, *dimension, name).await
             }
             Action::DeregisterTarget { dimension } => {
                 self.scaling.deregister(&rid, *dimension).await

@@ -395,8 +395,16 @@ fn billing_switches_keep_to_the_limits_and_move_autoscaling_first() {
     assert_eq!(
         p.actions,
         vec![
+            Action::DeletePolicy {
+                dimension: Dimension::Read,
+                name: "prapi-prapi-shop-eu-read".into()
+            },
             Action::DeregisterTarget {
                 dimension: Dimension::Read
+            },
+            Action::DeletePolicy {
+                dimension: Dimension::Write,
+                name: "prapi-prapi-shop-eu-write".into()
             },
             Action::DeregisterTarget {
                 dimension: Dimension::Write
@@ -496,14 +504,34 @@ fn cleanup_follows_the_deletion_policy() {
     assert_eq!(
         c.actions,
         vec![
+            Action::DeletePolicy {
+                dimension: Dimension::Read,
+                name: "prapi-prapi-shop-eu-read".into()
+            },
             Action::DeregisterTarget {
                 dimension: Dimension::Read
+            },
+            Action::DeletePolicy {
+                dimension: Dimension::Write,
+                name: "prapi-prapi-shop-eu-write".into()
             },
             Action::DeregisterTarget {
                 dimension: Dimension::Write
             }
         ]
     );
+    // A policy of someone else on the table is not the operator's to delete.
+    let mut foreign_policy = ScalingState::default();
+    foreign_policy.policies.insert(
+        Dimension::Read,
+        vec![PolicyState {
+            name: "team-policy".into(),
+            target_value: Some(50.0),
+            metric: None,
+        }],
+    );
+    let c = cleanup(&s, &observed(Some(table(5, 5)), foreign_policy, 0));
+    assert!(c.actions.is_empty(), "{c:?}");
     assert!(c.done_after);
     let mut del = spec();
     del.deletion_policy = DeletionPolicy::Delete;
