@@ -3,8 +3,7 @@
 //! scalable targets and policies registered, changed and removed; the bootstrap write floor raised
 //! while the updater group lags and restored once it caught up; dynalite down and back.
 
-#[path = "support/testenv.rs"]
-mod testenv;
+use prapi_e2e::{Component, TestEnv, unique_name};
 
 use async_trait::async_trait;
 use prapi_operator::aws::lag::{ConsumerGroupRef, KafkaLag, LagSource};
@@ -15,10 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const AWS_VARS: [&str; 2] = [
-    "AWS_ENDPOINT_URL_DYNAMODB",
-    "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
-];
+const AWS: [Component; 2] = [Component::DynamoDb, Component::ApplicationAutoScaling];
 
 /// A lag the test sets.
 struct SetLag(Mutex<LagReading>);
@@ -33,12 +29,15 @@ impl LagSource for SetLag {
     }
 }
 
-fn endpoints(env: &testenv::Env, dynamodb: Option<String>) -> AwsEndpoints {
+fn endpoints(env: &TestEnv, dynamodb: Option<String>) -> AwsEndpoints {
     AwsEndpoints {
-        dynamodb: Some(dynamodb.unwrap_or_else(|| env.must(AWS_VARS[0]).to_string())),
-        application_autoscaling: Some(env.must(AWS_VARS[1]).to_string()),
-        region: Some(env.var("AWS_REGION").unwrap_or("us-east-1").to_string()),
-        credentials: Some(("testenv".into(), "testenv".into())),
+        dynamodb: Some(dynamodb.unwrap_or_else(|| env.dynamodb_endpoint().to_string())),
+        application_autoscaling: Some(env.application_autoscaling_endpoint().to_string()),
+        region: Some(env.aws_region().to_string()),
+        credentials: Some((
+            env.aws_access_key_id().to_string(),
+            env.aws_secret_access_key().to_string(),
+        )),
     }
 }
 
@@ -71,7 +70,7 @@ fn kafka_ref(group: &str) -> ConsumerGroupRef {
     }
 }
 
-async fn step(env: &testenv::Env, lag: LagReading) -> (StoreStep, Arc<SetLag>) {
+async fn step(env: &TestEnv, lag: LagReading) -> (StoreStep, Arc<SetLag>) {
     let lag = Arc::new(SetLag(Mutex::new(lag)));
     let s = StoreStep::from_sdk(endpoints(env, None))
         .await
@@ -94,7 +93,7 @@ async fn until_ready(s: &StoreStep, spec: &TableSpec, k: &ConsumerGroupRef) -> S
     panic!("table never became ready: {last:#?}");
 }
 
-async fn ddb(env: &testenv::Env, url: Option<String>) -> aws_sdk_dynamodb::Client {
+async fn ddb(env: &TestEnv, url: Option<String>) -> aws_sdk_dynamodb::Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -103,7 +102,7 @@ async fn ddb(env: &testenv::Env, url: Option<String>) -> aws_sdk_dynamodb::Clien
         .load()
         .await;
     let c = aws_sdk_dynamodb::config::Builder::from(&conf)
-        .endpoint_url(url.unwrap_or_else(|| env.must(AWS_VARS[0]).to_string()))
+        .endpoint_url(url.unwrap_or_else(|| env.dynamodb_endpoint().to_string()))
         .build();
     aws_sdk_dynamodb::Client::from_conf(c)
 }
@@ -127,13 +126,13 @@ async fn table_exists(c: &aws_sdk_dynamodb::Client, name: &str) -> bool {
 
 #[tokio::test]
 async fn table_is_created_tagged_and_kept_or_deleted_per_policy() {
-    let Some(env) = testenv::get("table lifecycle", &AWS_VARS) else {
+    let Some(env) = TestEnv::get_for(&AWS) else {
         return;
     };
     let (s, _) = step(&env, LagReading::Known(0)).await;
     let client = ddb(&env, None).await;
     for policy in [DeletionPolicy::Retain, DeletionPolicy::Delete] {
-        let name = testenv::unique("prapi-tbl");
+        let name = unique_name("prapi-tbl");
         let mut spec = spec(&name, "shop/eu");
         spec.deletion_policy = policy;
         let k = kafka_ref("g");
@@ -186,12 +185,12 @@ async fn table_is_created_tagged_and_kept_or_deleted_per_policy() {
 
 #[tokio::test]
 async fn a_foreign_table_with_the_same_name_is_left_alone() {
-    let Some(env) = testenv::get("foreign table", &AWS_VARS) else {
+    let Some(env) = TestEnv::get_for(&AWS) else {
         return;
     };
     let (s, _) = step(&env, LagReading::Known(0)).await;
     let client = ddb(&env, None).await;
-    let name = testenv::unique("prapi-foreign");
+    let name = unique_name("prapi-foreign");
     // Someone else's table: tagged for another group, in on-demand mode.
     let other = spec(&name, "shop/other");
     let (other_step, _) = step(&env, LagReading::Known(0)).await;
@@ -236,7 +235,7 @@ async fn a_foreign_table_with_the_same_name_is_left_alone() {
         "untouched"
     );
     // An untagged table is foreign too.
-    let bare = testenv::unique("prapi-bare");
+    let bare = unique_name("prapi-bare");
     let (bare_step, _) = step(&env, LagReading::Known(0)).await;
     until_ready(&bare_step, &spec(&bare, "shop/tmp"), &kafka_ref("x")).await;
     let t = ddb(&env, None).await;
@@ -270,7 +269,7 @@ fn target(out: &ScalingState, d: Dimension) -> Option<(i64, i64)> {
     out.targets.get(&d).map(|t| (t.min, t.max))
 }
 
-async fn scaling_of(env: &testenv::Env, resource: &str) -> ScalingState {
+async fn scaling_of(env: &TestEnv, resource: &str) -> ScalingState {
     use prapi_operator::aws::autoscaling::{ScalingApi, SdkScaling};
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -280,7 +279,7 @@ async fn scaling_of(env: &testenv::Env, resource: &str) -> ScalingState {
         .load()
         .await;
     let c = aws_sdk_applicationautoscaling::config::Builder::from(&conf)
-        .endpoint_url(env.must(AWS_VARS[1]))
+        .endpoint_url(env.application_autoscaling_endpoint())
         .build();
     SdkScaling::new(aws_sdk_applicationautoscaling::Client::from_conf(c))
         .describe(resource)
@@ -290,11 +289,11 @@ async fn scaling_of(env: &testenv::Env, resource: &str) -> ScalingState {
 
 #[tokio::test]
 async fn scalable_targets_and_policies_are_registered_changed_and_removed() {
-    let Some(env) = testenv::get("autoscaling", &AWS_VARS) else {
+    let Some(env) = TestEnv::get_for(&AWS) else {
         return;
     };
     let (s, _) = step(&env, LagReading::Known(0)).await;
-    let name = testenv::unique("prapi-aas");
+    let name = unique_name("prapi-aas");
     let mut spec = spec(&name, "shop/eu");
     let k = kafka_ref("g");
     until_ready(&s, &spec, &k).await;
@@ -372,7 +371,7 @@ async fn topic_with(bootstrap: &str, n: usize) -> String {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let topic = testenv::unique("prapi-lag");
+    let topic = unique_name("prapi-lag");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -431,14 +430,16 @@ fn commit_all(bootstrap: &str, group: &str, topic: &str) {
 
 #[tokio::test]
 async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
-    let mut needs = AWS_VARS.to_vec();
-    needs.push("KAFKA_BOOTSTRAP_SERVERS");
-    let Some(env) = testenv::get("bootstrap floor", &needs) else {
+    let Some(env) = TestEnv::get_for(&[
+        Component::DynamoDb,
+        Component::ApplicationAutoScaling,
+        Component::Kafka,
+    ]) else {
         return;
     };
-    let bootstrap = env.must("KAFKA_BOOTSTRAP_SERVERS").to_string();
+    let bootstrap = env.kafka_bootstrap_servers().to_string();
     let topic = topic_with(&bootstrap, 40).await;
-    let group = testenv::unique("prapi-updater");
+    let group = unique_name("prapi-updater");
     let k = ConsumerGroupRef {
         bootstrap_servers: bootstrap.clone(),
         group: group.clone(),
@@ -447,7 +448,7 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
     assert_eq!(KafkaLag::default().lag(&k).await, LagReading::Known(40));
 
     let s = StoreStep::from_sdk(endpoints(&env, None)).await;
-    let name = testenv::unique("prapi-boot");
+    let name = unique_name("prapi-boot");
     let spec = spec(&name, "shop/eu");
     // Lag 40 > threshold 10: created and kept at the bootstrap floor.
     let mut out = s.reconcile(&spec, &k).await.expect("create");
@@ -499,8 +500,11 @@ struct OwnDynalite {
 
 impl OwnDynalite {
     fn find_cli() -> Option<std::path::PathBuf> {
-        let home = std::env::var_os("HOME")?;
-        let cache = std::path::Path::new(&home).join(".cache/prapi");
+        // Where `make testenv` installs it (e2e/testenv/lib/common.sh: PRAPI_CACHE_DIR).
+        let cache = match std::env::var_os("PRAPI_CACHE_DIR") {
+            Some(dir) => std::path::PathBuf::from(dir),
+            None => std::path::Path::new(&std::env::var_os("HOME")?).join(".cache/prapi"),
+        };
         let mut dirs: Vec<_> = std::fs::read_dir(&cache)
             .ok()?
             .filter_map(Result::ok)
@@ -565,7 +569,7 @@ impl Drop for OwnDynalite {
 
 #[tokio::test]
 async fn dynalite_down_gives_the_aws_error_and_recovery_needs_no_manual_step() {
-    let Some(env) = testenv::get("dynalite down", &AWS_VARS) else {
+    let Some(env) = TestEnv::get_for(&AWS) else {
         return;
     };
     let Some(cli) = OwnDynalite::find_cli() else {
@@ -583,7 +587,7 @@ async fn dynalite_down_gives_the_aws_error_and_recovery_needs_no_manual_step() {
     let s = StoreStep::from_sdk(endpoints(&env, Some(dynalite.url())))
         .await
         .with_lag(Arc::new(SetLag(Mutex::new(LagReading::Known(0)))));
-    let name = testenv::unique("prapi-down");
+    let name = unique_name("prapi-down");
     let spec = spec(&name, "shop/eu");
     let k = kafka_ref("g");
     until_ready(&s, &spec, &k).await;
