@@ -24,6 +24,7 @@ unit:
 # baseline measured in the same run. See docs/development.md.
 bench:
 	$(CARGO) bench -p prapi-dataplane --bench serve
+	$(CARGO) bench -p prapi-dataplane --bench lb
 
 .PHONY: bench-updater
 # Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when
