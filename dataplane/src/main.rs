@@ -27,9 +27,7 @@ fn main() -> std::process::ExitCode {
         Command::Batch(_) => Err(anyhow::anyhow!(
             "prapi batch is not available in this build yet"
         )),
-        Command::Updater(_) => Err(anyhow::anyhow!(
-            "prapi updater is not available in this build yet"
-        )),
+        Command::Updater(args) => block_on(run::updater(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

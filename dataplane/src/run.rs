@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::cache::{ByteCache, CacheConfig, CacheMetrics, SystemClock};
 use crate::cli::{
     CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs, StoreKind,
+    UpdaterArgs,
 };
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
@@ -23,7 +24,9 @@ use crate::metrics::{HttpMetrics, MeteredStore};
 use crate::model::{Country, Event, ProductId, Write};
 use crate::products::{ProductsApi, StoreLoader};
 use crate::store::Store;
+use crate::store::dynamodb::{DynamoConfig, DynamoStore};
 use crate::store::embedded::EmbeddedStore;
+use crate::updater::{UpdaterConfig, UpdaterMetrics, run_updater};
 
 /// How many writes go to the store in one `apply` while loading a catalogue (the updater's batch).
 const LOAD_BATCH: usize = 250;
@@ -67,8 +70,18 @@ impl ProductsServer {
         store: Arc<dyn Store>,
         readiness: Readiness,
     ) -> anyhow::Result<axum::Router> {
+        self.router_with_registry(store, readiness, Registry::with_prefix("prapi"))
+    }
+
+    /// Like [`ProductsServer::router`], exporting `registry` too (store metrics registered by the
+    /// caller, e.g. DynamoDB's per-client metrics).
+    pub fn router_with_registry(
+        self,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
+        mut registry: Registry,
+    ) -> anyhow::Result<axum::Router> {
         self.cache.validate().context("invalid cache settings")?;
-        let mut registry = Registry::with_prefix("prapi");
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, &mut registry));
         let cache_metrics = CacheMetrics::new();
         cache_metrics.register(&mut registry);
@@ -95,7 +108,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &StoreArgs, registry: &mut Registry) -> anyhow::Result<Arc<dyn Store>> {
     match args.store {
         StoreKind::Embedded => {
             let dir = args
@@ -106,20 +119,37 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
                 format!("opening store in {}", dir.display())
             })?))
         }
-        StoreKind::Dynamodb => anyhow::bail!("--store dynamodb is not available in this build yet"),
+        StoreKind::Dynamodb => {
+            let table = args
+                .table
+                .as_deref()
+                .context("--table is required with --store dynamodb")?;
+            let config = DynamoConfig {
+                create_table: args.create_table,
+                primary_timeout: Duration::from_millis(args.read_timeout_ms),
+                fallback_timeout: Duration::from_millis(args.fallback_read_timeout_ms),
+                ..DynamoConfig::new(table)
+            };
+            let store = DynamoStore::connect(config)
+                .await
+                .with_context(|| format!("connecting to DynamoDB table {table}"))?;
+            store.metrics().register(registry);
+            Ok(Arc::new(store))
+        }
     }
 }
 
 /// `prapi products`.
 pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.store).await?;
+    let mut registry = Registry::with_prefix("prapi");
+    let store = open_store(&args.store, &mut registry).await?;
     let readiness = Readiness::default();
     let app = ProductsServer {
         countries: args.countries.0.clone(),
         cache: (&args.cache).into(),
         overload: (&args.overload).into(),
     }
-    .router(store, readiness.clone())?;
+    .router_with_registry(store, readiness.clone(), registry)?;
     let listener = bind(args.listen).await?;
     tracing::info!(listen = %args.listen, countries = %args.countries, "products serving");
     readiness.set(true);
@@ -292,6 +322,33 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
     serve(listener, app, shutdown_signal())
         .await
         .context("serving")
+}
+
+/// `prapi updater`: consumes Kafka into the store; serves `/healthz`, `/readyz` and `/metrics`
+/// (including the per-partition consumer lag the autoscaler reads) on `--listen`.
+pub async fn updater(args: UpdaterArgs) -> anyhow::Result<()> {
+    let mut registry = Registry::with_prefix("prapi");
+    let store = open_store(&args.store, &mut registry).await?;
+    let metrics = Arc::new(UpdaterMetrics::default());
+    metrics.register(&mut registry);
+    let readiness = Readiness::default();
+    let listener = bind(args.listen).await?;
+    let ops = ops_router(Arc::new(registry), readiness.clone());
+    let ops_server = tokio::spawn(serve(listener, ops, std::future::pending()));
+    let mut config = UpdaterConfig::new(
+        args.kafka_bootstrap,
+        args.products_topic,
+        args.offers_topic,
+        args.group,
+        args.countries.0,
+    );
+    config.dead_letter_topic = args.dead_letter_topic;
+    // Static membership per pod: a restarted pod takes its partitions back without a rebalance.
+    config.instance_id = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty());
+    readiness.set(true);
+    let result = run_updater(config, store, metrics, shutdown_signal()).await;
+    ops_server.abort();
+    result
 }
 
 /// `prapi gen`.
