@@ -1,5 +1,8 @@
 //! The products HTTP API over a real socket (DESIGN §2.2): every status code, negotiation, gzip,
-//! ETags, flow ids, problem bodies and overload behaviour.
+//! ETags, flow ids, problem bodies and overload behaviour. The API suite runs against both
+//! stores: the embedded one and DynamoDB (dynalite, from the test environment).
+
+mod support;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -14,6 +17,7 @@ use prapi::http::overload::OverloadConfig;
 use prapi::http::server::{Readiness, serve};
 use prapi::model::{Country, Event, Offer, ProductId, Write};
 use prapi::run::ProductsServer;
+use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
 use prapi::store::embedded::EmbeddedStore;
 use prapi::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 use reqwest::StatusCode;
@@ -411,6 +415,28 @@ async fn api_suite(store: Arc<dyn Store>) {
 async fn api_on_the_embedded_store() {
     let (_dir, store) = seeded_embedded().await;
     api_suite(store).await;
+}
+
+#[tokio::test]
+async fn api_on_the_dynamodb_store() {
+    let Some(_env) = support::env("api_on_the_dynamodb_store") else {
+        return;
+    };
+    let mut config = DynamoConfig::new(support::unique("http-api"));
+    config.create_table = true;
+    let store = DynamoStore::connect(config)
+        .await
+        .expect("connect to DynamoDB");
+    let writes: Vec<Write> = events()
+        .iter()
+        .map(|l| {
+            Event::parse(l.as_bytes())
+                .expect("valid event")
+                .into_write()
+        })
+        .collect();
+    store.apply(&writes).await.expect("seed");
+    api_suite(Arc::new(store)).await;
 }
 
 /// A store that can be switched to failing, to see what the API does when DynamoDB is down.
