@@ -34,22 +34,20 @@ mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR" "$CACHE_DIR"
 need_cmd python3 curl
 started=$SECONDS
 
-# The light components first: they start while nothing else needs the CPU, and
-# tests that use only them can run early (`up.sh kafka dynalite moto`).
+# Install everything first (a cold Kubernetes build takes long; nothing runs
+# meanwhile), then start the light components and let them come up while the
+# Kubernetes control plane starts, which waits on each of its parts itself.
 wants kafka && install_kafka
 wants dynalite && install_dynalite
 wants moto && install_moto
+wants k8s && install_k8s
 wants kafka && start_kafka
 wants dynalite && start_dynalite
 wants moto && start_moto
+wants k8s && start_k8s
 wants dynalite && wait_dynalite
 wants moto && wait_moto
 wants kafka && wait_kafka
-
-if wants k8s; then
-    install_k8s
-    start_k8s
-fi
 
 write_env() {
     local tmp="$ENV_FILE.tmp"

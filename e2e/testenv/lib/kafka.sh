@@ -88,7 +88,15 @@ num.io.threads=4
 background.threads=4
 log.retention.hours=-1
 EOP
-    cluster_id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # Kafka's own ids never start with "-", which would read as an option.
+    cluster_id="$(python3 -c '
+import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"):
+        print(i)
+        break
+')"
     run_logged kafka kafka_java kafka.tools.StorageTool format \
         --cluster-id "$cluster_id" --config "$dir/server.properties"
     log "starting kafka on 127.0.0.1:$port"
