@@ -2,11 +2,12 @@
 //! objects that are already as rendered, and deletion of children that are no longer desired.
 //!
 //! "Already as rendered" means: the live object carries the hash annotation of the desired object,
-//! and its generation (or resourceVersion, for kinds without a generation) is the one this process
-//! saw right after its own last apply. The second part catches edits by others (they bump the
-//! generation), so drift is still corrected; a fresh process applies everything once (the API
-//! server treats an unchanged apply as a no-op). An unchanged group is therefore reconciled with
-//! reads only.
+//! and the operator's entry in its managedFields is the one this process saw right after its own
+//! last apply. The second part catches edits by others: a field another manager changes moves out
+//! of the operator's entry, so drift is still corrected. Status updates, and the autoscalers'
+//! replica changes, touch no field of the operator's, so they cause no apply. A fresh process
+//! applies everything once (the API server treats an unchanged apply as a no-op). An unchanged
+//! group is therefore reconciled with reads only.
 
 use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, children_selector};
 use crate::render::{Child, ChildKind};
@@ -103,12 +104,26 @@ struct Key {
     name: String,
 }
 
-/// Generation if the kind has one, else resourceVersion: what changes when someone edits the spec.
-fn version_of(meta: &ObjectMeta) -> Option<String> {
-    match meta.generation {
-        Some(g) => Some(format!("g{g}")),
-        None => meta.resource_version.as_ref().map(|rv| format!("rv{rv}")),
+/// Fingerprint of the operator's own server-side-apply entry in managedFields (fields and time):
+/// it changes when the operator's apply changes the object or someone else takes over one of its
+/// fields, and not otherwise. None if the operator has not applied the object.
+pub fn version_of(meta: &ObjectMeta) -> Option<String> {
+    let ours: Vec<_> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+                && m.subresource.as_deref().unwrap_or("").is_empty()
+        })
+        .collect();
+    if ours.is_empty() {
+        return None;
     }
+    serde_json::to_vec(&ours)
+        .ok()
+        .map(|bytes| crate::render::meta::stable_hash(&bytes))
 }
 
 fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {

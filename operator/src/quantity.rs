@@ -89,6 +89,26 @@ pub fn to_bytes(s: &str) -> Result<u64, QuantityError> {
     u64::try_from(bytes).map_err(|_| too_large())
 }
 
+/// An integer in the canonical form the API server stores quantities in (`5000` → `5k`): the
+/// largest decimal suffix that keeps it an integer. Rendering canonical values keeps the live
+/// object byte-equal to the rendered one.
+pub fn canonical_integer(n: i64) -> String {
+    const SUFFIXES: [&str; 6] = ["k", "M", "G", "T", "P", "E"];
+    if n == 0 {
+        return "0".into();
+    }
+    let mut m = n;
+    let mut suffix = "";
+    for s in SUFFIXES {
+        if m % 1000 != 0 {
+            break;
+        }
+        m /= 1000;
+        suffix = s;
+    }
+    format!("{m}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +154,29 @@ mod tests {
         assert!(matches!(to_bytes("1e40"), Err(QuantityError::TooLarge(_))));
     }
 
+    #[test]
+    fn canonical_integers_use_the_largest_exact_suffix() {
+        for (n, s) in [
+            (0, "0"),
+            (1, "1"),
+            (999, "999"),
+            (1000, "1k"),
+            (1500, "1500"),
+            (5000, "5k"),
+            (12_000_000, "12M"),
+            (3_000_000_000, "3G"),
+            (-2000, "-2k"),
+        ] {
+            assert_eq!(canonical_integer(n), s);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn canonical_integers_parse_back(n in 0i64..4_000_000_000_000) {
+            prop_assert_eq!(to_bytes(&canonical_integer(n)), Ok(n as u64));
+        }
+
         #[test]
         fn integers_with_binary_suffix_are_exact(n in 0u64..1_000_000, i in 0usize..5) {
             let (suffix, shift) = [("", 0), ("Ki", 10), ("Mi", 20), ("Gi", 30), ("Ti", 40)][i];

@@ -90,6 +90,37 @@ pub fn check_cel(mg: &MarketGroup) -> Result<(), InvalidSpec> {
         })
 }
 
+/// Checks every resource quantity's syntax (the API server does it with the schema's pattern,
+/// which the CEL evaluator does not see).
+fn check_quantities(mg: &MarketGroup) -> Result<(), InvalidSpec> {
+    let spec = &mg.spec;
+    let mut problems = Vec::new();
+    for (component, resources) in [
+        ("products", &spec.products.resources),
+        ("batch", &spec.batch.resources),
+        ("updater", &spec.updater.resources),
+    ] {
+        for (kind, list) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
+            for (name, q) in list {
+                if let Err(quantity::QuantityError::Malformed(_)) = quantity::to_bytes(&q.0) {
+                    problems.push(format!(
+                        "spec.{component}.resources.{kind}.{name}: {:?} is not a Kubernetes quantity such as 500m or 1Gi",
+                        q.0
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec { problems })
+    }
+}
+
 /// Validates `mg` and resolves it into a plan. `default_image` fills an empty `spec.image`;
 /// `default_namespace` is used when the manifest has none (offline rendering).
 pub fn plan(
@@ -104,6 +135,7 @@ pub fn plan(
         .ok_or_else(|| InvalidSpec::one("metadata.name: required"))?;
     check_cel(mg)?;
     let spec = &mg.spec;
+    check_quantities(mg)?;
     let namespace = mg
         .metadata
         .namespace

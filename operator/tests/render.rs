@@ -360,7 +360,10 @@ fn services_and_headless_discovery_service() {
     assert_eq!(h.metadata.name.as_deref(), Some("dach-products-headless"));
     let spec = h.spec.expect("spec");
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
-    assert_eq!(spec.publish_not_ready_addresses, Some(false));
+    assert_eq!(
+        spec.publish_not_ready_addresses, None,
+        "default: ready pods only"
+    );
     assert_eq!(
         spec.selector,
         w::service(&p, Component::Products)
@@ -460,7 +463,8 @@ fn updater_hpa_scales_on_the_external_lag_metric() {
     assert_eq!(e.target.type_, "AverageValue");
     assert_eq!(
         e.target.average_value.as_ref().map(|q| q.0.as_str()),
-        Some("2000")
+        Some("2k"),
+        "canonical, as the API server stores it"
     );
 }
 

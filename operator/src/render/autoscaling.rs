@@ -106,7 +106,9 @@ pub fn updater_lag_hpa(plan: &GroupPlan) -> HorizontalPodAutoscaler {
                     },
                     target: MetricTarget {
                         type_: "AverageValue".into(),
-                        average_value: Some(Quantity(plan.updater.lag_threshold.to_string())),
+                        average_value: Some(Quantity(crate::quantity::canonical_integer(
+                            plan.updater.lag_threshold,
+                        ))),
                         ..MetricTarget::default()
                     },
                 }),

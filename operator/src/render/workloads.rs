@@ -352,8 +352,8 @@ pub fn products_headless_service(plan: &GroupPlan) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(selector_labels(plan, Some(Component::Products))),
+            // Not-ready pods stay out of the EndpointSlices (the default; batch relies on it).
             ports: Some(vec![http_service_port()]),
-            publish_not_ready_addresses: Some(false),
             ..ServiceSpec::default()
         }),
         ..Service::default()
