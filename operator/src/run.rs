@@ -26,6 +26,12 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
+/// Picks rustls' process-wide crypto provider: kube brings ring and the AWS SDK aws-lc-rs, and
+/// with both compiled in rustls cannot choose by itself. Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -107,6 +113,7 @@ async fn run_controller(
 
 /// `prapi-operator run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    install_crypto_provider();
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (kubeconfig or in-cluster config)")?;

@@ -1,0 +1,626 @@
+//! Helpers for the cluster tests: a client for the test environment, namespaces, the operator as a
+//! real process (killed by PID when dropped), metrics scraping, and waiting with a bound.
+
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt};
+use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_operator::crd::MarketGroup;
+use prapi_operator::render::ChildKind;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bound on waiting for the cluster, so a broken environment fails the test instead of hanging it.
+/// Not a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The test environment's cluster, with the CRD installed.
+pub struct Cluster {
+    /// The environment.
+    pub env: TestEnv,
+    /// Admin client.
+    pub client: Client,
+}
+
+/// The cluster, or `None` when the test environment is not running (the test is then skipped,
+/// or fails under `make test`).
+pub async fn cluster() -> Option<Cluster> {
+    let env = TestEnv::get_for(&[Component::Kubernetes])?;
+    prapi_operator::run::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig to client config");
+    let client = Client::try_from(config).expect("kube client");
+    install_crd(&client).await;
+    Some(Cluster { env, client })
+}
+
+/// Applies the generated CRD (idempotent) and waits until it is established.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "marketgroups.prapi.dev",
+        &PatchParams::apply("prapi-operator-tests").force(),
+        &Patch::Apply(&MarketGroup::crd()),
+    )
+    .await
+    .expect("the API server accepts the CRD (schema and CEL rules)");
+    eventually("CRD established", || async {
+        let crd = crds.get("marketgroups.prapi.dev").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Polls `check` until it returns `Some`, within [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(PATIENCE, what, check).await
+}
+
+/// Polls `check` until it returns `Some`, within `limit`.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("gave up waiting ({limit:?}): {what}"))
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .expect("create namespace");
+    name
+}
+
+/// Deletes a namespace (and with it everything the test left). The groups' finalizers are removed
+/// first: the operator that would remove them may be gone already.
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let groups: Api<MarketGroup> = Api::namespaced(client.clone(), name);
+    if let Ok(list) = groups.list_metadata(&ListParams::default()).await {
+        for mg in list.items {
+            let _ = groups
+                .patch(
+                    mg.metadata.name.as_deref().unwrap_or_default(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+        }
+    }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
+}
+
+/// Deletes the test's namespace when dropped, also when the test panics (on a thread of its own,
+/// with a client of its own: the test's runtime may be unwinding).
+pub struct Cleanup {
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+impl Cleanup {
+    /// Cleans up `namespace` when dropped.
+    pub fn new(env: &TestEnv, namespace: &str) -> Cleanup {
+        Cleanup {
+            kubeconfig: env.kubeconfig(),
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let kubeconfig = self.kubeconfig.clone();
+        let ns = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                prapi_operator::run::install_crypto_provider();
+                let Ok(kc) = Kubeconfig::read_from(&kubeconfig) else {
+                    return;
+                };
+                let Ok(config) =
+                    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+                else {
+                    return;
+                };
+                let Ok(client) = Client::try_from(config) else {
+                    return;
+                };
+                delete_namespace(&client, &ns).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A MarketGroup manifest in `ns`.
+pub fn group(ns: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "prapi.dev/v1alpha1",
+        "kind": "MarketGroup",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    })
+}
+
+/// Creates a MarketGroup from raw JSON.
+pub async fn create_group(client: &Client, ns: &str, manifest: &Value) {
+    let mg: MarketGroup = serde_json::from_value(manifest.clone()).expect("valid MarketGroup JSON");
+    Api::<MarketGroup>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &mg)
+        .await
+        .expect("create MarketGroup");
+}
+
+/// Merge-patches a MarketGroup's spec or metadata.
+pub async fn patch_group(client: &Client, ns: &str, name: &str, patch: Value) {
+    Api::<MarketGroup>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch MarketGroup");
+}
+
+/// Makes the controller look at a group again without changing its spec.
+pub async fn poke(client: &Client, ns: &str, name: &str, n: u32) {
+    patch_group(
+        client,
+        ns,
+        name,
+        json!({"metadata": {"annotations": {"prapi.dev/test-poke": n.to_string()}}}),
+    )
+    .await;
+}
+
+/// The group, once its `Ready` condition is True for its current generation.
+pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> MarketGroup {
+    let api: Api<MarketGroup> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{ns}/{name} Ready"), || async {
+        let mg = api.get(name).await.ok()?;
+        let generation = mg.metadata.generation?;
+        let status = mg.status.as_ref()?;
+        (status.observed_generation == Some(generation)
+            && condition(&mg, "Ready").is_some_and(|c| c.status == "True")
+            && condition(&mg, "Progressing").is_some_and(|c| c.status == "False"))
+        .then_some(mg.clone())
+    })
+    .await
+}
+
+/// A condition of the group's status.
+pub fn condition<'a>(
+    mg: &'a MarketGroup,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    mg.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Every object of the group's children kinds carrying the group's labels, by (kind, name).
+pub async fn children(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    kinds: &[ChildKind],
+) -> BTreeMap<(ChildKind, String), DynamicObject> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default().labels(&prapi_operator::render::meta::children_selector(group));
+    for &kind in kinds {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &kind.api_resource());
+        let list = match api.list(&lp).await {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => panic!("list {kind:?}: {e}"),
+        };
+        let ar = kind.api_resource();
+        for mut o in list.items {
+            // List items come without their type; the rendered objects have it.
+            o.types = Some(kube::core::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+            let name = o.metadata.name.clone().unwrap_or_default();
+            out.insert((kind, name), o);
+        }
+    }
+    out
+}
+
+/// Kinds without the KEDA one.
+pub fn core_kinds() -> Vec<ChildKind> {
+    ChildKind::ALL
+        .into_iter()
+        .filter(|k| *k != ChildKind::ScaledObject)
+        .collect()
+}
+
+/// `(kind, name) -> what only a write by the operator changes`: the resourceVersion for kinds
+/// without a status (no one else writes them), and for the others the operator's server-side-apply
+/// entries in managedFields (their time and fields change whenever an apply changes anything, spec
+/// or metadata). Status updates by controllers and the autoscalers' replica changes do not count.
+pub async fn fingerprints(
+    client: &Client,
+    ns: &str,
+    group: &str,
+) -> BTreeMap<(ChildKind, String), String> {
+    children(client, ns, group, &ChildKind::ALL)
+        .await
+        .into_iter()
+        .map(|(k, o)| {
+            let has_status = matches!(
+                k.0,
+                ChildKind::Deployment
+                    | ChildKind::Service
+                    | ChildKind::PodDisruptionBudget
+                    | ChildKind::HorizontalPodAutoscaler
+                    | ChildKind::ScaledObject
+            );
+            let fp = if has_status {
+                let ours: Vec<String> = o
+                    .metadata
+                    .managed_fields
+                    .iter()
+                    .flatten()
+                    .filter(|m| {
+                        m.manager.as_deref() == Some(prapi_operator::render::meta::FIELD_MANAGER)
+                    })
+                    .map(|m| {
+                        format!(
+                            "{:?}/{:?}/{}",
+                            m.operation,
+                            m.time.as_ref().map(|t| t.0.to_string()),
+                            serde_json::to_string(&m.fields_v1).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                format!("ours={ours:?}")
+            } else {
+                format!("rv={}", o.metadata.resource_version.unwrap_or_default())
+            };
+            (k, fp)
+        })
+        .collect()
+}
+
+/// Counts changes (after the initial listing) to objects of `kinds` in `ns` until `stop` fires:
+/// every write that changed an object, by anyone.
+pub async fn count_changes(
+    client: Client,
+    ns: String,
+    kinds: Vec<ApiResourceKind>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> BTreeMap<String, u64> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let mut streams = Vec::new();
+    for (label, ar) in kinds {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        let s = watcher::watcher(api, watcher::Config::default())
+            .map(move |e| (label.clone(), e))
+            .boxed();
+        streams.push(s);
+    }
+    let mut merged = futures::stream::select_all(streams);
+    let mut counts = BTreeMap::new();
+    let mut ready = std::collections::BTreeSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            next = merged.next() => {
+                let Some((label, event)) = next else { break };
+                match event {
+                    Ok(watcher::Event::InitDone) => { ready.insert(label); }
+                    Ok(watcher::Event::Apply(_)) | Ok(watcher::Event::Delete(_)) if ready.contains(&label) => {
+                        *counts.entry(label).or_insert(0) += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// A label and the API resource to watch.
+pub type ApiResourceKind = (String, kube::core::ApiResource);
+
+/// `(kind, name) -> resourceVersion` of the group's children.
+pub async fn resource_versions(
+    client: &Client,
+    ns: &str,
+    group: &str,
+) -> BTreeMap<(ChildKind, String), String> {
+    children(client, ns, group, &ChildKind::ALL)
+        .await
+        .into_iter()
+        .map(|(k, o)| (k, o.metadata.resource_version.unwrap_or_default()))
+        .collect()
+}
+
+/// Whether every field of `want` is in `have` with the same value (`have` may have more: server
+/// defaults). Lists must have the same length and match element-wise.
+pub fn is_subset(want: &Value, have: &Value, path: &str) -> Result<(), String> {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => {
+            for (k, v) in w {
+                let Some(hv) = h.get(k) else {
+                    return Err(format!("{path}.{k} missing"));
+                };
+                is_subset(v, hv, &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(w), Value::Array(h)) => {
+            if w.len() != h.len() {
+                return Err(format!("{path}: {} items, live has {}", w.len(), h.len()));
+            }
+            for (i, (a, b)) in w.iter().zip(h).enumerate() {
+                is_subset(a, b, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ if want == have => Ok(()),
+        _ => Err(format!("{path}: want {want}, live {have}")),
+    }
+}
+
+/// A `prapi-operator run` process, killed (by PID) when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    /// Its /metrics port.
+    pub port: u16,
+    /// Its identity in leader election.
+    pub identity: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn log_dir() -> PathBuf {
+    let dir = prapi_e2e::workspace_root().join("target/operator-test-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+impl Operator {
+    /// Starts the operator watching `ns` (lease in `ns` too), with extra flags.
+    pub fn start(env: &TestEnv, ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        let port = free_port();
+        let log = log_dir().join(format!("{ns}-{identity}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prapi-operator"));
+        cmd.args([
+            "run",
+            "--watch-namespace",
+            ns,
+            "--lease-namespace",
+            ns,
+            "--identity",
+            identity,
+            "--listen",
+            &listen,
+            "--default-image",
+            "prapi:test",
+        ])
+        .args(extra);
+        // The test process may carry PRAPI_* variables of the environment; the operator gets only
+        // its flags.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PRAPI_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("KUBECONFIG", env.kubeconfig())
+            .env("RUST_LOG", "info,kube_lease_manager=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        let child = cmd.spawn().expect("start prapi-operator");
+        Operator {
+            child: Some(child),
+            port,
+            identity: identity.to_string(),
+            log,
+        }
+    }
+
+    /// PID of the process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL: no cleanup, the lease is not released.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The /metrics text, if the server answers.
+    pub async fn metrics(&self) -> Option<String> {
+        http_get(self.port, "/metrics").await
+    }
+
+    /// Sum of the samples of `name` whose labels contain every `k="v"` of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        Some(metric_sum(&self.metrics().await?, name, labels))
+    }
+
+    /// Waits until the operator serves /metrics.
+    pub async fn wait_up(&self) {
+        eventually(&format!("operator {} serving", self.identity), || async {
+            self.metrics().await.map(|_| ())
+        })
+        .await;
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal HTTP/1.0 GET on loopback.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+}
+
+/// Sum of the samples of metric `name` in Prometheus text whose labels include all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// The API server's own count of mutating requests (`apiserver_request_total`) for `resources`.
+pub async fn apiserver_writes(client: &Client, resources: &[&str]) -> f64 {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.expect("apiserver /metrics");
+    ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
+        .iter()
+        .flat_map(|verb| resources.iter().map(move |r| (verb, r)))
+        .map(|(verb, r)| {
+            metric_sum(
+                &text,
+                "apiserver_request_total",
+                &[("verb", verb), ("resource", r)],
+            )
+        })
+        .sum()
+}
+
+/// The minimal KEDA ScaledObject CRD: enough for the API to be served (what the operator detects).
+pub fn keda_crd() -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "scaledobjects.keda.sh"},
+        "spec": {
+            "group": "keda.sh",
+            "names": {"kind": "ScaledObject", "plural": "scaledobjects", "singular": "scaledobject", "listKind": "ScaledObjectList"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))
+    .expect("KEDA CRD fixture")
+}
