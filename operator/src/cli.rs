@@ -39,6 +39,49 @@ pub enum UpdaterAutoscalerChoice {
     Hpa,
 }
 
+/// Which routes the operator writes across groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoutingChoice {
+    /// Gateway API HTTPRoutes (needs --gateway).
+    GatewayApi,
+    /// Skipper RouteGroups.
+    Skipper,
+    /// No routes.
+    None,
+}
+
+impl RoutingChoice {
+    /// The renderer's provider.
+    pub fn provider(self) -> crate::render::routing::Provider {
+        use crate::render::routing::Provider;
+        match self {
+            RoutingChoice::GatewayApi => Provider::GatewayApi,
+            RoutingChoice::Skipper => Provider::Skipper,
+            RoutingChoice::None => Provider::None,
+        }
+    }
+}
+
+/// Whether the operator manages the groups' DynamoDB tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreChoice {
+    /// DynamoDB tables and Application Auto Scaling through the AWS SDK (endpoints, region and
+    /// credentials from the SDK's standard environment).
+    Aws,
+    /// Tables are managed elsewhere; no StoreReady condition.
+    None,
+}
+
+/// Parses `NAMESPACE/NAME`.
+pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -90,6 +133,18 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "PRAPI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Routes across groups: Gateway API HTTPRoutes, Skipper RouteGroups, or none.
+    #[arg(long, env = "PRAPI_ROUTING", value_enum, default_value_t = RoutingChoice::None)]
+    pub routing: RoutingChoice,
+    /// The Gateway HTTPRoutes attach to, `NAMESPACE/NAME` (with --routing gateway-api).
+    #[arg(long, env = "PRAPI_GATEWAY", value_parser = parse_gateway)]
+    pub gateway: Option<(String, String)>,
+    /// consistentHashBalanceFactor of the Skipper products backends.
+    #[arg(long, env = "PRAPI_BALANCE_FACTOR", default_value_t = crate::render::routing::DEFAULT_BALANCE_FACTOR)]
+    pub balance_factor: f64,
+    /// Whether the operator manages the groups' DynamoDB tables and their autoscaling.
+    #[arg(long, env = "PRAPI_STORE", value_enum, default_value_t = StoreChoice::None)]
+    pub store: StoreChoice,
 }
 
 /// The updater autoscaler for offline rendering (no cluster to detect KEDA in).
@@ -116,4 +171,13 @@ pub struct RenderArgs {
     /// The updater's autoscaler.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = RenderAutoscaler::Hpa)]
     pub updater_autoscaler: RenderAutoscaler,
+    /// Also print the routes across the manifest's groups (every group taken as Ready).
+    #[arg(long, env = "PRAPI_ROUTING", value_enum, default_value_t = RoutingChoice::None)]
+    pub routing: RoutingChoice,
+    /// The Gateway HTTPRoutes attach to, `NAMESPACE/NAME`.
+    #[arg(long, env = "PRAPI_GATEWAY", value_parser = parse_gateway)]
+    pub gateway: Option<(String, String)>,
+    /// Also print the AWS actions for each group's table, starting from nothing.
+    #[arg(long, env = "PRAPI_STORE", value_enum, default_value_t = StoreChoice::None)]
+    pub store: StoreChoice,
 }

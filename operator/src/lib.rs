@@ -17,6 +17,8 @@ pub mod plan;
 pub mod quantity;
 pub mod reconcile;
 pub mod render;
+pub mod routes;
 pub mod run;
 pub mod status;
+pub mod steps;
 pub mod validate;

@@ -45,6 +45,16 @@ fn main() -> anyhow::Result<()> {
                 offline::render_manifests(&text, &args.namespace, &args.default_image, autoscaler)
                     .with_context(|| format!("rendering {}", args.file.display()))?;
             print!("{out}");
+            let extras = offline::render_extras(
+                &text,
+                &args.namespace,
+                &args.default_image,
+                args.routing.provider(),
+                args.gateway.clone(),
+                args.store == prapi_operator::cli::StoreChoice::Aws,
+            )
+            .with_context(|| format!("rendering routes of {}", args.file.display()))?;
+            print!("{extras}");
             Ok(())
         }
         Command::Run(args) => {

@@ -107,3 +107,145 @@ pub fn render_manifests(
     }
     Ok(out)
 }
+
+/// The routes across the manifest's groups (each taken as Ready, nothing applied yet) and, with
+/// `store`, the AWS actions each group's table gets from nothing: the creation, then what follows
+/// once the table is ACTIVE. Multi-document YAML; the AWS actions as comments.
+pub fn render_extras(
+    text: &str,
+    namespace: &str,
+    default_image: &str,
+    provider: crate::render::routing::Provider,
+    gateway: Option<(String, String)>,
+    store: bool,
+) -> Result<String, OfflineError> {
+    use crate::aws::planner::{self, Action};
+    use crate::aws::{LagReading, Observed, ScalingState, TAG_BOOTSTRAPPED, TableState};
+    use crate::render::routing::{self, Applied, RouteOptions};
+    let mut plans = Vec::new();
+    for (i, mg) in parse_manifests(text)?.iter().enumerate() {
+        plans.push(
+            validate::plan(mg, default_image, namespace).map_err(|problems| {
+                OfflineError::Invalid {
+                    index: i + 1,
+                    name: mg.metadata.name.clone().unwrap_or_default(),
+                    problems,
+                }
+            })?,
+        );
+    }
+    let mut out = String::new();
+    if provider != routing::Provider::None {
+        let mut namespaces: Vec<&str> = plans.iter().map(|p| p.owner.namespace.as_str()).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let opts = RouteOptions {
+            gateway,
+            ..RouteOptions::default()
+        };
+        for ns in namespaces {
+            let groups: Vec<routing::GroupRouting> = plans
+                .iter()
+                .filter(|p| p.owner.namespace == ns)
+                .map(|p| {
+                    let available = std::collections::BTreeMap::new();
+                    crate::routes::group_routing(p, None, true, false, &available)
+                })
+                .collect();
+            let plan = routing::plan(&groups, &Applied::new());
+            for (group, shares) in &plan.shares {
+                for s in shares {
+                    out.push_str(&format!(
+                        "# traffic {ns}/{group} {}{}: {}%{}\n",
+                        s.country,
+                        s.segment
+                            .as_deref()
+                            .map(|x| format!(" (segment {x})"))
+                            .unwrap_or_default(),
+                        s.planned,
+                        s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    ));
+                }
+            }
+            for r in &plan.routes {
+                let obj = routing::render_route(provider, ns, r, &opts)
+                    .map_err(|e| OfflineError::Output(e.to_string()))?;
+                if let Some(obj) = obj {
+                    out.push_str("---\n");
+                    out.push_str(
+                        &serde_norway::to_string(&obj)
+                            .map_err(|e| OfflineError::Output(e.to_string()))?,
+                    );
+                }
+            }
+        }
+    }
+    if store {
+        let now = std::time::SystemTime::now();
+        for p in &plans {
+            let spec = crate::aws::store::table_spec(p);
+            out.push_str(&format!(
+                "# AWS actions for {} (table {}), from nothing:\n",
+                spec.group, spec.name
+            ));
+            let lag = LagReading::Unknown("offline".into());
+            let first = planner::plan(
+                &spec,
+                &Observed {
+                    table: None,
+                    scaling: ScalingState::default(),
+                    lag: lag.clone(),
+                },
+                now,
+            );
+            let mut n = 0;
+            let mut line = |a: &Action, out: &mut String| {
+                n += 1;
+                out.push_str(&format!("#   {n}. {a:?}\n"));
+            };
+            for a in &first.actions {
+                line(a, &mut out);
+            }
+            // Once ACTIVE, tagged, and the updater caught up.
+            let mut tags: std::collections::BTreeMap<String, String> =
+                spec.tags().into_iter().collect();
+            tags.insert(TAG_BOOTSTRAPPED.into(), "true".into());
+            let (read, write) = match first.actions.first() {
+                Some(Action::CreateTable { read, write, .. }) => (*read, *write),
+                _ => (0, 0),
+            };
+            let active = TableState {
+                arn: format!("arn:aws:dynamodb:::table/{}", spec.name),
+                status: "ACTIVE".into(),
+                key_schema: vec![
+                    ("pk".into(), "HASH".into(), "S".into()),
+                    ("sk".into(), "RANGE".into(), "S".into()),
+                ],
+                billing: spec.billing,
+                last_switch_to_pay_per_request: None,
+                read_capacity: read,
+                write_capacity: write,
+                decreases_today: 0,
+                last_decrease: None,
+                tags,
+            };
+            let next = planner::plan(
+                &spec,
+                &Observed {
+                    table: Some(active),
+                    scaling: ScalingState::default(),
+                    lag: LagReading::Known(0),
+                },
+                now,
+            );
+            for a in &next.actions {
+                line(a, &mut out);
+            }
+            out.push_str(&format!(
+                "#   then StoreReady={} ({})\n",
+                next.condition.ready, next.condition.reason
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -55,6 +55,12 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The store step (DynamoDB, Application Auto Scaling) failed.
+    #[error(transparent)]
+    Store(#[from] crate::aws::AwsError),
+    /// The routing step failed.
+    #[error(transparent)]
+    Routes(#[from] crate::routes::RoutesError),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -70,6 +76,8 @@ impl Error {
             Error::Discovery(_) => "DiscoveryFailed",
             Error::MissingField(_) => "MissingField",
             Error::Cleanup { .. } => "CleanupFailed",
+            Error::Store(_) => "AwsError",
+            Error::Routes(e) => e.reason(),
             Error::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 _ => "FinalizerFailed",
@@ -122,6 +130,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// External state cleaned up by the finalizer (routes, autoscaling targets, table).
     pub external: Vec<Arc<dyn ExternalState>>,
+    /// The table step (`--store aws`), if the operator manages tables.
+    pub store: Option<Arc<crate::aws::store::StoreStep>>,
+    /// The routing step (`--routing`), if the operator writes routes.
+    pub routes: Option<Arc<crate::routes::RoutesStep>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -144,6 +156,8 @@ impl Context {
             recorder,
             metrics,
             external: Vec::new(),
+            store: None,
+            routes: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -265,6 +279,7 @@ pub async fn apply(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Er
     let generation = mg.meta().generation.unwrap_or(0);
     let uid = mg.uid().ok_or(Error::MissingField("uid"))?;
     let plan = validate::plan(&mg, &ctx.settings.default_image, &ns);
+    let mut extra = crate::steps::StepsReport::default();
 
     let (deployments, problem, autoscaler, table, outcome) = match plan {
         Err(invalid) => {
@@ -280,16 +295,27 @@ pub async fn apply(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Er
             )
         }
         Ok(plan) => {
-            let synced = sync(&ctx, &plan, &uid).await;
+            let floors = crate::steps::floors(&ctx, &plan).await;
+            let synced = sync(&ctx, &crate::routes::with_floors(&plan, floors), &uid).await;
             match synced {
                 Ok((report, autoscaler)) => {
                     publish_sync_events(&ctx, &mg, &report).await;
+                    let (steps, err) =
+                        crate::steps::run(&ctx, &mg, &plan, &report.deployments).await;
+                    let requeue = steps
+                        .requeue_after
+                        .map_or(ctx.settings.resync, |r| r.min(ctx.settings.resync));
+                    let (problem, outcome) = match err {
+                        None => (None, Ok(Action::requeue(requeue))),
+                        Some(e) => (Some(crate::steps::problem(&e)), Err(e)),
+                    };
+                    extra = steps;
                     (
                         report.deployments,
-                        None,
+                        problem,
                         Some(autoscaler.kind().to_string()),
                         Some(plan.table.clone()),
-                        Ok(Action::requeue(ctx.settings.resync)),
+                        outcome,
                     )
                 }
                 Err(e) => {
@@ -322,12 +348,13 @@ pub async fn apply(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Er
         generation,
         deployments: Component::ALL.map(|c| (c, component(c))),
         problem,
-        store: None,
-        routing: None,
+        store: extra.store.clone(),
+        routing: extra.routing.clone(),
         updater_autoscaler: autoscaler,
         table,
     };
-    let new_status = status::desired_status(mg.status.as_ref(), &observed, now());
+    let mut new_status = status::desired_status(mg.status.as_ref(), &observed, now());
+    extra.fill(&mut new_status);
     publish_status_events(&ctx, &mg, mg.status.as_ref(), &new_status).await;
     write_status(&ctx, &mg, &new_status).await?;
     outcome

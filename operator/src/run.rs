@@ -78,6 +78,40 @@ enum Stop {
     LostLeadership,
 }
 
+/// Adds the routing and store steps the flags ask for; the finalizer drains routes before it
+/// removes autoscaling and tables.
+pub async fn add_steps(ctx: &mut Context, client: &Client, args: &RunArgs) -> anyhow::Result<()> {
+    use crate::cli::{RoutingChoice, StoreChoice};
+    if args.routing == RoutingChoice::GatewayApi && args.gateway.is_none() {
+        bail!("--routing gateway-api needs --gateway NAMESPACE/NAME");
+    }
+    if args.routing != RoutingChoice::None {
+        let routes = Arc::new(crate::routes::RoutesStep::new(
+            client.clone(),
+            args.routing.provider(),
+            crate::render::routing::RouteOptions {
+                gateway: args.gateway.clone(),
+                balance_factor: args.balance_factor,
+            },
+            args.default_image.clone(),
+            args.store == StoreChoice::Aws,
+        ));
+        ctx.external
+            .push(Arc::new(crate::steps::RoutesCleanup(routes.clone())));
+        ctx.routes = Some(routes);
+    }
+    if args.store == StoreChoice::Aws {
+        let store = Arc::new(
+            crate::aws::store::StoreStep::from_sdk(crate::aws::store::AwsEndpoints::default())
+                .await,
+        );
+        ctx.external
+            .push(Arc::new(crate::steps::StoreCleanup(store.clone())));
+        ctx.store = Some(store);
+    }
+    Ok(())
+}
+
 /// Runs the controller until `stop` fires.
 async fn run_controller(
     client: Client,
@@ -88,7 +122,31 @@ async fn run_controller(
     let ns = args.watch_namespace.as_deref();
     let children =
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    Controller::new(api::<MarketGroup>(&client, ns), watcher::Config::default())
+    let controller = Controller::new(api::<MarketGroup>(&client, ns), watcher::Config::default());
+    // Routes are shared by the groups of a namespace: a change to one group (its weight, its
+    // readiness, its deletion) must be seen by the others' reconciles, which own their HPA floors.
+    let groups = controller.store();
+    let routing = args.routing != crate::cli::RoutingChoice::None;
+    controller
+        .watches(
+            api::<MarketGroup>(&client, ns),
+            watcher::Config::default(),
+            move |mg: MarketGroup| {
+                let ns = mg.metadata.namespace.clone();
+                let name = mg.metadata.name.clone();
+                let peers: Vec<kube::runtime::reflector::ObjectRef<MarketGroup>> = if routing {
+                    groups
+                        .state()
+                        .iter()
+                        .filter(|g| g.metadata.namespace == ns && g.metadata.name != name)
+                        .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                peers
+            },
+        )
         .owns(api::<Deployment>(&client, ns), children.clone())
         .owns(api::<Service>(&client, ns), children.clone())
         .owns(api::<ConfigMap>(&client, ns), children.clone())
@@ -157,12 +215,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings,
-        recorder,
-        metrics.clone(),
-    ));
+    let mut ctx = Context::new(client.clone(), settings, recorder, metrics.clone());
+    crate::run::add_steps(&mut ctx, &client, &args).await?;
+    let ctx = Arc::new(ctx);
 
     let stop = if args.leader_election {
         let lease_ns = args

@@ -1,0 +1,341 @@
+//! The routing step (I/O around the pure [`crate::render::routing`]): reads the namespace's
+//! groups, their Deployments and the live route objects; computes the routing; applies the
+//! route objects that changed (server-side apply, one field manager), deletes the ones no longer
+//! wanted; reads them back for the status.
+//!
+//! Route objects are shared by the groups of a country, so any group's reconcile may write them;
+//! a per-namespace lock keeps this process's reconciles from interleaving their read-compute-write.
+
+use crate::crd::MarketGroup;
+use crate::plan::{Component, GroupPlan};
+use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, stable_hash};
+use crate::render::routing::{
+    self, ComponentCapacity, GroupRouting, Live, Provider, ReportedShare, RouteOptions,
+    RoutingPlan, ServiceRef, readback, shift::Floors,
+};
+use crate::render::workloads::HTTP_PORT;
+use crate::status::{self, STORE_READY, WORKLOADS_READY};
+use crate::validate;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tracing::info;
+
+/// Selector of the route objects the operator writes.
+pub const ROUTES_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=prapi-operator,app.kubernetes.io/component=routing";
+
+/// A failure of the routing step.
+#[derive(Debug, Error)]
+pub enum RoutesError {
+    /// A Kubernetes call failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A route could not be rendered.
+    #[error(transparent)]
+    Render(#[from] routing::RouteError),
+}
+
+impl RoutesError {
+    /// CamelCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RoutesError::Kube { .. } => "RouteApplyFailed",
+            RoutesError::Render(_) => "RouteInvalid",
+        }
+    }
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RoutesError {
+    let what = what.into();
+    move |source| RoutesError::Kube { what, source }
+}
+
+/// What the reconciling group knows about itself better than its stored status.
+#[derive(Clone, Debug, Default)]
+pub struct Fresh {
+    /// The group's name.
+    pub name: String,
+    /// Its readiness as just observed (None: use the stored status).
+    pub ready: Option<bool>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+}
+
+/// The routing result for one group.
+#[derive(Clone, Debug, Default)]
+pub struct GroupRoutes {
+    /// Shares as read back.
+    pub shares: Vec<ReportedShare>,
+    /// Whether the group still carries traffic anywhere (for draining).
+    pub carries_traffic: bool,
+}
+
+/// The routing step.
+pub struct RoutesStep {
+    client: Client,
+    provider: Provider,
+    options: RouteOptions,
+    default_image: String,
+    store_managed: bool,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RoutesStep {
+    /// A step writing `provider` routes.
+    pub fn new(
+        client: Client,
+        provider: Provider,
+        options: RouteOptions,
+        default_image: String,
+        store_managed: bool,
+    ) -> Self {
+        Self {
+            client,
+            provider,
+            options,
+            default_image,
+            store_managed,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    fn resource(&self) -> Option<ApiResource> {
+        let (g, v, k, plural) = match self.provider {
+            Provider::GatewayApi => ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+            Provider::Skipper => ("zalando.org", "v1", "RouteGroup", "routegroups"),
+            Provider::None => return None,
+        };
+        Some(ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(g, v, k),
+            plural,
+        ))
+    }
+
+    fn lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut m) => m.entry(ns.to_string()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The groups of `ns` as routing sees them.
+    async fn groups(&self, ns: &str, fresh: &Fresh) -> Result<Vec<GroupRouting>, RoutesError> {
+        let groups: Api<MarketGroup> = Api::namespaced(self.client.clone(), ns);
+        let list = groups
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err(format!("listing MarketGroups in {ns}")))?;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let deps = deployments
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=prapi-operator"))
+            .await
+            .map_err(kube_err(format!("listing Deployments in {ns}")))?;
+        let available: BTreeMap<String, i32> = deps
+            .items
+            .iter()
+            .map(|d| {
+                (
+                    d.name_any(),
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for mg in &list.items {
+            let Ok(plan) = validate::plan(mg, &self.default_image, ns) else {
+                continue;
+            };
+            let stored_ready = status::is_true(mg.status.as_ref(), WORKLOADS_READY)
+                && (!self.store_managed || status::is_true(mg.status.as_ref(), STORE_READY));
+            let is_fresh = mg.name_any() == fresh.name;
+            let ready = match (is_fresh, fresh.ready) {
+                (true, Some(r)) => r,
+                _ => stored_ready,
+            };
+            let deleting = mg.metadata.deletion_timestamp.is_some() || (is_fresh && fresh.deleting);
+            out.push(group_routing(&plan, mg.uid(), ready, deleting, &available));
+        }
+        Ok(out)
+    }
+
+    async fn live_objects(&self, ns: &str) -> Result<Vec<Value>, RoutesError> {
+        let Some(ar) = self.resource() else {
+            return Ok(Vec::new());
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let list = api
+            .list(&ListParams::default().labels(ROUTES_SELECTOR))
+            .await
+            .map_err(kube_err(format!("listing {} in {ns}", ar.plural)))?;
+        list.items
+            .into_iter()
+            .map(|o| {
+                serde_json::to_value(o).map_err(|e| {
+                    RoutesError::Render(routing::RouteError::TooLarge {
+                        country: String::new(),
+                        what: format!("undecodable route object: {e}"),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// The routing plan of `ns` as things stand (no writes): used for the HPA floors.
+    pub async fn plan(&self, ns: &str, fresh: &Fresh) -> Result<RoutingPlan, RoutesError> {
+        if self.provider == Provider::None {
+            return Ok(RoutingPlan::default());
+        }
+        let groups = self.groups(ns, fresh).await?;
+        let live = readback::live(
+            self.provider,
+            &self.live_objects(ns).await?,
+            self.options.gateway.as_ref(),
+        );
+        Ok(routing::plan(&groups, &live.applied))
+    }
+
+    /// The floors `group` needs now.
+    pub async fn floors(&self, ns: &str, fresh: &Fresh) -> Result<Option<Floors>, RoutesError> {
+        Ok(self.plan(ns, fresh).await?.floors.get(&fresh.name).copied())
+    }
+
+    /// Computes and applies the routes of `ns`; returns what `fresh.name` reports.
+    pub async fn sync(&self, ns: &str, fresh: &Fresh) -> Result<GroupRoutes, RoutesError> {
+        let Some(ar) = self.resource() else {
+            return Ok(GroupRoutes::default());
+        };
+        let lock = self.lock(ns);
+        let _guard = lock.lock().await;
+        let groups = self.groups(ns, fresh).await?;
+        let objects = self.live_objects(ns).await?;
+        let live = readback::live(self.provider, &objects, self.options.gateway.as_ref());
+        let plan = routing::plan(&groups, &live.applied);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let live_hash: BTreeMap<String, String> = objects
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o.pointer("/metadata/name")?.as_str()?.to_string(),
+                    o.pointer(&format!(
+                        "/metadata/annotations/{}",
+                        ANNOTATION_APPLIED_HASH.replace('/', "~1")
+                    ))?
+                    .as_str()?
+                    .to_string(),
+                ))
+            })
+            .collect();
+        for route in &plan.routes {
+            let Some(mut obj) = routing::render_route(self.provider, ns, route, &self.options)?
+            else {
+                continue;
+            };
+            let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+            let hash = stable_hash(&bytes);
+            let name = route.object_name();
+            if live_hash.get(&name) == Some(&hash) {
+                continue;
+            }
+            obj["metadata"]["annotations"] = serde_json::json!({ ANNOTATION_APPLIED_HASH: hash });
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .map_err(kube_err(format!("applying {} {ns}/{name}", ar.kind)))?;
+            info!(route = %format!("{ns}/{name}"), kind = %ar.kind, "applied route");
+        }
+        for country in &plan.remove {
+            let name = routing::route_name(country);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => info!(route = %format!("{ns}/{name}"), "deleted route"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("deleting {ns}/{name}"))(e)),
+            }
+        }
+        // Read back what the cluster holds now.
+        let after = self.live_objects(ns).await?;
+        let live: Live = readback::live(self.provider, &after, self.options.gateway.as_ref());
+        let carries_traffic = live
+            .applied
+            .values()
+            .flat_map(|pools| pools.values())
+            .any(|pool| pool.get(&fresh.name).is_some_and(|w| *w > 0));
+        Ok(GroupRoutes {
+            shares: routing::report(&fresh.name, &plan, &live),
+            carries_traffic,
+        })
+    }
+}
+
+/// A group's routing view from its plan.
+pub fn group_routing(
+    plan: &GroupPlan,
+    uid: Option<String>,
+    ready: bool,
+    deleting: bool,
+    available: &BTreeMap<String, i32>,
+) -> GroupRouting {
+    let avail = |c: Component| available.get(&plan.component_name(c)).copied().unwrap_or(0);
+    GroupRouting {
+        namespace: plan.owner.namespace.clone(),
+        name: plan.owner.name.clone(),
+        uid,
+        countries: plan.countries.clone(),
+        weight: plan.weight,
+        segment: plan.segment.clone(),
+        ready,
+        deleting,
+        products_service: ServiceRef {
+            name: plan.component_name(Component::Products),
+            port: HTTP_PORT,
+        },
+        batch_service: ServiceRef {
+            name: plan.component_name(Component::Batch),
+            port: HTTP_PORT,
+        },
+        products: ComponentCapacity {
+            available: avail(Component::Products),
+            min: plan.products.replicas.min,
+            max: plan.products.replicas.max,
+        },
+        batch: ComponentCapacity {
+            available: avail(Component::Batch),
+            min: plan.batch.replicas.min,
+            max: plan.batch.replicas.max,
+        },
+    }
+}
+
+/// The plan with its HPA floors raised to `floors` (within the spec's range).
+pub fn with_floors(plan: &GroupPlan, floors: Option<Floors>) -> GroupPlan {
+    let mut p = plan.clone();
+    if let Some(f) = floors {
+        p.products.replicas.min = f
+            .products
+            .clamp(p.products.replicas.min, p.products.replicas.max);
+        p.batch.replicas.min = f.batch.clamp(p.batch.replicas.min, p.batch.replicas.max);
+    }
+    p
+}
