@@ -738,6 +738,106 @@ async fn offline_render_matches_what_the_operator_applies() {
     }
 }
 
+/// The Helm chart's RBAC is all the operator needs: its ServiceAccount, Roles and bindings are
+/// rendered by `helm template` and applied, and the operator runs impersonating that
+/// ServiceAccount through create, status, events, leader election, KEDA discovery and deletion.
+#[tokio::test]
+async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
+    let Some(c) = cluster().await else { return };
+    let ns = namespace(&c.client, "mg-chart").await;
+    let _cleanup = Cleanup::new(&c.env, &ns);
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/prapi-operator");
+    let rendered = std::process::Command::new("helm")
+        .args([
+            "template",
+            "op",
+            chart,
+            "--namespace",
+            &ns,
+            "--set",
+            &format!("watchNamespace={ns}"),
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ])
+        .output()
+        .expect("run helm (on the test environment's PATH)");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["-n", &ns, "apply", "-f", "-"])
+        .env("KUBECONFIG", c.env.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    {
+        use std::io::Write;
+        let mut stdin = apply.stdin.take().expect("stdin");
+        stdin.write_all(&rendered.stdout).expect("write manifests");
+    }
+    let applied = apply.wait_with_output().expect("kubectl apply");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    let kubeconfig = impersonating_kubeconfig(&c.env, &ns, "op-prapi-operator");
+    // The kubeconfig really is the ServiceAccount: it may not read Secrets.
+    let as_sa = {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(as_sa.clone(), &ns);
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("the ServiceAccount could list Secrets: {other:?}"),
+    }
+    let groups_as_sa: Api<MarketGroup> = Api::namespaced(as_sa, &ns);
+    groups_as_sa
+        .list(&Default::default())
+        .await
+        .expect("but it may list MarketGroups");
+    let _op = Operator::start_as(&kubeconfig, &ns, "op-a", &["--updater-autoscaler", "auto"]);
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "g", json!({"countries": ["de"]})),
+    )
+    .await;
+    wait_ready(&c.client, &ns, "g").await;
+    assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 16);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), &ns);
+    eventually("the operator's Ready event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Ready")
+                    && e.reporting_controller.as_deref() == Some("prapi-operator")
+            })
+            .then_some(())
+    })
+    .await;
+    let api: Api<MarketGroup> = Api::namespaced(c.client.clone(), &ns);
+    api.delete("g", &DeleteParams::background())
+        .await
+        .expect("delete");
+    eventually("finalizer removed by the operator", || async {
+        api.get_opt("g").await.expect("get").is_none().then_some(())
+    })
+    .await;
+}
+
 /// Measurement for the note, not a pass/fail check of speed: 50 groups to Ready, the
 /// operator's peak RSS, and its writes during 60 idle seconds.
 /// Run: `cargo test -p prapi-operator --test cluster measure -- --ignored --nocapture`.

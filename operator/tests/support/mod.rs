@@ -14,7 +14,7 @@ use prapi_operator::render::ChildKind;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -435,6 +435,12 @@ fn log_dir() -> PathBuf {
 impl Operator {
     /// Starts the operator watching `ns` (lease in `ns` too), with extra flags.
     pub fn start(env: &TestEnv, ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        Self::start_as(&env.kubeconfig(), ns, identity, extra)
+    }
+
+    /// Like [`Operator::start`], with the given kubeconfig (e.g. one that impersonates a
+    /// ServiceAccount).
+    pub fn start_as(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> Operator {
         let port = free_port();
         let log = log_dir().join(format!("{ns}-{identity}.log"));
         let file = std::fs::OpenOptions::new()
@@ -465,7 +471,7 @@ impl Operator {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("KUBECONFIG", env.kubeconfig())
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_lease_manager=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
@@ -543,6 +549,25 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A copy of the test environment's kubeconfig that impersonates ServiceAccount `ns/name`, written
+/// under target/.
+pub fn impersonating_kubeconfig(env: &TestEnv, ns: &str, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(env.kubeconfig()).expect("read kubeconfig");
+    let mut kc: Value = serde_norway::from_str(&text).expect("kubeconfig is YAML");
+    let groups = json!([
+        "system:serviceaccounts",
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated"
+    ]);
+    for user in kc["users"].as_array_mut().expect("users") {
+        user["user"]["as"] = json!(format!("system:serviceaccount:{ns}:{name}"));
+        user["user"]["as-groups"] = groups.clone();
+    }
+    let path = log_dir().join(format!("{ns}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_norway::to_string(&kc).expect("yaml")).expect("write kubeconfig");
+    path
 }
 
 /// Minimal HTTP/1.0 GET on loopback.
