@@ -3,6 +3,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
+# CI builds everything from scratch once: line tables are enough for backtraces, and full
+# debuginfo and incremental caches would cost gigabytes of disk and minutes of linking.
+ifeq ($(CI),true)
+export CARGO_PROFILE_DEV_DEBUG ?= line-tables-only
+export CARGO_INCREMENTAL ?= 0
+endif
+
 .PHONY: test lint unit build bench testenv testenv-down
 
 # Lint, then every test (unit and integration) against the test environment
