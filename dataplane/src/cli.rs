@@ -242,6 +242,13 @@ pub struct BatchArgs {
     /// Most ids in one batch request.
     #[arg(long, env = "PRAPI_MAX_ITEMS", default_value_t = 100)]
     pub max_items: usize,
+    /// Milliseconds a batch may take; ids still unanswered then are listed in `failed`.
+    #[arg(long, env = "PRAPI_DEADLINE_MS", default_value_t = 1000)]
+    pub deadline_ms: u64,
+    /// Milliseconds one lookup attempt on a products pod may take before it is retried on the
+    /// next owner (keep it under half the deadline so the retry fits).
+    #[arg(long, env = "PRAPI_ATTEMPT_TIMEOUT_MS", default_value_t = 300)]
+    pub attempt_timeout_ms: u64,
     /// Overload settings.
     #[command(flatten)]
     pub overload: OverloadArgs,

@@ -3,6 +3,7 @@
 //! Flow: events ([`model`]) are written by the updater (or `prapi local`) into a [`store`];
 //! the products component reads through the [`cache`] and renders [`formats`] over [`http`].
 
+pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod formats;

@@ -24,9 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Ring(args) => run::ring(args),
         Command::Local(args) => block_on(run::local(args)),
         Command::Products(args) => block_on(run::products(args)),
-        Command::Batch(_) => Err(anyhow::anyhow!(
-            "prapi batch is not available in this build yet"
-        )),
+        Command::Batch(args) => block_on(run::batch(args)),
         Command::Updater(args) => block_on(run::updater(args)),
     };
     match result {

@@ -12,14 +12,20 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::batch::{BatchApi, BatchConfig, BatchMetrics, CacheSource, LbSource, LbStatsCollector};
 use crate::cache::{ByteCache, CacheConfig, CacheMetrics, SystemClock};
 use crate::cli::{
-    CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs, StoreKind,
-    UpdaterArgs,
+    BatchArgs, CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs,
+    StoreKind, UpdaterArgs,
 };
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
 use crate::http::server::{Readiness, api_layers, ops_router, serve, shutdown_signal};
+use crate::lb::discovery::DEFAULT_DEBOUNCE;
+use crate::lb::{
+    Balancer, BalancerConfig, ClientConfig, LbClient, MonotonicClock, ServiceRef,
+    use_static_endpoints, watch_endpoint_slices,
+};
 use crate::metrics::{HttpMetrics, MeteredStore};
 use crate::model::{Country, Event, ProductId, Write};
 use crate::products::{ProductsApi, StoreLoader};
@@ -79,7 +85,31 @@ impl ProductsServer {
         self,
         store: Arc<dyn Store>,
         readiness: Readiness,
+        registry: Registry,
+    ) -> anyhow::Result<axum::Router> {
+        self.build(store, readiness, registry, None)
+    }
+
+    /// Like [`ProductsServer::router_with_registry`], plus the batch endpoints, fanned out to this
+    /// process's own cache (`prapi local`): in one process the products API is right here, so a
+    /// batch item is the very bytes a single GET would get, with no HTTP hop and no ring in
+    /// between.
+    pub fn router_with_batch(
+        self,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
+        registry: Registry,
+        batch: BatchConfig,
+    ) -> anyhow::Result<axum::Router> {
+        self.build(store, readiness, registry, Some(batch))
+    }
+
+    fn build(
+        self,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
         mut registry: Registry,
+        batch: Option<BatchConfig>,
     ) -> anyhow::Result<axum::Router> {
         self.cache.validate().context("invalid cache settings")?;
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, &mut registry));
@@ -92,13 +122,52 @@ impl ProductsServer {
             Arc::new(SystemClock::new()),
             cache_metrics,
         );
-        let api = Arc::new(ProductsApi::new(
-            cache,
-            ServedCountries::new(self.countries),
-        ));
-        let routes = crate::products::routes(api);
+        let countries = ServedCountries::new(self.countries);
+        let api = Arc::new(ProductsApi::new(cache, countries.clone()));
+        let mut routes = crate::products::routes(Arc::clone(&api));
+        if let Some(config) = batch {
+            let batch_api = BatchApi::new(
+                Arc::new(CacheSource::new(api)),
+                countries,
+                config,
+                BatchMetrics::new(&mut registry),
+            );
+            routes = routes.merge(crate::batch::routes(Arc::new(batch_api)));
+        }
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
         Ok(app.merge(ops_router(Arc::new(registry), readiness)))
+    }
+}
+
+/// Everything needed to serve the batch API in front of products pods.
+pub struct BatchServer {
+    /// Countries served.
+    pub countries: Vec<Country>,
+    /// Batch limits.
+    pub batch: BatchConfig,
+    /// Client to the products pods.
+    pub client: ClientConfig,
+    /// Overload settings.
+    pub overload: OverloadConfig,
+}
+
+impl BatchServer {
+    /// Builds the router (batch API with middleware, plus `/healthz`, `/readyz`, `/metrics`),
+    /// fanning out to the pods that `balancer` knows.
+    pub fn router(self, balancer: Arc<Balancer>, readiness: Readiness) -> axum::Router {
+        let mut registry = Registry::with_prefix("prapi");
+        let http_metrics = HttpMetrics::new(&mut registry);
+        let client = Arc::new(LbClient::new(balancer, self.client));
+        registry.register_collector(Box::new(LbStatsCollector(Arc::clone(&client))));
+        let api = BatchApi::new(
+            Arc::new(LbSource::new(client)),
+            ServedCountries::new(self.countries),
+            self.batch,
+            BatchMetrics::new(&mut registry),
+        );
+        let routes = crate::batch::routes(Arc::new(api));
+        let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
+        app.merge(ops_router(Arc::new(registry), readiness))
     }
 }
 
@@ -156,6 +225,87 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
     serve(listener, app, shutdown_signal())
         .await
         .context("serving")
+}
+
+/// Marks `readiness` as ready while `balancer` knows at least one products pod: a batch pod
+/// without products pods can only answer 503, so it should not get traffic.
+async fn track_readiness(balancer: Arc<Balancer>, readiness: Readiness) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let ready = !balancer.endpoints().is_empty();
+        if ready != readiness.is_ready() {
+            tracing::info!(ready, "batch readiness changed");
+            readiness.set(ready);
+        }
+    }
+}
+
+/// `prapi batch`.
+pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
+    let balancer = Arc::new(Balancer::new(
+        BalancerConfig::default(),
+        Arc::new(MonotonicClock::new()),
+    ));
+    let _watch = if args.endpoints.is_empty() {
+        let raw = args
+            .products_service
+            .as_deref()
+            .context("--products-service or --endpoints is required")?;
+        let service = ServiceRef::parse(raw)?;
+        // kube's TLS and the AWS SDK's are both compiled in, so rustls cannot choose a crypto
+        // provider by itself. An error means one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        tracing::info!(
+            service = raw,
+            "watching the products service's EndpointSlices"
+        );
+        Some(AbortOnDrop(tokio::spawn(watch_endpoint_slices(
+            client,
+            service,
+            None,
+            Arc::clone(&balancer),
+            DEFAULT_DEBOUNCE,
+        ))))
+    } else {
+        use_static_endpoints(&balancer, &args.endpoints).context("--endpoints")?;
+        None
+    };
+    let readiness = Readiness::default();
+    let _ready = AbortOnDrop(tokio::spawn(track_readiness(
+        Arc::clone(&balancer),
+        readiness.clone(),
+    )));
+    let app = BatchServer {
+        countries: args.countries.0.clone(),
+        batch: BatchConfig {
+            max_items: args.max_items,
+            deadline: Duration::from_millis(args.deadline_ms),
+        },
+        client: ClientConfig {
+            attempt_timeout: Duration::from_millis(args.attempt_timeout_ms),
+            ..ClientConfig::default()
+        },
+        overload: (&args.overload).into(),
+    }
+    .router(balancer, readiness);
+    let listener = bind(args.listen).await?;
+    tracing::info!(listen = %args.listen, countries = %args.countries, "batch serving");
+    serve(listener, app, shutdown_signal())
+        .await
+        .context("serving")
+}
+
+/// Aborts a background task when dropped, so a failing `run` function leaves nothing behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What loading a catalogue did.
@@ -299,7 +449,12 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         cache: (&args.cache).into(),
         overload: (&args.overload).into(),
     }
-    .router(store, readiness.clone())?;
+    .router_with_batch(
+        store,
+        readiness.clone(),
+        Registry::with_prefix("prapi"),
+        BatchConfig::default(),
+    )?;
     let listener = bind(args.listen).await?;
     let base = format!("http://{}", listener.local_addr().unwrap_or(args.listen));
     let id = stats.first_product.as_ref().map_or("P1", ProductId::as_str);
@@ -317,6 +472,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
     eprintln!(
         "  curl -s -H 'X-Country: {country}' -H 'Accept: application/x.gamma-format+json' {base}/product-offers/{id}"
     );
+    eprintln!("  curl -s -H 'X-Country: {country}' '{base}/product-offers?ids={id},no-such-id'");
     eprintln!("  curl -s {base}/metrics");
     readiness.set(true);
     serve(listener, app, shutdown_signal())

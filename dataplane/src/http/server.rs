@@ -105,12 +105,21 @@ fn intern(route: &str) -> &'static str {
 
 async fn api_middleware(
     State(state): State<Arc<(LifoLimiter, HttpMetrics)>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let (limiter, metrics) = &*state;
     let start = Instant::now();
-    let flow = flow_id(req.headers()).cloned().unwrap_or_else(new_flow_id);
+    // A request without a usable flow id gets one here, in its headers too, so handlers that
+    // call other services (batch) forward the same id that is echoed.
+    let flow = match flow_id(req.headers()) {
+        Some(f) => f.clone(),
+        None => {
+            let f = new_flow_id();
+            req.headers_mut().insert(X_FLOW_ID, f.clone());
+            f
+        }
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
