@@ -1,0 +1,635 @@
+//! The batch endpoints over HTTP against real processes: three `prapi products` on embedded stores
+//! loaded with the same catalogue, and one `prapi batch` in front of them (DESIGN §2.2, issue 5).
+//! Every batch answer is checked against the single GETs of the same ids, byte for byte.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flate2::read::MultiGzDecoder;
+use prapi::r#gen::GenConfig;
+use prapi::model::{Country, Event};
+use prapi::run::load_events;
+use prapi::store::Store;
+use prapi::store::embedded::EmbeddedStore;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const PRAPI: &str = env!("CARGO_BIN_EXE_prapi");
+/// Bound on a process becoming ready; a safety net against hangs, not a timing check.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+const TYPES: [&str; 4] = [
+    "application/json",
+    "application/x.alpha-format+json",
+    "application/x.beta-format+json",
+    "application/x.gamma-format+json",
+];
+
+/// A child process, killed by its PID when dropped (also when the test fails).
+struct Proc {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Starts `prapi <args> --listen 127.0.0.1:<free port>` and waits for `/readyz`; retries on a
+/// new port when the process exits early (another process took the port in between).
+async fn spawn_ready(dir: &Path, name: &str, args: &[String]) -> Proc {
+    for attempt in 0..5 {
+        let port = free_port();
+        let log = dir.join(format!("{name}-{attempt}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(PRAPI)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("PRAPI_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn prapi");
+        let mut proc = Proc {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                eprintln!(
+                    "{name} exited ({status}) on attempt {attempt}:\n{}",
+                    proc.log_text()
+                );
+                break;
+            }
+            let ready = reqwest::get(format!("{}/readyz", proc.base))
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ready {
+                return proc;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not ready within {PATIENCE:?}:\n{}",
+                proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("{name} could not be started");
+}
+
+/// Three products processes on separate stores loaded with the same catalogue, and a batch
+/// process in front of them.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    products: Vec<Proc>,
+    batch: Proc,
+    /// Product ids of the catalogue, in catalogue order.
+    ids: Vec<String>,
+}
+
+async fn load_catalogue(dir: &Path) -> Vec<String> {
+    let cfg = GenConfig {
+        products: 120,
+        countries: Country::parse_list("de,at").expect("countries"),
+        seed: 5,
+    };
+    let store = EmbeddedStore::open(dir).expect("open store");
+    load_events(&store, cfg.events().map(Ok), |_| {})
+        .await
+        .expect("load catalogue");
+    // Two deleted products: present in the store as tombstones, missing to the API.
+    let deletes: Vec<_> = ["GONE-1", "GONE-2"]
+        .iter()
+        .flat_map(|id| {
+            [
+                format!(r#"{{"type":"product","id":"{id}","version":1,"product":{{"name":"x"}}}}"#),
+                format!(r#"{{"type":"product_deleted","id":"{id}","version":2}}"#),
+            ]
+        })
+        .map(|l| Event::parse(l.as_bytes()).expect("event").into_write())
+        .collect();
+    store.apply(&deletes).await.expect("deletes");
+    let mut ids: Vec<String> = Vec::new();
+    for line in cfg.events() {
+        let id = Event::parse(&line)
+            .expect("generated event")
+            .product_id()
+            .to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create data dir");
+    for entry in std::fs::read_dir(from).expect("read data dir") {
+        let entry = entry.expect("dir entry");
+        assert!(
+            entry.file_type().expect("file type").is_file(),
+            "flat store dir"
+        );
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy store file");
+    }
+}
+
+impl Cluster {
+    fn pods(&self) -> Vec<&str> {
+        self.products.iter().map(|p| p.base.as_str()).collect()
+    }
+
+    async fn start(batch_flags: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ids = Vec::new();
+        let mut products = Vec::new();
+        for i in 0..3 {
+            let data = dir.path().join(format!("data-{i}"));
+            if i == 0 {
+                // The store is closed again before the process opens it (redb locks its file).
+                ids = load_catalogue(&data).await;
+            } else {
+                // The same catalogue: a copy of the first store's files.
+                copy_dir(&dir.path().join("data-0"), &data);
+            }
+            let args: Vec<String> = [
+                "products",
+                "--countries",
+                "de,at",
+                "--store",
+                "embedded",
+                "--data-dir",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([data.display().to_string()])
+            .collect();
+            products.push(spawn_ready(dir.path(), &format!("products-{i}"), &args).await);
+        }
+        let endpoints: Vec<&str> = products.iter().map(|p| p.base.as_str()).collect();
+        let mut args: Vec<String> = [
+            "batch",
+            "--countries",
+            "de,at",
+            "--endpoints",
+            &endpoints.join(","),
+            // Generous limits: a loaded machine must not turn into failed items.
+            "--deadline-ms",
+            "20000",
+            "--attempt-timeout-ms",
+            "8000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(batch_flags.iter().map(|s| s.to_string()));
+        let batch = spawn_ready(dir.path(), "batch", &args).await;
+        Cluster {
+            _dir: dir,
+            products,
+            batch,
+            ids,
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    // No automatic decompression: the tests look at the bytes on the wire.
+    reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client")
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("request")
+}
+
+/// The identity batch body the single GETs of `ids` (deduplicated) imply, each single GET sent
+/// to one of the products processes in turn.
+async fn expected_body(
+    pods: &[&str],
+    path: &str,
+    ids: &[&str],
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut seen: Vec<&str> = Vec::new();
+    let (mut items, mut missing) = (Vec::new(), Vec::new());
+    for (n, id) in ids.iter().enumerate() {
+        if seen.contains(id) {
+            continue;
+        }
+        seen.push(id);
+        let pod = pods[n % pods.len()];
+        let resp = get(&format!("{pod}{path}/{id}"), headers).await;
+        match resp.status() {
+            StatusCode::OK => items.push(resp.bytes().await.expect("body").to_vec()),
+            StatusCode::NOT_FOUND => missing.push(format!("\"{id}\"")),
+            s => panic!("single GET {path}/{id}: {s}"),
+        }
+    }
+    let mut body = br#"{"items":["#.to_vec();
+    body.extend_from_slice(&items.join(&b","[..]));
+    body.extend_from_slice(
+        format!(r#"],"missing":[{}],"failed":[]}}"#, missing.join(",")).as_bytes(),
+    );
+    body
+}
+
+async fn batch(
+    c: &Cluster,
+    path: &str,
+    ids: &[&str],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    batch_at(&c.batch.base, path, ids, headers).await
+}
+
+async fn batch_at(
+    base: &str,
+    path: &str,
+    ids: &[&str],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    get(&format!("{base}{path}?ids={}", ids.join(",")), headers).await
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .expect("valid multi-member gzip");
+    out
+}
+
+async fn problem(resp: reqwest::Response, status: StatusCode, kind: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let body: Value = resp.json().await.expect("problem json");
+    assert_eq!(
+        body["type"],
+        format!("https://prapi.dev/problems/{kind}"),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_answers_equal_the_single_gets() {
+    let c = Cluster::start(&[]).await;
+    let known: Vec<&str> = c.ids.iter().map(String::as_str).collect();
+
+    // Found and missing mixed, duplicates, deleted products: products batch.
+    let ids = [
+        known[3], "nope-1", known[0], known[3], "GONE-1", known[7], "nope-1",
+    ];
+    let resp = batch(&c, "/products", &ids, &[("x-flow-id", "batch-flow-1")]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["x-flow-id"], "batch-flow-1");
+    assert!(resp.headers().get("content-encoding").is_none());
+    let body = resp.bytes().await.expect("body");
+    let expected = expected_body(&c.pods(), "/products", &ids, &[]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&expected)
+    );
+    let doc: Value = serde_json::from_slice(&body).expect("batch JSON");
+    assert_eq!(doc["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(doc["missing"], serde_json::json!(["nope-1", "GONE-1"]));
+    assert_eq!(doc["items"][0]["id"], known[3]);
+    assert_eq!(doc["items"][1]["id"], known[0]);
+
+    // Every media type of product-offers, identity and gzip; gzip decodes to exactly identity.
+    let ids: Vec<&str> = known
+        .iter()
+        .step_by(3)
+        .take(30)
+        .copied()
+        .chain(["nope-2"])
+        .collect();
+    for accept in TYPES {
+        for country in ["de", "AT"] {
+            let h = [("x-country", country), ("accept", accept)];
+            let plain = batch(&c, "/product-offers", &ids, &h).await;
+            assert_eq!(plain.status(), StatusCode::OK, "{accept}");
+            let plain = plain.bytes().await.expect("body");
+            let expected = expected_body(&c.pods(), "/product-offers", &ids, &h).await;
+            assert_eq!(
+                String::from_utf8_lossy(&plain),
+                String::from_utf8_lossy(&expected),
+                "{accept} {country}"
+            );
+            let gz_headers = [h[0], h[1], ("accept-encoding", "gzip")];
+            let gz = batch(&c, "/product-offers", &ids, &gz_headers).await;
+            assert_eq!(gz.status(), StatusCode::OK);
+            assert_eq!(gz.headers()["content-encoding"], "gzip");
+            let gz = gz.bytes().await.expect("body");
+            assert_eq!(
+                gunzip(&gz),
+                plain.to_vec(),
+                "{accept} {country}: gzip != identity"
+            );
+            // The items are the pods' own members: the stream has one member per found item
+            // plus our framing, so it is much more than one member.
+            let members = gz.windows(3).filter(|w| w == &[0x1f, 0x8b, 8]).count();
+            assert!(members >= 30, "{members} gzip members");
+        }
+    }
+
+    // The limit: 100 ids are fine, 101 are not.
+    let hundred: Vec<&str> = known.iter().take(100).copied().collect();
+    let resp = batch(&c, "/products", &hundred, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = resp.json().await.expect("json");
+    assert_eq!(doc["items"].as_array().map(Vec::len), Some(100));
+    assert_eq!(doc["failed"], serde_json::json!([]));
+    let mut many = hundred.clone();
+    many.push(known[100]);
+    let body = problem(
+        batch(&c, "/products", &many, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "too-many-ids",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("101")),
+        "{body}"
+    );
+
+    // Bad requests.
+    let body = problem(
+        batch(&c, "/products", &[known[0], "bad%20id"], &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-product-id",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("bad id")),
+        "{body}"
+    );
+    problem(
+        get(&format!("{}/products", c.batch.base), &[]).await,
+        StatusCode::BAD_REQUEST,
+        "missing-ids",
+    )
+    .await;
+    problem(
+        batch(&c, "/product-offers", &[known[0]], &[]).await,
+        StatusCode::BAD_REQUEST,
+        "missing-country",
+    )
+    .await;
+    problem(
+        batch(&c, "/product-offers", &[known[0]], &[("x-country", "fr")]).await,
+        StatusCode::MISDIRECTED_REQUEST,
+        "country-not-served",
+    )
+    .await;
+    problem(
+        batch(
+            &c,
+            "/products",
+            &[known[0]],
+            &[("accept", "application/x.gamma-format+json")],
+        )
+        .await,
+        StatusCode::NOT_ACCEPTABLE,
+        "not-acceptable",
+    )
+    .await;
+
+    // Metrics of the batch process.
+    let metrics = get(&format!("{}/metrics", c.batch.base), &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    for name in [
+        "prapi_batch_items_total{kind=\"products\",outcome=\"found\"}",
+        "prapi_batch_items_total{kind=\"products\",outcome=\"missing\"}",
+        "prapi_batch_ids_bucket",
+        "prapi_batch_fanout_duration_seconds_bucket",
+        "prapi_batch_lookup_duration_seconds_bucket",
+        "prapi_lb_retries_total",
+    ] {
+        assert!(metrics.contains(name), "{name} not in /metrics");
+    }
+    assert!(
+        !metrics.contains("outcome=\"failed\""),
+        "no item may have failed:\n{metrics}"
+    );
+}
+
+async fn batch_count(base: &str) -> u64 {
+    let m = get(&format!("{base}/metrics"), &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    m.lines()
+        .find(|l| l.starts_with("prapi_batch_ids_count{kind=\"product-offers\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_for_batches(base: &str, n: u64) {
+    tokio::time::timeout(PATIENCE, async {
+        while batch_count(base).await < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {n} batches answered within {PATIENCE:?}"));
+}
+
+/// A products process killed while batches run: every id it owned is retried on the next owner,
+/// so no batch lists anything in `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_products_process_fails_no_item() {
+    let mut c = Cluster::start(&[]).await;
+    let ids: Vec<String> = c.ids.iter().take(100).cloned().collect();
+    let url = format!("{}/product-offers?ids={}", c.batch.base, ids.join(","));
+    let expected_items = {
+        let resp = get(&url, &[("x-country", "de")]).await;
+        let doc: Value = resp.json().await.expect("json");
+        assert_eq!(doc["failed"], serde_json::json!([]));
+        doc["items"].as_array().map(Vec::len).expect("items")
+    };
+    assert_eq!(expected_items, 100);
+
+    // Batches in a loop from two clients while one products process is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut drivers = Vec::new();
+    for _ in 0..2 {
+        let (url, stop) = (url.clone(), Arc::clone(&stop));
+        drivers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let resp = get(&url, &[("x-country", "de"), ("accept-encoding", "gzip")]).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+                let doc: Value =
+                    serde_json::from_slice(&gunzip(&resp.bytes().await.expect("body")))
+                        .expect("batch JSON");
+                answers.push((
+                    doc["items"].as_array().map_or(0, Vec::len),
+                    doc["failed"].clone(),
+                ));
+            }
+            answers
+        }));
+    }
+    // Let a few batches through, kill one pod mid-stream, let more batches through.
+    wait_for_batches(&c.batch.base, 6).await;
+    c.products[1].kill();
+    let after_kill = batch_count(&c.batch.base).await;
+    wait_for_batches(&c.batch.base, after_kill + 10).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for d in drivers {
+        answers.extend(d.await.expect("driver"));
+    }
+    assert!(answers.len() >= 16, "{} batches", answers.len());
+    for (items, failed) in &answers {
+        assert_eq!(failed, &serde_json::json!([]), "a batch listed failed ids");
+        assert_eq!(*items, expected_items);
+    }
+    // The kill really was felt: lookups were retried on the next owner.
+    let metrics = get(&format!("{}/metrics", c.batch.base), &[])
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    let retries: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("prapi_lb_retries_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("retries counter");
+    assert!(
+        retries > 0,
+        "no retries after a products process was killed"
+    );
+}
+
+/// `prapi local` serves the batch endpoints from its own cache: the same bytes as its single
+/// GETs, in every media type, identity and gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_batches_from_its_own_cache() {
+    use prapi::batch::BatchConfig;
+    use prapi::cache::CacheConfig;
+    use prapi::http::overload::OverloadConfig;
+    use prapi::http::server::{Readiness, serve};
+    use prapi::run::ProductsServer;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = load_catalogue(dir.path()).await;
+    let store = EmbeddedStore::open(dir.path()).expect("reopen store");
+    let readiness = Readiness::default();
+    readiness.set(true);
+    let app = ProductsServer {
+        countries: Country::parse_list("de,at").expect("countries"),
+        cache: CacheConfig::default(),
+        overload: OverloadConfig::default(),
+    }
+    .router_with_batch(
+        Arc::new(store),
+        readiness,
+        prometheus_client::registry::Registry::with_prefix("prapi"),
+        BatchConfig {
+            max_items: 5,
+            deadline: Duration::from_secs(20),
+        },
+    )
+    .expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(serve(listener, app, std::future::pending()));
+
+    let list = [
+        ids[2].as_str(),
+        "GONE-2",
+        ids[0].as_str(),
+        ids[2].as_str(),
+        ids[9].as_str(),
+    ];
+    for accept in TYPES {
+        let h = [("x-country", "de"), ("accept", accept)];
+        let plain = batch_at(&base, "/product-offers", &list, &h).await;
+        assert_eq!(plain.status(), StatusCode::OK);
+        let plain = plain.bytes().await.expect("body");
+        let expected = expected_body(&[&base], "/product-offers", &list, &h).await;
+        assert_eq!(
+            String::from_utf8_lossy(&plain),
+            String::from_utf8_lossy(&expected)
+        );
+        let gz = batch_at(
+            &base,
+            "/product-offers",
+            &list,
+            &[h[0], h[1], ("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(gz.headers()["content-encoding"], "gzip");
+        assert_eq!(gunzip(&gz.bytes().await.expect("body")), plain.to_vec());
+    }
+    let plain = batch_at(&base, "/products", &list, &[])
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(
+        plain.to_vec(),
+        expected_body(&[&base], "/products", &list, &[]).await
+    );
+    let doc: Value = serde_json::from_slice(&plain).expect("json");
+    assert_eq!(doc["missing"], serde_json::json!(["GONE-2"]));
+    // --max-items applies in local mode too (5 here).
+    let six = [list.as_slice(), &["x"]].concat();
+    problem(
+        batch_at(&base, "/products", &six, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "too-many-ids",
+    )
+    .await;
+}
