@@ -2,25 +2,17 @@
 //! loaded with the same catalogue, and one `prapi batch` in front of them (DESIGN §2.2, issue 5).
 //! Every batch answer is checked against the single GETs of the same ids, byte for byte.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod batch_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flate2::read::MultiGzDecoder;
-use prapi::r#gen::GenConfig;
-use prapi::model::{Country, Event};
-use prapi::run::load_events;
-use prapi::store::Store;
+use batch_support::{PATIENCE, Proc, copy_dir, get, gunzip, load_catalogue, spawn_ready};
+use prapi::model::Country;
 use prapi::store::embedded::EmbeddedStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-const PRAPI: &str = env!("CARGO_BIN_EXE_prapi");
-/// Bound on a process becoming ready; a safety net against hangs, not a timing check.
-const PATIENCE: Duration = Duration::from_secs(90);
 
 const TYPES: [&str; 4] = [
     "application/json",
@@ -28,85 +20,6 @@ const TYPES: [&str; 4] = [
     "application/x.beta-format+json",
     "application/x.gamma-format+json",
 ];
-
-/// A child process, killed by its PID when dropped (also when the test fails).
-struct Proc {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Starts `prapi <args> --listen 127.0.0.1:<free port>` and waits for `/readyz`; retries on a
-/// new port when the process exits early (another process took the port in between).
-async fn spawn_ready(dir: &Path, name: &str, args: &[String]) -> Proc {
-    for attempt in 0..5 {
-        let port = free_port();
-        let log = dir.join(format!("{name}-{attempt}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(PRAPI)
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("PRAPI_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn prapi");
-        let mut proc = Proc {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                eprintln!(
-                    "{name} exited ({status}) on attempt {attempt}:\n{}",
-                    proc.log_text()
-                );
-                break;
-            }
-            let ready = reqwest::get(format!("{}/readyz", proc.base))
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK);
-            if ready {
-                return proc;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} not ready within {PATIENCE:?}:\n{}",
-                proc.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    panic!("{name} could not be started");
-}
 
 /// Three products processes on separate stores loaded with the same catalogue, and a batch
 /// process in front of them.
@@ -116,53 +29,6 @@ struct Cluster {
     batch: Proc,
     /// Product ids of the catalogue, in catalogue order.
     ids: Vec<String>,
-}
-
-async fn load_catalogue(dir: &Path) -> Vec<String> {
-    let cfg = GenConfig {
-        products: 120,
-        countries: Country::parse_list("de,at").expect("countries"),
-        seed: 5,
-    };
-    let store = EmbeddedStore::open(dir).expect("open store");
-    load_events(&store, cfg.events().map(Ok), |_| {})
-        .await
-        .expect("load catalogue");
-    // Two deleted products: present in the store as tombstones, missing to the API.
-    let deletes: Vec<_> = ["GONE-1", "GONE-2"]
-        .iter()
-        .flat_map(|id| {
-            [
-                format!(r#"{{"type":"product","id":"{id}","version":1,"product":{{"name":"x"}}}}"#),
-                format!(r#"{{"type":"product_deleted","id":"{id}","version":2}}"#),
-            ]
-        })
-        .map(|l| Event::parse(l.as_bytes()).expect("event").into_write())
-        .collect();
-    store.apply(&deletes).await.expect("deletes");
-    let mut ids: Vec<String> = Vec::new();
-    for line in cfg.events() {
-        let id = Event::parse(&line)
-            .expect("generated event")
-            .product_id()
-            .to_string();
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create data dir");
-    for entry in std::fs::read_dir(from).expect("read data dir") {
-        let entry = entry.expect("dir entry");
-        assert!(
-            entry.file_type().expect("file type").is_file(),
-            "flat store dir"
-        );
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy store file");
-    }
 }
 
 impl Cluster {
@@ -195,7 +61,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .chain([data.display().to_string()])
             .collect();
-            products.push(spawn_ready(dir.path(), &format!("products-{i}"), &args).await);
+            products.push(spawn_ready(dir.path(), &format!("products-{i}"), &args, &[]).await);
         }
         let endpoints: Vec<&str> = products.iter().map(|p| p.base.as_str()).collect();
         let mut args: Vec<String> = [
@@ -214,7 +80,7 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(batch_flags.iter().map(|s| s.to_string()));
-        let batch = spawn_ready(dir.path(), "batch", &args).await;
+        let batch = spawn_ready(dir.path(), "batch", &args, &[]).await;
         Cluster {
             _dir: dir,
             products,
@@ -222,22 +88,6 @@ impl Cluster {
             ids,
         }
     }
-}
-
-fn client() -> reqwest::Client {
-    // No automatic decompression: the tests look at the bytes on the wire.
-    reqwest::Client::builder()
-        .no_gzip()
-        .build()
-        .expect("client")
-}
-
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("request")
 }
 
 /// The identity batch body the single GETs of `ids` (deduplicated) imply, each single GET sent
@@ -287,14 +137,6 @@ async fn batch_at(
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
     get(&format!("{base}{path}?ids={}", ids.join(",")), headers).await
-}
-
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .expect("valid multi-member gzip");
-    out
 }
 
 async fn problem(resp: reqwest::Response, status: StatusCode, kind: &str) -> Value {
