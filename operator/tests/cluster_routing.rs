@@ -1,0 +1,436 @@
+//! Routing across groups on the test environment's cluster (real kube-apiserver with the Gateway
+//! API CRDs, controller-manager with the HPA and Deployment controllers, kwok nodes), with the real
+//! `prapi-operator run --routing ...`: route objects verified field by field for both providers
+//! (Skipper's RouteGroup CRD from tests/fixtures/routing/routegroup-crd.yaml).
+
+mod support;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use prapi_operator::crd::MarketGroup;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use support::*;
+
+fn http_routes() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+fn route_groups() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("zalando.org", "v1", "RouteGroup"),
+        "routegroups",
+    )
+}
+
+async fn install_routegroup_crd(client: &kube::Client) {
+    let text = include_str!("fixtures/routing/routegroup-crd.yaml");
+    let crd: CustomResourceDefinition = serde_norway::from_str(text).expect("fixture parses");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "routegroups.zalando.org",
+        &PatchParams::apply("prapi-operator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the RouteGroup CRD fixture");
+    eventually("RouteGroup CRD established", || async {
+        let crd = crds.get("routegroups.zalando.org").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+async fn route(client: &kube::Client, ns: &str, ar: &ApiResource, name: &str) -> Option<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    api.get_opt(name)
+        .await
+        .expect("get route")
+        .map(|o| serde_json::to_value(o).expect("route json"))
+}
+
+/// Weights of the HTTPRoute's rules, by service name, per rule.
+fn http_weights(obj: &Value) -> Vec<BTreeMap<String, i64>> {
+    obj["spec"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            r["backendRefs"]
+                .as_array()
+                .expect("backendRefs")
+                .iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().expect("name").to_string(),
+                        b["weight"].as_i64().expect("weight"),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn weights(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+fn traffic(mg: &MarketGroup, country: &str) -> Option<(i32, Option<i32>, Option<String>)> {
+    mg.status
+        .as_ref()?
+        .traffic
+        .iter()
+        .find(|t| t.country == country)
+        .map(|t| (t.desired, t.actual, t.reason.clone()))
+}
+
+async fn get(client: &kube::Client, ns: &str, name: &str) -> MarketGroup {
+    Api::<MarketGroup>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get group")
+}
+
+async fn hpa_min(client: &kube::Client, ns: &str, name: &str) -> Option<i32> {
+    Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|h| h.spec.and_then(|s| s.min_replicas))
+}
+
+fn small(countries: &[&str], weight: i32, products_min: i32) -> Value {
+    json!({
+        "countries": countries,
+        "traffic": {"weight": weight},
+        "products": {"replicas": {"min": products_min, "max": 20},
+                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "1Gi"}}},
+        "batch": {"replicas": {"min": 1, "max": 10},
+                  "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
+        "updater": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
+    })
+}
+
+#[tokio::test]
+async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_first() {
+    let Some(c) = cluster().await else {
+        return;
+    };
+    let ns = namespace(&c.client, "rt-gw").await;
+    let _cleanup = Cleanup::new(&c.env, &ns);
+    let _op = Operator::start(
+        &c.env,
+        &ns,
+        "op",
+        &[
+            "--updater-autoscaler",
+            "hpa",
+            "--routing",
+            "gateway-api",
+            "--gateway",
+            "infra/public",
+        ],
+    );
+    // a runs 9 products pods for its 90%: one per 10%.
+    create_group(&c.client, &ns, &group(&ns, "a", small(&["de"], 90, 9))).await;
+    create_group(&c.client, &ns, &group(&ns, "b", small(&["de"], 10, 1))).await;
+    wait_ready(&c.client, &ns, "a").await;
+    wait_ready(&c.client, &ns, "b").await;
+
+    let ar = http_routes();
+    let r = eventually("HTTPRoute 90/10", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (http_weights(&r)[1] == weights(&[("a-products", 90), ("b-products", 10)])).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        r["spec"]["parentRefs"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra", "name": "public"}])
+    );
+    assert_eq!(
+        http_weights(&r),
+        vec![
+            weights(&[("a-batch", 90), ("b-batch", 10)]),
+            weights(&[("a-products", 90), ("b-products", 10)])
+        ]
+    );
+    let rules = r["spec"]["rules"].as_array().expect("rules");
+    assert_eq!(
+        rules[0]["matches"][0],
+        json!({"path": {"type": "Exact", "value": "/products"}, "method": "GET",
+               "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]})
+    );
+    assert_eq!(
+        rules[1]["matches"][1]["path"],
+        json!({"type": "PathPrefix", "value": "/product-offers"})
+    );
+    assert_eq!(r["metadata"]["labels"]["prapi.dev/country"], "de");
+    let owners: Vec<&str> = r["metadata"]["ownerReferences"]
+        .as_array()
+        .expect("owners")
+        .iter()
+        .map(|o| o["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(owners, ["a", "b"]);
+    eventually("b reports 10/10", || async {
+        (traffic(&get(&c.client, &ns, "b").await, "de") == Some((10, Some(10), None))).then_some(())
+    })
+    .await;
+
+    // The donor estimate reads a's available replicas: let all 9 come up first.
+    eventually("a runs 9 products pods", || async {
+        let d = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.client.clone(), &ns)
+            .get("a-products")
+            .await
+            .ok()?;
+        (d.status?.available_replicas? == 9).then_some(())
+    })
+    .await;
+
+    // 50/50: b's products floor rises to 50% x 9/90 = 5 first; the split moves once b has them.
+    patch_group(
+        &c.client,
+        &ns,
+        "a",
+        json!({"spec": {"traffic": {"weight": 50}}}),
+    )
+    .await;
+    patch_group(
+        &c.client,
+        &ns,
+        "b",
+        json!({"spec": {"traffic": {"weight": 50}}}),
+    )
+    .await;
+    let r = eventually("HTTPRoute 50/50", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (http_weights(&r)[1] == weights(&[("a-products", 50), ("b-products", 50)])).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        http_weights(&r)[0],
+        weights(&[("a-batch", 50), ("b-batch", 50)])
+    );
+    // b's spec floor is 1 and the HPA has no CPU metrics here: b runs 5 products pods only
+    // because its floor was raised to 5 before the split moved (the gate itself is unit-tested).
+    let b_avail = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.client.clone(), &ns)
+        .get("b-products")
+        .await
+        .expect("b-products")
+        .status
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    assert!(b_avail >= 5, "b has {b_avail} products replicas");
+    eventually(
+        "both report 50/50 and b's floor returns to its spec",
+        || async {
+            let a = traffic(&get(&c.client, &ns, "a").await, "de");
+            let b = traffic(&get(&c.client, &ns, "b").await, "de");
+            (a == Some((50, Some(50), None))
+                && b == Some((50, Some(50), None))
+                && hpa_min(&c.client, &ns, "b-products").await == Some(1))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // 0/100: a leaves the route entirely.
+    patch_group(
+        &c.client,
+        &ns,
+        "a",
+        json!({"spec": {"traffic": {"weight": 0}}}),
+    )
+    .await;
+    patch_group(
+        &c.client,
+        &ns,
+        "b",
+        json!({"spec": {"traffic": {"weight": 100}}}),
+    )
+    .await;
+    let r = eventually("HTTPRoute 0/100", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (http_weights(&r)[1] == weights(&[("b-products", 100)])).then_some(r)
+    })
+    .await;
+    assert_eq!(http_weights(&r)[0], weights(&[("b-batch", 100)]));
+    eventually("a reports desired 0, actual 0", || async {
+        (traffic(&get(&c.client, &ns, "a").await, "de") == Some((0, Some(0), None))).then_some(())
+    })
+    .await;
+}
+
+/// RouteGroup routes of the first pool whose predicates mention `segment` (or none).
+fn rg_weights(obj: &Value, segment: Option<&str>, path: &str) -> BTreeMap<String, i64> {
+    obj["spec"]["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| {
+            r["path"] == path
+                && r["predicates"]
+                    .as_array()
+                    .expect("predicates")
+                    .iter()
+                    .any(|p| {
+                        p.as_str()
+                            .is_some_and(|p| p.starts_with("Header(\"X-Traffic-Segment\""))
+                    })
+                    == segment.is_some()
+        })
+        .map(|r| {
+            r["backends"]
+                .as_array()
+                .expect("backends")
+                .iter()
+                .map(|b| {
+                    (
+                        b["backendName"].as_str().expect("name").to_string(),
+                        b["weight"].as_i64().expect("weight"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn skipper_route_groups_segments_unready_groups_and_deletion() {
+    let Some(c) = cluster().await else {
+        return;
+    };
+    install_routegroup_crd(&c.client).await;
+    let ns = namespace(&c.client, "rt-sk").await;
+    let _cleanup = Cleanup::new(&c.env, &ns);
+    let _op = Operator::start(
+        &c.env,
+        &ns,
+        "op",
+        &["--updater-autoscaler", "hpa", "--routing", "skipper"],
+    );
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "a", small(&["de", "at"], 50, 1)),
+    )
+    .await;
+    create_group(&c.client, &ns, &group(&ns, "b", small(&["de"], 25, 1))).await;
+    create_group(&c.client, &ns, &group(&ns, "c", small(&["de"], 25, 1))).await;
+    let mut canary = small(&["de"], 100, 1);
+    canary["traffic"]["segment"] = json!("canary");
+    create_group(&c.client, &ns, &group(&ns, "s", canary)).await;
+    // A group that cannot become Ready: its products pods do not fit on any node.
+    let mut stuck = small(&["at"], 50, 1);
+    stuck["products"]["resources"] =
+        json!({"requests": {"cpu": "500", "memory": "32Mi"}, "limits": {"memory": "1Gi"}});
+    create_group(&c.client, &ns, &group(&ns, "stuck", stuck)).await;
+    for g in ["a", "b", "c", "s"] {
+        wait_ready(&c.client, &ns, g).await;
+    }
+
+    let ar = route_groups();
+    let r = eventually("RouteGroup de 50/25/25 with the canary segment", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (rg_weights(&r, None, "/products/:id")
+            == weights(&[("a-products", 50), ("b-products", 25), ("c-products", 25)])
+            && !rg_weights(&r, Some("canary"), "/products/:id").is_empty())
+        .then_some(r)
+    })
+    .await;
+    let routes = r["spec"]["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 10, "5 canary routes, then 5 weighted ones");
+    assert_eq!(
+        routes[0],
+        json!({
+            "path": "/products/:id",
+            "methods": ["GET", "HEAD"],
+            "predicates": ["Header(\"X-Country\", \"de\")", "Header(\"X-Traffic-Segment\", \"canary\")"],
+            "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
+            "backends": [{"backendName": "s-products", "weight": 100}],
+        })
+    );
+    assert_eq!(
+        routes[8]["backends"],
+        json!([{"backendName": "a-batch", "weight": 50}, {"backendName": "b-batch", "weight": 25}, {"backendName": "c-batch", "weight": 25}])
+    );
+    assert_eq!(routes[8]["path"], "/products");
+    let algorithms: BTreeMap<String, String> = r["spec"]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().expect("name").to_string(),
+                b["algorithm"].as_str().expect("algorithm").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(algorithms["a-products"], "consistentHash");
+    assert_eq!(algorithms["a-batch"], "powerOfRandomNChoices");
+    assert_eq!(algorithms.len(), 8);
+
+    // The stuck group is not Ready: Austria goes to a alone, stuck reports actual 0 with a reason
+    // while its desired share stays.
+    let r = eventually("RouteGroup at with a only", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-at").await?;
+        (rg_weights(&r, None, "/products") == weights(&[("a-batch", 50)])).then_some(r)
+    })
+    .await;
+    assert!(!r.to_string().contains("stuck-"), "{r}");
+    eventually("stuck reports desired 50, actual 0, NotReady", || async {
+        let mg = get(&c.client, &ns, "stuck").await;
+        let routing = condition(&mg, "RoutingReady").map(|c| (c.status.clone(), c.reason.clone()));
+        (traffic(&mg, "at") == Some((50, Some(0), Some("NotReady".into())))
+            && routing == Some(("False".into(), "NotReady".into())))
+        .then_some(())
+    })
+    .await;
+    eventually("a reports 50 desired, 100 actual in at", || async {
+        (traffic(&get(&c.client, &ns, "a").await, "at")
+            == Some((50, Some(100), Some("PeerNotReady".into()))))
+        .then_some(())
+    })
+    .await;
+
+    // Deleting c drains it and re-normalizes a and b (67/33); the finalizer goes afterwards.
+    Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+        .delete("c", &DeleteParams::default())
+        .await
+        .expect("delete c");
+    eventually("RouteGroup de without c", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (rg_weights(&r, None, "/products/:id")
+            == weights(&[("a-products", 50), ("b-products", 25)])
+            && !r.to_string().contains("c-products"))
+        .then_some(())
+    })
+    .await;
+    eventually("c is gone", || async {
+        Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+            .get_opt("c")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("a reports 67% of de (50 of 75)", || async {
+        (traffic(&get(&c.client, &ns, "a").await, "de") == Some((67, Some(67), None))).then_some(())
+    })
+    .await;
+    eventually("b reports 33% of de", || async {
+        (traffic(&get(&c.client, &ns, "b").await, "de") == Some((33, Some(33), None))).then_some(())
+    })
+    .await;
+}
