@@ -171,6 +171,8 @@ async fn twenty_thousand_events_converge_to_the_model() {
 
     let store = store(&t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let updater = tokio::spawn(run_updater(
         updater_config(&env.kafka, &t),
@@ -181,6 +183,25 @@ async fn twenty_thousand_events_converge_to_the_model() {
         },
     ));
     wait_caught_up(&env.kafka, &t).await;
+    // The lag the autoscaler reads: one series per partition, all down to 0 once caught up
+    // (librdkafka reports it every second).
+    support::eventually(
+        "consumer lag 0 on all 8 partitions",
+        Duration::from_secs(60),
+        || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+            let lags: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("prapi_updater_consumer_lag{"))
+                .map(str::to_owned)
+                .collect();
+            let done =
+                lags.len() == 2 * PARTITIONS as usize && lags.iter().all(|l| l.ends_with(" 0"));
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
     let _ = stop.send(());
     updater.await.expect("join").expect("updater ran");
 

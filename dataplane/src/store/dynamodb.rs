@@ -456,29 +456,41 @@ impl DynamoStore {
     }
 
     /// Opens connections and resolves credentials on every client with cheap reads of a key
-    /// that does not exist, so the first real read does not pay for them inside 10 ms.
+    /// that does not exist, so the first real read does not pay for them inside 10 ms. The
+    /// warm-up reads get a generous timeout: a primary attempt cut at 10 ms would close the very
+    /// connection it was opening.
     async fn warm(&self, n: usize, writer: &Client) {
         let warm = |c: &Client| {
             let c = c.clone();
             let table = self.table.clone();
             async move {
-                c.get_item()
+                let result = c
+                    .get_item()
                     .table_name(table)
                     .key(layout::PK, AttributeValue::S("~warmup".into()))
                     .key(layout::SK, AttributeValue::S("~".into()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_dynamodb::config::Builder::default().timeout_config(
+                            TimeoutConfig::builder()
+                                .operation_attempt_timeout(Duration::from_secs(5))
+                                .build(),
+                        ),
+                    )
                     .send()
-                    .await
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %DisplayErrorContext(&e), "DynamoDB warm-up read failed");
+                }
             }
         };
         let mut calls = Vec::new();
         for _ in 0..n.max(1) {
+            calls.push(warm(&self.primary));
             calls.push(warm(&self.fallback));
             calls.push(warm(writer));
         }
-        let _ = futures::future::join_all(calls).await;
-        // The primary may time out while cold; its connections are open afterwards either way.
-        let primaries: Vec<_> = (0..n.max(1)).map(|_| warm(&self.primary)).collect();
-        let _ = futures::future::join_all(primaries).await;
+        futures::future::join_all(calls).await;
     }
 
     /// Runs a read on the primary client, and on the fallback when the primary times out, is

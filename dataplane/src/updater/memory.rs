@@ -260,4 +260,39 @@ mod tests {
             40 + faulty.throttled() + faulty.partial()
         );
     }
+
+    struct Refusing;
+
+    #[async_trait]
+    impl BatchSink for Refusing {
+        async fn write_batch(&self, _: &[&Write]) -> Result<Vec<usize>, SinkError> {
+            Err(SinkError::Fatal("AccessDeniedException".into()))
+        }
+        async fn stored_versions(
+            &self,
+            _: &[&WriteKey],
+        ) -> Result<(HashMap<WriteKey, u64>, Vec<usize>), SinkError> {
+            Ok((HashMap::new(), Vec::new()))
+        }
+    }
+
+    #[tokio::test]
+    async fn hard_errors_are_returned_not_retried() {
+        let table = Arc::new(MemoryTable::default());
+        let metrics = Arc::new(WriterMetrics::default());
+        let store = BatchedStore::new(table.clone(), Arc::new(Refusing), fast(), metrics.clone());
+        let writes: Vec<Write> = (0..30).map(|i| offer("C", i, 1)).collect();
+        let err = store.apply(&writes).await.expect_err("refused");
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains("AccessDenied")),
+            "{err}"
+        );
+        assert_eq!(
+            metrics.hard_errors.get(),
+            2,
+            "both calls of the batch failed"
+        );
+        assert_eq!(metrics.items_written.get(), 0);
+        assert!(table.is_empty());
+    }
 }

@@ -101,6 +101,7 @@ impl UpdaterConfig {
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(30),
             },
+            max_attempts: None,
         }
     }
 }
@@ -108,7 +109,7 @@ impl UpdaterConfig {
 /// The running lanes of a pipeline.
 struct Lanes {
     senders: Vec<mpsc::Sender<LaneItem>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
     abort: watch::Sender<bool>,
 }
 
@@ -264,12 +265,16 @@ pub async fn apply_ndjson<R: tokio::io::AsyncBufRead + Unpin>(
             base: Duration::from_millis(100),
             cap: Duration::from_secs(30),
         },
+        // A one-shot load reports a store that keeps failing instead of waiting forever.
+        max_attempts: Some(5),
     };
     let lanes = start_lanes(lane_count, config, &store, &tracker, &metrics);
     let read = source::read_ndjson(reader, &dispatcher, &lanes.senders).await;
     drop(lanes.senders);
     for task in lanes.tasks {
-        task.await.context("a lane panicked")?;
+        task.await
+            .context("a lane panicked")?
+            .context("writing NDJSON events to the store")?;
     }
     let lines = read?;
     Ok(NdjsonReport {
