@@ -35,7 +35,7 @@ bench:
 
 .PHONY: bench-updater
 # Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when
-# the test environment is up (source target/testenv/env first).
+# the test environment is up (make testenv).
 bench-updater:
 	$(CARGO) bench -p prapi-dataplane --bench updater
 

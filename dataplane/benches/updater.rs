@@ -5,8 +5,7 @@
 //!    batch call (writes and version lookups) takes 5 ms, against the theoretical
 //!    10 calls in flight × 25 items / 5 ms = 50 000 items/s.
 //! 2. A naive writer on the same table: one item per call, one call at a time.
-//! 3. The pipeline into DynamoDB (dynalite in the test environment), when
-//!    `AWS_ENDPOINT_URL_DYNAMODB` is set.
+//! 3. The pipeline into DynamoDB (dynalite of the test environment, `make testenv`), when it runs.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -116,22 +115,27 @@ async fn main() -> anyhow::Result<()> {
         rate / naive_rate
     );
 
-    match std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
-        Ok(endpoint) => {
+    match prapi_e2e::TestEnv::load(&[prapi_e2e::Component::DynamoDb]) {
+        Ok(env) => {
             let dn = 20_000;
-            let mut config = DynamoConfig::new(format!("bench-{}", std::process::id()));
+            let mut config = DynamoConfig::new(prapi_e2e::unique_name("bench"));
             config.create_table = true;
+            config.endpoint_url = Some(env.dynamodb_endpoint().to_owned());
+            config.region = Some(env.aws_region().to_owned());
+            config.static_credentials = Some((
+                env.aws_access_key_id().to_owned(),
+                env.aws_secret_access_key().to_owned(),
+            ));
             let store: Arc<dyn Store> = Arc::new(DynamoStore::connect(config).await?);
             let (secs, applied) = pipeline(store, &events(dn)).await?;
             anyhow::ensure!(applied as usize == dn, "lost writes: {applied} of {dn}");
             println!(
-                "dynamodb ({endpoint}): {dn} events in {secs:.2} s = {:.0} events/s",
+                "dynamodb ({}): {dn} events in {secs:.2} s = {:.0} events/s",
+                env.dynamodb_endpoint(),
                 dn as f64 / secs
             );
         }
-        Err(_) => println!(
-            "dynamodb: skipped (AWS_ENDPOINT_URL_DYNAMODB not set; source target/testenv/env)"
-        ),
+        Err(e) => println!("dynamodb: skipped ({e}; run make testenv)"),
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prapi::model::{Country, Currency, MerchantId, Offer, OfferKey, Price, ProductId, Write};
-use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
+use prapi::store::dynamodb::DynamoStore;
 use prapi::store::{Store, StoreError};
 use prapi::updater::faults::FaultySink;
 use prapi::updater::writer::BatchSink;
@@ -48,19 +48,15 @@ fn product(p: &str, version: u64) -> Write {
     }
 }
 
-fn config(table: &str) -> DynamoConfig {
-    let mut c = DynamoConfig::new(table);
-    c.create_table = true;
-    c
-}
-
 #[tokio::test]
 async fn reads_writes_and_version_rules() {
-    let Some(_env) = support::env("reads_writes_and_version_rules") else {
+    let Some(env) = support::env(false) else {
         return;
     };
     let table = support::unique("store");
-    let store = DynamoStore::connect(config(&table)).await.expect("connect");
+    let store = DynamoStore::connect(env.dynamo_config(&table))
+        .await
+        .expect("connect");
 
     let outcome = store
         .apply(&[
@@ -115,7 +111,9 @@ async fn reads_writes_and_version_rules() {
         ])
         .await
         .expect("deletes");
-    let fresh = DynamoStore::connect(config(&table)).await.expect("connect");
+    let fresh = DynamoStore::connect(env.dynamo_config(&table))
+        .await
+        .expect("connect");
     let outcome = fresh
         .apply(&[
             product("P1", 3),
@@ -143,11 +141,11 @@ async fn reads_writes_and_version_rules() {
 
 #[tokio::test]
 async fn product_offers_follow_pages() {
-    let Some(_env) = support::env("product_offers_follow_pages") else {
+    let Some(env) = support::env(false) else {
         return;
     };
     let table = support::unique("pages");
-    let mut cfg = config(&table);
+    let mut cfg = env.dynamo_config(&table);
     // 1 MB pages take dynalite longer than the serving timeouts; this test is about paging.
     cfg.fallback_timeout = Duration::from_secs(10);
     let store = DynamoStore::connect(cfg).await.expect("connect");
@@ -184,12 +182,12 @@ async fn product_offers_follow_pages() {
 
 #[tokio::test]
 async fn throttling_and_unprocessed_items_lose_nothing() {
-    let Some(_env) = support::env("throttling_and_unprocessed_items_lose_nothing") else {
+    let Some(env) = support::env(false) else {
         return;
     };
     let table = support::unique("faults");
     let mut faulty: Option<Arc<FaultySink>> = None;
-    let mut cfg = config(&table);
+    let mut cfg = env.dynamo_config(&table);
     cfg.writer.backoff.base = Duration::from_millis(2);
     cfg.writer.backoff.cap = Duration::from_millis(50);
     let store = DynamoStore::connect_with(cfg, |sink| {
@@ -226,7 +224,7 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
     futures::future::join_all(lanes).await;
 
     let expected = support::model(&events, &["de", "at", "fr"]);
-    let actual = support::table_state(&support::client().await, &table).await;
+    let actual = support::table_state(&env.client(), &table).await;
     support::assert_same(&actual, &expected);
     let m = store.metrics().writer.clone();
     assert!(faulty.throttled() > 0 && faulty.partial() > 0);
@@ -272,7 +270,7 @@ async fn slow_proxy(target: String, delay: Duration) -> String {
 
 #[tokio::test]
 async fn slow_primary_reads_fall_back() {
-    let Some(env) = support::env("slow_primary_reads_fall_back") else {
+    let Some(env) = support::env(false) else {
         return;
     };
     let table = support::unique("fallback");
@@ -281,7 +279,7 @@ async fn slow_primary_reads_fall_back() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let mut cfg = config(&table);
+    let mut cfg = env.dynamo_config(&table);
     cfg.primary_endpoint_url = Some(slow_proxy(target, Duration::from_millis(40)).await);
     // Generous for a loaded test machine: the point is that the fallback answers, not how fast.
     cfg.fallback_timeout = Duration::from_secs(2);
@@ -313,11 +311,13 @@ async fn slow_primary_reads_fall_back() {
 
 #[tokio::test]
 async fn missing_table_is_a_clear_error() {
-    let Some(_env) = support::env("missing_table_is_a_clear_error") else {
+    let Some(env) = support::env(false) else {
         return;
     };
     let table = support::unique("missing");
-    let err = DynamoStore::connect(DynamoConfig::new(&table))
+    let mut cfg = env.dynamo_config(&table);
+    cfg.create_table = false;
+    let err = DynamoStore::connect(cfg)
         .await
         .expect_err("no table, no --create-table");
     assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prapi::model::Country;
 use prapi::store::Store;
-use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
+use prapi::store::dynamodb::DynamoStore;
 use prapi::updater::{UpdaterConfig, UpdaterMetrics, run_updater};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -153,15 +153,17 @@ fn updater_config(bootstrap: &str, t: &Topics) -> UpdaterConfig {
     c
 }
 
-async fn store(table: &str) -> Arc<dyn Store> {
-    let mut cfg = DynamoConfig::new(table);
-    cfg.create_table = true;
-    Arc::new(DynamoStore::connect(cfg).await.expect("connect"))
+async fn store(env: &support::TestEnv, table: &str) -> Arc<dyn Store> {
+    Arc::new(
+        DynamoStore::connect(env.dynamo_config(table))
+            .await
+            .expect("connect"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_events_converge_to_the_model() {
-    let Some(env) = support::env("twenty_thousand_events_converge_to_the_model") else {
+    let Some(env) = support::env(true) else {
         return;
     };
     let t = topics("conv");
@@ -169,7 +171,7 @@ async fn twenty_thousand_events_converge_to_the_model() {
     let events = support::generate(2024, 20_000);
     produce(&env.kafka, &t, &events, &[]).await;
 
-    let store = store(&t.table).await;
+    let store = store(&env, &t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
@@ -206,7 +208,7 @@ async fn twenty_thousand_events_converge_to_the_model() {
     updater.await.expect("join").expect("updater ran");
 
     let expected = support::model(&events, &COUNTRIES);
-    let actual = support::table_state(&support::client().await, &t.table).await;
+    let actual = support::table_state(&env.client(), &t.table).await;
     support::assert_same(&actual, &expected);
     assert_eq!(metrics.counted("received"), 20_000);
     assert!(metrics.counted("filtered") > 0, "offers of fr are dropped");
@@ -226,8 +228,10 @@ const CHILD_ENV: &str = "PRAPI_TEST_UPDATER_CHILD";
 async fn child_updater_process() {
     let spec =
         std::env::var(CHILD_ENV).expect("started by sigkill_at_random_moments_loses_nothing");
-    let parts: Vec<&str> = spec.split(',').collect();
-    let [bootstrap, products, offers, group, table] = parts[..] else {
+    let (env_line, names) = spec.split_once(',').expect("env,names");
+    let env = support::TestEnv::decode(env_line);
+    let parts: Vec<&str> = names.split(',').collect();
+    let [products, offers, group, table] = parts[..] else {
         panic!("bad {CHILD_ENV}: {spec}");
     };
     let t = Topics {
@@ -237,9 +241,9 @@ async fn child_updater_process() {
         group: group.into(),
         table: table.into(),
     };
-    let store = store(&t.table).await;
+    let store = store(&env, &t.table).await;
     run_updater(
-        updater_config(bootstrap, &t),
+        updater_config(&env.kafka, &t),
         store,
         Arc::new(UpdaterMetrics::default()),
         std::future::pending(),
@@ -248,7 +252,7 @@ async fn child_updater_process() {
     .expect("child updater");
 }
 
-fn spawn_child(bootstrap: &str, t: &Topics) -> Child {
+fn spawn_child(env: &support::TestEnv, t: &Topics) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "child_updater_process",
@@ -259,8 +263,12 @@ fn spawn_child(bootstrap: &str, t: &Topics) -> Child {
         .env(
             CHILD_ENV,
             format!(
-                "{bootstrap},{},{},{},{}",
-                t.products, t.offers, t.group, t.table
+                "{},{},{},{},{}",
+                env.encode(),
+                t.products,
+                t.offers,
+                t.group,
+                t.table
             ),
         )
         .spawn()
@@ -275,7 +283,7 @@ fn sigkill(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing() {
-    let Some(env) = support::env("sigkill_at_random_moments_loses_nothing") else {
+    let Some(env) = support::env(true) else {
         return;
     };
     let t = topics("kill");
@@ -283,7 +291,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let events = support::generate(77, 20_000);
     produce(&env.kafka, &t, &events, &[]).await;
     // The table exists before the children race to create it.
-    drop(store(&t.table).await);
+    drop(store(&env, &t.table).await);
 
     // Five random moments while consuming: when the committed share passes random thresholds
     // (plus a random delay, so the kill lands anywhere in a batch's life).
@@ -292,7 +300,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let mut thresholds: Vec<f64> = (0..5).map(|_| rng.random_range(0.05..0.9)).collect();
     thresholds.sort_by(f64::total_cmp);
     for (i, share) in thresholds.iter().enumerate() {
-        let mut child = spawn_child(&env.kafka, &t);
+        let mut child = spawn_child(&env, &t);
         support::eventually(
             "progress past the kill threshold",
             Duration::from_secs(600),
@@ -313,18 +321,18 @@ async fn sigkill_at_random_moments_loses_nothing() {
             share * 100.0
         );
     }
-    let mut child = spawn_child(&env.kafka, &t);
+    let mut child = spawn_child(&env, &t);
     wait_caught_up(&env.kafka, &t).await;
     sigkill(&mut child);
 
     let expected = support::model(&events, &COUNTRIES);
-    let actual = support::table_state(&support::client().await, &t.table).await;
+    let actual = support::table_state(&env.client(), &t.table).await;
     support::assert_same(&actual, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_skipped_counted_and_dead_lettered() {
-    let Some(env) = support::env("poison_messages_are_skipped_counted_and_dead_lettered") else {
+    let Some(env) = support::env(true) else {
         return;
     };
     let t = topics("poison");
@@ -341,7 +349,7 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
     ];
     produce(&env.kafka, &t, &events, &poison).await;
 
-    let store = store(&t.table).await;
+    let store = store(&env, &t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
     let mut config = updater_config(&env.kafka, &t);
     config.dead_letter_topic = Some(t.dead.clone());
@@ -356,7 +364,7 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
     assert_eq!(metrics.counted("invalid"), 4);
     assert_eq!(metrics.dead_letters.get(), 4);
     let expected = support::model(&events, &COUNTRIES);
-    let actual = support::table_state(&support::client().await, &t.table).await;
+    let actual = support::table_state(&env.client(), &t.table).await;
     support::assert_same(&actual, &expected);
 
     // The dead-letter topic holds the four messages as sent, with the reason.

@@ -58,6 +58,10 @@ pub struct DynamoConfig {
     pub primary_endpoint_url: Option<String>,
     /// Concurrent requests per client at start, to open connections and resolve credentials.
     pub warm_connections: usize,
+    /// Region; default: the SDK's (`AWS_REGION`, profile, ...).
+    pub region: Option<String>,
+    /// Static access key id and secret instead of the SDK's credential chain (dynalite, tests).
+    pub static_credentials: Option<(String, String)>,
 }
 
 impl DynamoConfig {
@@ -74,6 +78,8 @@ impl DynamoConfig {
             endpoint_url: None,
             primary_endpoint_url: None,
             warm_connections: 4,
+            region: None,
+            static_credentials: None,
         }
     }
 }
@@ -393,9 +399,20 @@ impl DynamoStore {
         config: DynamoConfig,
         layer: impl FnOnce(Arc<dyn BatchSink>) -> Arc<dyn BatchSink>,
     ) -> Result<Self, StoreError> {
-        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some((key, secret)) = &config.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "prapi-static",
+            ));
+        }
+        let base = loader.load().await;
         let endpoint = config.endpoint_url.as_deref();
         let primary = client(
             &base,

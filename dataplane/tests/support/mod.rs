@@ -7,44 +7,103 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use prapi::store::dynamodb::DynamoConfig;
+use prapi_e2e::Component;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-/// Endpoints of the shared test environment (`source target/testenv/env`).
+/// Endpoints and credentials of the shared test environment (`make testenv`).
+#[derive(Debug, Clone)]
 pub struct TestEnv {
     pub kafka: String,
     pub dynamodb: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
 }
 
-/// The test environment, or `None` (with the reason printed) when it is not running. Inside
-/// `make test` (`PRAPI_REQUIRE_TESTENV=1`) a missing environment fails the test instead.
-pub fn env(test: &str) -> Option<TestEnv> {
-    let kafka = std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok();
-    let dynamodb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok();
-    match (kafka, dynamodb) {
-        (Some(kafka), Some(dynamodb)) => Some(TestEnv { kafka, dynamodb }),
-        _ => {
-            let reason = "KAFKA_BOOTSTRAP_SERVERS / AWS_ENDPOINT_URL_DYNAMODB not set \
-                          (run `make testenv` and `source target/testenv/env`)";
-            if std::env::var_os("PRAPI_REQUIRE_TESTENV").is_some()
-                || std::env::var_os("CI").is_some()
-            {
-                panic!("{test}: the test environment is required: {reason}");
-            }
-            // Straight to the stderr handle: the test harness captures eprintln!, and a skip
-            // must be visible.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-            None
+impl TestEnv {
+    /// A store configuration for `table` on this environment (created when missing).
+    pub fn dynamo_config(&self, table: &str) -> DynamoConfig {
+        let mut c = DynamoConfig::new(table);
+        c.create_table = true;
+        c.endpoint_url = Some(self.dynamodb.clone());
+        c.region = Some(self.region.clone());
+        c.static_credentials = Some((self.access_key.clone(), self.secret_key.clone()));
+        c
+    }
+
+    /// A plain SDK client for checking the table from outside the store.
+    pub fn client(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(&self.dynamodb)
+            .region(aws_sdk_dynamodb::config::Region::new(self.region.clone()))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                self.access_key.clone(),
+                self.secret_key.clone(),
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// The environment as one line, for a child process.
+    pub fn encode(&self) -> String {
+        [
+            &self.kafka,
+            &self.dynamodb,
+            &self.region,
+            &self.access_key,
+            &self.secret_key,
+        ]
+        .map(String::as_str)
+        .join("|")
+    }
+
+    /// Reads back [`TestEnv::encode`].
+    pub fn decode(line: &str) -> Self {
+        let parts: Vec<&str> = line.split('|').collect();
+        let [kafka, dynamodb, region, access_key, secret_key] = parts[..] else {
+            panic!("bad encoded test environment {line:?}");
+        };
+        Self {
+            kafka: kafka.into(),
+            dynamodb: dynamodb.into(),
+            region: region.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
         }
     }
 }
 
+/// The test environment with Kafka (when `kafka`) and DynamoDB, or `None` when it is not running
+/// (`prapi_e2e` prints why the test is skipped; under `make test` it panics instead).
+pub fn env(kafka: bool) -> Option<TestEnv> {
+    let mut parts = vec![Component::DynamoDb];
+    if kafka {
+        parts.push(Component::Kafka);
+    }
+    let env = prapi_e2e::TestEnv::get_for(&parts)?;
+    Some(TestEnv {
+        kafka: if kafka {
+            env.kafka_bootstrap_servers().to_owned()
+        } else {
+            String::new()
+        },
+        dynamodb: env.dynamodb_endpoint().to_owned(),
+        region: env.aws_region().to_owned(),
+        access_key: env.aws_access_key_id().to_owned(),
+        secret_key: env.aws_secret_access_key().to_owned(),
+    })
+}
+
 /// A table or topic name unique to this run.
 pub fn unique(prefix: &str) -> String {
-    let n: u64 = rand::rng().random();
-    format!("{prefix}-{:x}", n & 0xffff_ffff_ffff)
+    prapi_e2e::unique_name(prefix)
 }
 
 /// One generated event: Kafka key (product id), topic kind and JSON value.
@@ -204,14 +263,6 @@ pub fn model(events: &[GenEvent], countries: &[&str]) -> BTreeMap<(String, Strin
         }
     }
     table
-}
-
-/// A plain SDK client for checking the table from outside the store.
-pub async fn client() -> aws_sdk_dynamodb::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&config)
 }
 
 /// Every item of `table`, as the model describes items.
