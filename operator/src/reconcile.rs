@@ -199,6 +199,19 @@ pub async fn reconcile(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action
     let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<MarketGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let had_finalizer = mg.finalizers().iter().any(|f| f == FINALIZER);
+    // kube's finalizer helper removes the finalizer whenever the cleanup returns Ok, so external
+    // cleanup that is still under way (a route draining, a table being deleted) is waited for
+    // here, before the helper runs.
+    if had_finalizer && mg.meta().deletion_timestamp.is_some() {
+        match external_cleanup(&mg, &ctx).await {
+            Ok(Some(after)) => return Ok(Action::requeue(after)),
+            Ok(None) => {}
+            Err(e) => {
+                ctx.metrics.reconciled(started.elapsed(), Some(e.reason()));
+                return Err(e);
+            }
+        }
+    }
     let result = finalizer(&api, FINALIZER, mg.clone(), |event| async {
         match event {
             finalizer::Event::Apply(mg) => apply(mg, ctx.clone()).await,
@@ -519,31 +532,41 @@ async fn publish_sync_events(ctx: &Context, mg: &MarketGroup, report: &SyncRepor
     }
 }
 
+/// Runs the external cleanups in order; `Some(delay)` while one is still under way.
+async fn external_cleanup(mg: &MarketGroup, ctx: &Context) -> Result<Option<Duration>, Error> {
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    if ctx.external.is_empty() {
+        return Ok(None);
+    }
+    match validate::plan(mg, &ctx.settings.default_image, &ns) {
+        Ok(plan) => {
+            for ext in &ctx.external {
+                match ext.cleanup(&plan).await {
+                    Ok(CleanupProgress::Done) => {}
+                    Ok(CleanupProgress::Pending(after)) => return Ok(Some(after)),
+                    Err(message) => {
+                        return Err(Error::Cleanup {
+                            what: ext.name().to_string(),
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        // Nothing external can have been created from a spec that never validated.
+        Err(invalid) => {
+            warn!(group = %key_of(mg), %invalid, "deleting a group with an invalid spec")
+        }
+    }
+    Ok(None)
+}
+
 /// Cleanup branch (the group is being deleted): external state first, then the finalizer goes and
 /// Kubernetes garbage-collects the children through their owner references.
 pub async fn cleanup(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
-    if !ctx.external.is_empty() {
-        match validate::plan(&mg, &ctx.settings.default_image, &ns) {
-            Ok(plan) => {
-                for ext in &ctx.external {
-                    match ext.cleanup(&plan).await {
-                        Ok(CleanupProgress::Done) => {}
-                        Ok(CleanupProgress::Pending(after)) => return Ok(Action::requeue(after)),
-                        Err(message) => {
-                            return Err(Error::Cleanup {
-                                what: ext.name().to_string(),
-                                message,
-                            });
-                        }
-                    }
-                }
-            }
-            // Nothing external can have been created from a spec that never validated.
-            Err(invalid) => {
-                warn!(group = %key_of(&mg), %invalid, "deleting a group with an invalid spec")
-            }
-        }
+    if let Some(after) = external_cleanup(&mg, &ctx).await? {
+        return Ok(Action::requeue(after));
     }
     ctx.applier.forget_group(&ns, &mg.name_any());
     info!(group = %key_of(&mg), "cleaned up; children are garbage-collected");

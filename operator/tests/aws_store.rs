@@ -3,6 +3,9 @@
 //! scalable targets and policies registered, changed and removed; the bootstrap write floor raised
 //! while the updater group lags and restored once it caught up; dynalite down and back.
 
+mod aws_support;
+
+use aws_support::OwnDynalite;
 use prapi_e2e::{Component, TestEnv, unique_name};
 
 use async_trait::async_trait;
@@ -10,7 +13,6 @@ use prapi_operator::aws::lag::{ConsumerGroupRef, KafkaLag, LagSource};
 use prapi_operator::aws::planner::Action;
 use prapi_operator::aws::store::{AwsEndpoints, StoreOutcome, StoreStep};
 use prapi_operator::aws::*;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -489,82 +491,6 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
     let mut del = spec.clone();
     del.deletion_policy = DeletionPolicy::Delete;
     let _ = s.cleanup(&del).await;
-}
-
-/// A dynalite of this test's own, so stopping it disturbs nobody else.
-struct OwnDynalite {
-    child: Option<Child>,
-    port: u16,
-    cli: std::path::PathBuf,
-}
-
-impl OwnDynalite {
-    fn find_cli() -> Option<std::path::PathBuf> {
-        // Where `make testenv` installs it (e2e/testenv/lib/common.sh: PRAPI_CACHE_DIR).
-        let cache = match std::env::var_os("PRAPI_CACHE_DIR") {
-            Some(dir) => std::path::PathBuf::from(dir),
-            None => std::path::Path::new(&std::env::var_os("HOME")?).join(".cache/prapi"),
-        };
-        let mut dirs: Vec<_> = std::fs::read_dir(&cache)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("dynalite-"))
-            })
-            .collect();
-        dirs.sort();
-        dirs.into_iter()
-            .map(|d| d.join("node_modules/dynalite/cli.js"))
-            .find(|p| p.exists())
-    }
-
-    fn start(cli: std::path::PathBuf, port: u16) -> OwnDynalite {
-        let mut d = OwnDynalite {
-            child: None,
-            port,
-            cli,
-        };
-        d.restart();
-        d
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("node")
-            .arg(&self.cli)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dynalite");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("dynalite did not start on port {}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnDynalite {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

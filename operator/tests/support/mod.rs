@@ -435,12 +435,33 @@ fn log_dir() -> PathBuf {
 impl Operator {
     /// Starts the operator watching `ns` (lease in `ns` too), with extra flags.
     pub fn start(env: &TestEnv, ns: &str, identity: &str, extra: &[&str]) -> Operator {
-        Self::start_as(&env.kubeconfig(), ns, identity, extra)
+        Self::start_with_env(env, ns, identity, extra, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (e.g. AWS endpoints).
+    pub fn start_with_env(
+        env: &TestEnv,
+        ns: &str,
+        identity: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Operator {
+        Self::spawn(&env.kubeconfig(), ns, identity, extra, vars)
     }
 
     /// Like [`Operator::start`], with the given kubeconfig (e.g. one that impersonates a
     /// ServiceAccount).
     pub fn start_as(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        Self::spawn(kubeconfig, ns, identity, extra, &[])
+    }
+
+    fn spawn(
+        kubeconfig: &Path,
+        ns: &str,
+        identity: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Operator {
         let port = free_port();
         let log = log_dir().join(format!("{ns}-{identity}.log"));
         let file = std::fs::OpenOptions::new()
@@ -471,6 +492,7 @@ impl Operator {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(vars.iter().copied());
         cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_lease_manager=warn")
             .stdin(Stdio::null())
