@@ -17,7 +17,7 @@ use prapi::http::overload::OverloadConfig;
 use prapi::http::server::{Readiness, serve};
 use prapi::model::{Country, Event, Offer, ProductId, Write};
 use prapi::run::ProductsServer;
-use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
+use prapi::store::dynamodb::DynamoStore;
 use prapi::store::embedded::EmbeddedStore;
 use prapi::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 use reqwest::StatusCode;
@@ -419,12 +419,10 @@ async fn api_on_the_embedded_store() {
 
 #[tokio::test]
 async fn api_on_the_dynamodb_store() {
-    let Some(_env) = support::env("api_on_the_dynamodb_store") else {
+    let Some(env) = support::env(false) else {
         return;
     };
-    let mut config = DynamoConfig::new(support::unique("http-api"));
-    config.create_table = true;
-    let store = DynamoStore::connect(config)
+    let store = DynamoStore::connect(env.dynamo_config(&support::unique("http-api")))
         .await
         .expect("connect to DynamoDB");
     let writes: Vec<Write> = events()
