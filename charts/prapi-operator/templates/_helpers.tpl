@@ -59,4 +59,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if ne .Values.routing.provider "none" }}
+# Routes across groups (docs/operations.md): one HTTPRoute or RouteGroup per country.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [zalando.org]
+  resources: [routegroups]
+  verbs: [get, list, watch, create, patch, update, delete]
+{{- end }}
 {{- end -}}
