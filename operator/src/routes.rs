@@ -339,3 +339,105 @@ pub fn with_floors(plan: &GroupPlan, floors: Option<Floors>) -> GroupPlan {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BatchPlan, Owner, ProductsPlan, ReplicaRange, UpdaterPlan};
+
+    fn plan() -> GroupPlan {
+        GroupPlan {
+            owner: Owner {
+                namespace: "shop".into(),
+                name: "eu".into(),
+                uid: Some("u".into()),
+            },
+            countries: vec!["de".into(), "at".into()],
+            image: "prapi:test".into(),
+            weight: 40,
+            segment: "canary".into(),
+            products: ProductsPlan {
+                replicas: ReplicaRange { min: 2, max: 20 },
+                target_cpu_utilization: 70,
+                cache_ttl_seconds: 60,
+                cache_stale_seconds: 15,
+                cache_max_bytes: 1,
+                resources: Default::default(),
+            },
+            batch: BatchPlan {
+                replicas: ReplicaRange { min: 2, max: 10 },
+                target_cpu_utilization: 70,
+                max_items: 100,
+                resources: Default::default(),
+            },
+            updater: UpdaterPlan {
+                bootstrap_servers: "k:9092".into(),
+                products_topic: "p".into(),
+                offers_topic: "o".into(),
+                consumer_group: "g".into(),
+                partitions: 12,
+                lag_threshold: 5000,
+                max_replicas: 12,
+                resources: Default::default(),
+            },
+            table: "t".into(),
+            dynamodb: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_plan_maps_to_its_routing_view() {
+        let available =
+            BTreeMap::from([("eu-products".to_string(), 7), ("eu-batch".to_string(), 3)]);
+        let g = group_routing(&plan(), Some("u".into()), true, false, &available);
+        assert_eq!(g.countries, ["de", "at"]);
+        assert_eq!((g.weight, g.segment.as_str()), (40, "canary"));
+        assert_eq!(
+            g.products_service,
+            ServiceRef {
+                name: "eu-products".into(),
+                port: HTTP_PORT
+            }
+        );
+        assert_eq!(g.batch_service.name, "eu-batch");
+        assert_eq!(
+            g.products,
+            ComponentCapacity {
+                available: 7,
+                min: 2,
+                max: 20
+            }
+        );
+        assert_eq!(
+            g.batch,
+            ComponentCapacity {
+                available: 3,
+                min: 2,
+                max: 10
+            }
+        );
+    }
+
+    #[test]
+    fn floors_raise_the_hpa_minimum_within_the_range() {
+        let p = plan();
+        assert_eq!(with_floors(&p, None), p);
+        let raised = with_floors(
+            &p,
+            Some(Floors {
+                products: 5,
+                batch: 40,
+            }),
+        );
+        assert_eq!(raised.products.replicas, ReplicaRange { min: 5, max: 20 });
+        assert_eq!(raised.batch.replicas, ReplicaRange { min: 10, max: 10 });
+        let lower = with_floors(
+            &p,
+            Some(Floors {
+                products: 1,
+                batch: 1,
+            }),
+        );
+        assert_eq!(lower.products.replicas.min, 2, "never below the spec");
+    }
+}
