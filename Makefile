@@ -32,6 +32,7 @@ unit:
 bench:
 	$(CARGO) bench -p prapi-dataplane --bench serve
 	$(CARGO) bench -p prapi-dataplane --bench lb
+	$(CARGO) bench -p prapi-dataplane --bench batch
 
 .PHONY: bench-updater
 # Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when

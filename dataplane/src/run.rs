@@ -243,6 +243,19 @@ async fn track_readiness(balancer: Arc<Balancer>, readiness: Readiness) {
 
 /// `prapi batch`.
 pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.max_items > 0, "--max-items must be at least 1");
+    anyhow::ensure!(args.deadline_ms > 0, "--deadline-ms must be at least 1");
+    anyhow::ensure!(
+        args.attempt_timeout_ms > 0,
+        "--attempt-timeout-ms must be at least 1"
+    );
+    if args.attempt_timeout_ms.saturating_mul(2) > args.deadline_ms {
+        tracing::warn!(
+            attempt_timeout_ms = args.attempt_timeout_ms,
+            deadline_ms = args.deadline_ms,
+            "a timed-out first attempt leaves no time for the retry on the next owner"
+        );
+    }
     let balancer = Arc::new(Balancer::new(
         BalancerConfig::default(),
         Arc::new(MonotonicClock::new()),
