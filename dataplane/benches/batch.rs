@@ -189,7 +189,7 @@ fn main() {
         for _ in 0..3 {
             let ready = Readiness::default();
             ready.set(true);
-            let app = ProductsServer { countries: countries.clone(), cache: cache.clone(), overload: overload() }
+            let app = ProductsServer { countries: countries.clone(), cache, overload: overload() }
                 .router(Arc::clone(&store), ready)
                 .expect("products router");
             pods.push(listen(app).await);
