@@ -59,6 +59,40 @@ async fn pipeline(store: Arc<dyn Store>, ndjson: &str) -> anyhow::Result<(f64, u
 async fn main() -> anyhow::Result<()> {
     let theoretical = 10.0 * 25.0 / CALL.as_secs_f64();
 
+    // The table alone: 10 callers writing 25 items per call back to back, no pipeline. What the
+    // fake latency costs on this runtime and machine, and so the ceiling any writer can reach.
+    let calib_table = Arc::new(MemoryTable::new(CALL, CALL));
+    let calib_writes: Vec<Write> = events(250)
+        .lines()
+        .map(|l| Event::parse(l.as_bytes()).map(Event::into_write))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let callers: Vec<_> = (0..10)
+        .map(|c| {
+            let table = calib_table.clone();
+            let chunk: Vec<Write> = calib_writes[c * 25..(c + 1) * 25].to_vec();
+            tokio::spawn(async move {
+                let refs: Vec<&Write> = chunk.iter().collect();
+                for _ in 0..200 {
+                    table.write_batch(&refs).await?;
+                }
+                Ok::<_, prapi::updater::writer::SinkError>(())
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await??;
+    }
+    let calib_secs = started.elapsed().as_secs_f64();
+    let (calib_calls, calib_mean) = calib_table.write_calls();
+    println!(
+        "table alone, 10 callers: {calib_calls} calls of 25 in {calib_secs:.2} s = {:.0} items/s \
+         ({:.1}% of the theoretical {theoretical:.0}/s; {:.2} ms per call)",
+        25.0 * calib_calls as f64 / calib_secs,
+        100.0 * 25.0 * calib_calls as f64 / calib_secs / theoretical,
+        1e3 * calib_mean.as_secs_f64()
+    );
+
     let n = 200_000;
     let ndjson = events(n);
     let table = Arc::new(MemoryTable::new(CALL, CALL));
@@ -75,11 +109,15 @@ async fn main() -> anyhow::Result<()> {
     );
     let rate = n as f64 / secs;
     let calls = store.metrics().calls.get();
+    let (_, mean_call) = table.write_calls();
     println!(
         "batched, 5 ms per call:  {n} events in {secs:.2} s = {rate:.0} events/s \
-         ({:.1}% of the theoretical {theoretical:.0}/s; {calls} write calls, {:.1} items/call)",
+         ({:.1}% of the theoretical {theoretical:.0}/s; {calls} write calls, {:.1} items/call, \
+         {:.2} ms per call, {:.0}% of the write time in calls)",
         100.0 * rate / theoretical,
-        n as f64 / calls as f64
+        n as f64 / calls as f64,
+        1e3 * mean_call.as_secs_f64(),
+        100.0 * calls as f64 * mean_call.as_secs_f64() / (10.0 * secs)
     );
 
     // The writer alone (writes parsed beforehand, 64 concurrent lanes of 250-write batches): what
@@ -118,10 +156,14 @@ async fn main() -> anyhow::Result<()> {
     let writer_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(writer_table.len() == n, "lost writes");
     let writer_rate = n as f64 / writer_secs;
+    let (writer_calls, writer_mean) = writer_table.write_calls();
     println!(
         "writer alone, 5 ms/call: {n} writes in {writer_secs:.2} s = {writer_rate:.0} items/s \
-         ({:.1}% of the theoretical {theoretical:.0}/s)",
-        100.0 * writer_rate / theoretical
+         ({:.1}% of the theoretical {theoretical:.0}/s; {writer_calls} write calls, {:.2} ms per call, \
+         {:.0}% of the write time in calls)",
+        100.0 * writer_rate / theoretical,
+        1e3 * writer_mean.as_secs_f64(),
+        100.0 * writer_calls as f64 * writer_mean.as_secs_f64() / (10.0 * writer_secs)
     );
 
     // The same pipeline with no latency at all: the CPU ceiling of this build on this machine.
@@ -151,10 +193,14 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let naive_rate = naive_n as f64 / started.elapsed().as_secs_f64();
+    let naive_secs = started.elapsed().as_secs_f64();
+    let naive_rate = naive_n as f64 / naive_secs;
     println!(
-        "naive, 1 item per call:  {naive_rate:.0} events/s (batched is {:.0}x faster)",
-        rate / naive_rate
+        "naive, 1 item per call:  {naive_rate:.0} events/s (batched is {:.0}x faster; \
+         one call takes {:.2} ms against the nominal {:.2} ms)",
+        rate / naive_rate,
+        1e3 * naive_secs / naive_n as f64,
+        1e3 * CALL.as_secs_f64()
     );
 
     match prapi_e2e::TestEnv::load(&[prapi_e2e::Component::DynamoDb]) {

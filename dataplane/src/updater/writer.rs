@@ -13,6 +13,7 @@
 //! docs/updater.md for the window that remains between two writers.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,9 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::metrics::WriterMetrics;
-use crate::model::{Write, WriteKey};
+use crate::model::{Offer, Write, WriteKey};
 use crate::store::{ApplyOutcome, StoreError};
+use xxhash_rust::xxh3::Xxh3;
 
 /// DynamoDB's limit of items per BatchWriteItem.
 pub const MAX_BATCH_ITEMS: usize = 25;
@@ -117,22 +119,59 @@ impl Default for WriterConfig {
     }
 }
 
+/// A 128-bit fingerprint of a write's key, computed from borrowed fields.
+///
+/// The writer's per-key bookkeeping (deduplication, the version cache) runs for every write on
+/// the hot path; keying it by the owned [`WriteKey`] meant three string allocations and a SipHash
+/// over them per use, which was the largest CPU cost of the pipeline. Fields are length-prefixed,
+/// so distinct keys differ in their input; two distinct keys sharing a 128-bit xxh3 is about as
+/// likely as a hardware fault (≈ n²/2¹²⁹ for n keys).
+pub fn key_fingerprint(write: &Write) -> u128 {
+    fn field(h: &mut Xxh3, bytes: &[u8]) {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let mut h = Xxh3::new();
+    match write {
+        Write::Product { id, .. } | Write::ProductDeleted { id, .. } => {
+            h.update(b"p");
+            field(&mut h, id.as_str().as_bytes());
+        }
+        Write::Offer(Offer { key, .. }) | Write::OfferDeleted { key, .. } => {
+            h.update(b"o");
+            field(&mut h, key.product_id.as_str().as_bytes());
+            field(&mut h, key.country.as_str().as_bytes());
+            field(&mut h, key.merchant_id.as_str().as_bytes());
+            field(&mut h, key.sku.as_bytes());
+        }
+    }
+    h.digest128()
+}
+
 /// Collapses writes to one per key, keeping the newest version (the first of equal versions, as
 /// the store keeps the first write of a version). Returns the kept writes in first-seen key order
 /// and how many were dropped.
 pub fn dedupe_newest(writes: &[Write]) -> (Vec<&Write>, usize) {
-    let mut index: HashMap<WriteKey, usize> = HashMap::with_capacity(writes.len());
-    let mut kept: Vec<&Write> = Vec::with_capacity(writes.len());
+    let (kept, dropped) = dedupe_keyed(writes);
+    (kept.into_iter().map(|(_, w)| w).collect(), dropped)
+}
+
+/// [`dedupe_newest`] with each kept write's [`key_fingerprint`].
+fn dedupe_keyed(writes: &[Write]) -> (Vec<(u128, &Write)>, usize) {
+    let mut index: HashMap<u128, usize> = HashMap::with_capacity(writes.len());
+    let mut kept: Vec<(u128, &Write)> = Vec::with_capacity(writes.len());
     for w in writes {
-        match index.get(&w.key()) {
-            Some(&i) => {
-                if w.version() > kept[i].version() {
-                    kept[i] = w;
+        let fp = key_fingerprint(w);
+        match index.entry(fp) {
+            Entry::Occupied(e) => {
+                let slot = &mut kept[*e.get()];
+                if w.version() > slot.1.version() {
+                    slot.1 = w;
                 }
             }
-            None => {
-                index.insert(w.key(), kept.len());
-                kept.push(w);
+            Entry::Vacant(e) => {
+                e.insert(kept.len());
+                kept.push((fp, w));
             }
         }
     }
@@ -146,7 +185,8 @@ pub struct BatchWriter {
     writes: Semaphore,
     lookups: Semaphore,
     backoff: Backoff,
-    versions: moka::future::Cache<WriteKey, u64>,
+    /// Stored version per [`key_fingerprint`]: what this writer wrote or looked up.
+    versions: quick_cache::sync::Cache<u128, u64>,
     metrics: Arc<WriterMetrics>,
 }
 
@@ -162,7 +202,9 @@ impl BatchWriter {
             writes: Semaphore::new(config.in_flight.max(1)),
             lookups: Semaphore::new(config.lookups_in_flight.max(1)),
             backoff: config.backoff,
-            versions: moka::future::Cache::new(config.version_cache_entries),
+            versions: quick_cache::sync::Cache::new(
+                usize::try_from(config.version_cache_entries).unwrap_or(usize::MAX),
+            ),
             metrics,
         }
     }
@@ -176,34 +218,34 @@ impl BatchWriter {
     /// every kept write is stored (retrying throttling and unprocessed items), or on a hard error;
     /// after an error the caller retries the whole batch (writing twice is harmless).
     pub async fn write(&self, writes: &[Write]) -> Result<ApplyOutcome, StoreError> {
-        let (kept, duplicates) = dedupe_newest(writes);
+        let (kept, duplicates) = dedupe_keyed(writes);
         let mut stale = duplicates;
 
         // The stored version of each kept write's key: `None` when nothing is stored.
         let mut stored: Vec<Option<u64>> = Vec::with_capacity(kept.len());
         let mut unknown: Vec<usize> = Vec::new();
-        for (i, w) in kept.iter().enumerate() {
-            let cached = self.versions.get(&w.key()).await;
+        for (i, (fp, _)) in kept.iter().enumerate() {
+            let cached = self.versions.get(fp);
             if cached.is_none() {
                 unknown.push(i);
             }
             stored.push(cached);
         }
         if !unknown.is_empty() {
-            let keys: Vec<WriteKey> = unknown.iter().map(|&i| kept[i].key()).collect();
+            let keys: Vec<WriteKey> = unknown.iter().map(|&i| kept[i].1.key()).collect();
             let found = self.lookup(&keys).await?;
             for (&i, key) in unknown.iter().zip(&keys) {
                 if let Some(&v) = found.get(key) {
                     stored[i] = Some(v);
-                    self.versions.insert(key.clone(), v).await;
+                    self.versions.insert(kept[i].0, v);
                 }
             }
         }
         let fresh: Vec<&Write> = kept
             .iter()
             .zip(&stored)
-            .filter(|(w, s)| s.is_none_or(|v| w.version() > v))
-            .map(|(w, _)| *w)
+            .filter(|((_, w), s)| s.is_none_or(|v| w.version() > v))
+            .map(|((_, w), _)| *w)
             .collect();
         stale += kept.len() - fresh.len();
 
@@ -216,7 +258,7 @@ impl BatchWriter {
             match result {
                 Ok(written) => {
                     for w in written {
-                        self.versions.insert(w.key(), w.version()).await;
+                        self.versions.insert(key_fingerprint(w), w.version());
                     }
                 }
                 Err(e) => {
@@ -380,6 +422,38 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_separate_fields_and_kinds() {
+        // Same key, other version and payload: same fingerprint.
+        assert_eq!(
+            key_fingerprint(&offer("A", "s", 1)),
+            key_fingerprint(&offer("A", "s", 9))
+        );
+        assert_eq!(
+            key_fingerprint(&product("A", 1)),
+            key_fingerprint(&product("A", 2))
+        );
+        let deleted = Write::ProductDeleted {
+            id: ProductId::parse("A").expect("id"),
+            version: 3,
+        };
+        assert_eq!(key_fingerprint(&product("A", 1)), key_fingerprint(&deleted));
+        // A product and an offer never share a key; nor do keys whose fields only differ in
+        // where one field ends and the next begins.
+        assert_ne!(
+            key_fingerprint(&product("A", 1)),
+            key_fingerprint(&offer("A", "s", 1))
+        );
+        assert_ne!(
+            key_fingerprint(&offer("AB", "C", 1)),
+            key_fingerprint(&offer("A", "BC", 1))
+        );
+        assert_ne!(
+            key_fingerprint(&offer("A", "s", 1)),
+            key_fingerprint(&offer("B", "s", 1))
+        );
+    }
+
+    #[test]
     fn backoff_grows_to_the_cap() {
         let b = Backoff {
             base: Duration::from_millis(10),
@@ -412,6 +486,18 @@ mod tests {
             for w in kept {
                 prop_assert_eq!(Some(&w.version()), max.get(&w.key()));
             }
+        }
+
+        #[test]
+        fn fingerprints_are_equal_exactly_when_keys_are(
+            a in ("[A-Z0-9]{1,4}", "[a-z0-9]{0,4}", any::<bool>()),
+            b in ("[A-Z0-9]{1,4}", "[a-z0-9]{0,4}", any::<bool>()),
+        ) {
+            let make = |(id, sku, is_offer): &(String, String, bool)| {
+                if *is_offer && !sku.is_empty() { offer(id, sku, 1) } else { product(id, 1) }
+            };
+            let (wa, wb) = (make(&a), make(&b));
+            prop_assert_eq!(wa.key() == wb.key(), key_fingerprint(&wa) == key_fingerprint(&wb));
         }
     }
 }
