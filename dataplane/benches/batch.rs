@@ -45,6 +45,10 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+// The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 fn env(name: &str, default: u64) -> u64 {

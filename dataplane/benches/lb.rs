@@ -12,6 +12,10 @@ use prapi::lb::{Balancer, BalancerConfig, Endpoint, MonotonicClock, Ring};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+// The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let picks: usize = std::env::var("PRAPI_BENCH_PICKS")
         .ok()

@@ -26,6 +26,10 @@ use prapi::run::{ProductsServer, load_events};
 use prapi::store::Store;
 use prapi::store::embedded::EmbeddedStore;
 
+// The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

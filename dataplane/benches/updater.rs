@@ -18,6 +18,10 @@ use prapi::updater::memory::{BatchedStore, MemoryTable};
 use prapi::updater::writer::{BatchSink, WriterConfig};
 use prapi::updater::{UpdaterMetrics, apply_ndjson};
 
+// The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CALL: Duration = Duration::from_millis(5);
 
 /// `n` offer events with distinct keys over n/10 products, as NDJSON.

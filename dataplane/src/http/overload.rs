@@ -126,6 +126,16 @@ impl LifoLimiter {
         self.inner.lock().waiters.len()
     }
 
+    /// A slot if one is free now, without queueing.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut st = self.inner.lock();
+        if st.in_flight < self.inner.config.max_concurrent {
+            st.in_flight += 1;
+            return Some(self.permit());
+        }
+        None
+    }
+
     /// Waits for a slot, newest waiters first, at most the queue timeout.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
         let (id, rx) = {

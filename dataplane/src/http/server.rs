@@ -2,17 +2,20 @@
 //! API routes (flow id → metrics → overload), and graceful shutdown.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -75,15 +78,140 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
 }
 
 /// Wraps API routes (and the problem+json 404 for unknown paths) in one middleware: flow id,
-/// overload admission and latency metrics. One layer rather than three, because each
-/// `from_fn` layer costs a boxed future per request on the hot path.
+/// overload admission and latency metrics.
+///
+/// A hand-written tower layer rather than `axum::middleware::from_fn`: `from_fn` clones the inner
+/// route and boxes it into a `Next` on every request, which cost about 8 % of cache-hit
+/// throughput in the `serve` benchmark. This one boxes the response future once.
 pub fn api_layers(routes: Router, metrics: HttpMetrics, limiter: LifoLimiter) -> Router {
     routes
         .fallback(|req: Request| async move { Problem::no_route(req.uri().path()) })
-        .layer(middleware::from_fn_with_state(
-            Arc::new((limiter, metrics)),
-            api_middleware,
-        ))
+        .layer(ApiLayer {
+            shared: Arc::new(ApiShared { limiter, metrics }),
+        })
+}
+
+/// What every wrapped route shares.
+struct ApiShared {
+    limiter: LifoLimiter,
+    metrics: HttpMetrics,
+}
+
+/// The layer of [`api_layers`].
+#[derive(Clone)]
+struct ApiLayer {
+    shared: Arc<ApiShared>,
+}
+
+impl<S> tower::Layer<S> for ApiLayer {
+    type Service = ApiService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiService {
+            inner,
+            shared: Arc::clone(&self.shared),
+            ok: Arc::default(),
+        }
+    }
+}
+
+/// One route wrapped by [`ApiLayer`].
+#[derive(Clone)]
+struct ApiService<S> {
+    inner: S,
+    shared: Arc<ApiShared>,
+    /// This route's label and its `200` latency histogram, resolved on the first `200`: a layer
+    /// instance wraps one route, and looking the pair up in the metric family on every request
+    /// (lock, hash, label clone) is the hot path's most common case.
+    ok: Arc<OnceLock<(&'static str, Histogram)>>,
+}
+
+impl<S> tower::Service<Request> for ApiService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        // A request without a usable flow id gets one here, in its headers too, so handlers that
+        // call other services (batch) forward the same id that is echoed.
+        let flow = match flow_id(req.headers()) {
+            Some(f) => f.clone(),
+            None => {
+                let f = new_flow_id();
+                req.headers_mut().insert(X_FLOW_ID, f.clone());
+                f
+            }
+        };
+        let route = match self.ok.get() {
+            Some((route, _)) => route,
+            None => req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |m| intern(m.as_str())),
+        };
+        // Route futures are lazy: the handler runs only when polled, after admission.
+        let handler = self.inner.call(req);
+        let shared = Arc::clone(&self.shared);
+        let ok = Arc::clone(&self.ok);
+        Box::pin(async move {
+            let ApiShared { limiter, metrics } = &*shared;
+            // The queued gauge moves only for requests that wait: on the fast path it would be
+            // two more contended atomic writes per request.
+            let admitted = match limiter.try_acquire() {
+                Some(permit) => Ok(permit),
+                None => {
+                    metrics.queued.inc();
+                    let admitted = limiter.acquire().await;
+                    metrics.queued.dec();
+                    admitted
+                }
+            };
+            let mut resp = match admitted {
+                Ok(permit) => {
+                    metrics.in_flight.inc();
+                    let Ok(resp) = handler.await;
+                    metrics.in_flight.dec();
+                    drop(permit);
+                    resp
+                }
+                Err(rejected) => {
+                    metrics
+                        .rejected
+                        .get_or_create(&RejectLabels {
+                            reason: rejected.as_label(),
+                        })
+                        .inc();
+                    Problem::unavailable("overloaded", rejected.to_string()).into_response()
+                }
+            };
+            let seconds = start.elapsed().as_secs_f64();
+            let status = resp.status().as_u16();
+            if status == 200 {
+                ok.get_or_init(|| {
+                    let labels = HttpLabels { route, status };
+                    (route, metrics.requests.get_or_create(&labels).clone())
+                })
+                .1
+                .observe(seconds);
+            } else {
+                metrics
+                    .requests
+                    .get_or_create(&HttpLabels { route, status })
+                    .observe(seconds);
+            }
+            resp.headers_mut().insert(X_FLOW_ID, flow);
+            Ok(resp)
+        })
+    }
 }
 
 /// Route templates as `&'static str`, so labelling a request allocates nothing. Routes are a
@@ -101,59 +229,6 @@ fn intern(route: &str) -> &'static str {
     let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
     w.insert(leaked);
     leaked
-}
-
-async fn api_middleware(
-    State(state): State<Arc<(LifoLimiter, HttpMetrics)>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let (limiter, metrics) = &*state;
-    let start = Instant::now();
-    // A request without a usable flow id gets one here, in its headers too, so handlers that
-    // call other services (batch) forward the same id that is echoed.
-    let flow = match flow_id(req.headers()) {
-        Some(f) => f.clone(),
-        None => {
-            let f = new_flow_id();
-            req.headers_mut().insert(X_FLOW_ID, f.clone());
-            f
-        }
-    };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| intern(m.as_str()));
-    metrics.queued.inc();
-    let admitted = limiter.acquire().await;
-    metrics.queued.dec();
-    let mut resp = match admitted {
-        Ok(permit) => {
-            metrics.in_flight.inc();
-            let resp = next.run(req).await;
-            metrics.in_flight.dec();
-            drop(permit);
-            resp
-        }
-        Err(rejected) => {
-            metrics
-                .rejected
-                .get_or_create(&RejectLabels {
-                    reason: rejected.as_label(),
-                })
-                .inc();
-            Problem::unavailable("overloaded", rejected.to_string()).into_response()
-        }
-    };
-    metrics
-        .requests
-        .get_or_create(&HttpLabels {
-            route,
-            status: resp.status().as_u16(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    resp.headers_mut().insert(X_FLOW_ID, flow);
-    resp
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
