@@ -264,7 +264,37 @@ impl RoutesStep {
             )
             .await
             .map_err(kube_err(format!("applying {} {ns}/{name}", ar.kind)))?;
-            info!(route = %format!("{ns}/{name}"), kind = %ar.kind, "applied route");
+            let pools: Vec<String> = route
+                .pools
+                .iter()
+                .map(|p| {
+                    let backends: Vec<String> = p
+                        .backends
+                        .iter()
+                        .map(|b| format!("{}={}", b.group, b.weight))
+                        .collect();
+                    format!(
+                        "{}[{}]",
+                        p.segment.as_deref().unwrap_or("*"),
+                        backends.join(",")
+                    )
+                })
+                .collect();
+            info!(
+                route = %format!("{ns}/{name}"),
+                kind = %ar.kind,
+                weights = %pools.join(" "),
+                floors = ?plan.floors,
+                "applied route"
+            );
+            tracing::debug!(
+                route = %format!("{ns}/{name}"),
+                groups = ?groups
+                    .iter()
+                    .map(|g| (&g.name, g.weight, g.ready, g.products, g.batch))
+                    .collect::<Vec<_>>(),
+                "inputs of the applied route"
+            );
         }
         for country in &plan.remove {
             let name = routing::route_name(country);

@@ -161,15 +161,18 @@ pub fn rollout(d: &Deployment) -> Rollout {
     Rollout::Complete
 }
 
-/// Whether a Deployment can serve: its `Available` condition is True and a replica is available.
+/// Whether a Deployment can serve: at least one replica is available.
+///
+/// Not the Deployment's own `Available` condition: that turns False whenever fewer than
+/// `replicas - maxUnavailable` pods are available, which is the case for a few seconds every time
+/// the HPA scales the Deployment up (1 -> 9 pods: 1 available of 9). A group that serves would
+/// then count as not ready and be taken out of its routes exactly while it grows to take more
+/// traffic; the routing tests on the real cluster caught that. Rollouts that do not progress are
+/// reported by `Progressing` and `Degraded` instead.
 pub fn available(d: &Deployment) -> bool {
-    d.status.as_ref().is_some_and(|s| {
-        s.available_replicas.unwrap_or(0) > 0
-            && s.conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Available" && c.status == "True")
-    })
+    d.status
+        .as_ref()
+        .is_some_and(|s| s.available_replicas.unwrap_or(0) > 0)
 }
 
 /// Replica counts of a Deployment.
@@ -456,6 +459,25 @@ mod tests {
         );
         assert_eq!(flipped[0].last_transition_time, Time(t(20)));
         assert_eq!(flipped[0].status, "True");
+    }
+
+    #[test]
+    fn a_deployment_scaling_up_still_serves() {
+        // The HPA has just raised replicas 1 -> 9: one pod is available and the Deployment's own
+        // `Available` condition is False (minimum availability not met). It still serves.
+        let mut d = deployment(9, 9, 1, 2);
+        if let Some(c) = d
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .and_then(|c| c.first_mut())
+        {
+            c.status = "False".into();
+            c.reason = Some("MinimumReplicasUnavailable".into());
+        }
+        assert!(available(&d));
+        assert!(!available(&deployment(9, 9, 0, 2)));
+        assert!(!available(&Deployment::default()));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! - a group that is not Ready gets no weight (it is dropped from the route at once: that is a
 //!   safety removal, not a shift);
 //! - before a group's share rises, its products and batch HPA floors are raised to the replicas its
-//!   new share needs, estimated from the groups it takes the traffic from (their available replicas
-//!   per percent of the country), capped at its maximum; the route changes only once the growing
+//!   new share needs, estimated from the groups it takes the traffic from (their available replicas,
+//!   or their floor when fewer are available, per percent of the country), capped at its maximum; the route changes only once the growing
 //!   side has those replicas available, so the growing side is always in place before the
 //!   shrinking side gives traffic away;
 //! - when nobody who should take a country's traffic is Ready, the groups that carry it keep it
@@ -110,8 +110,8 @@ pub fn shares(weights: &BTreeMap<String, i32>) -> BTreeMap<String, i32> {
     names.into_iter().cloned().zip(percentages(&w)).collect()
 }
 
-/// The floors each growing member needs, from the available replicas per percent of the members
-/// that give traffic away. `countries_carried` tells over how many countries a donor's replicas are
+/// The floors each growing member needs, from the replicas per percent of the members that give
+/// traffic away (available, or their floor when fewer are available). `countries_carried` tells over how many countries a donor's replicas are
 /// spread (its load is assumed to split evenly over the countries it carries).
 fn growing_floors(
     members: &[&GroupRouting],
@@ -128,8 +128,11 @@ fn growing_floors(
         if cur > new {
             let spread = countries_carried(&g.name).max(1) as f64;
             donor_pct += f64::from(cur);
-            donor_products += f64::from(g.products.available.max(0)) / spread;
-            donor_batch += f64::from(g.batch.available.max(0)) / spread;
+            // A donor's replicas count at least at its floor: right after it is created or
+            // rescheduled, fewer are available than it will run, and sizing the growing side from
+            // that dip would let the split move before the growing side can carry it.
+            donor_products += f64::from(g.products.available.max(g.products.min).max(0)) / spread;
+            donor_batch += f64::from(g.batch.available.max(g.batch.min).max(0)) / spread;
         }
     }
     let mut out = BTreeMap::new();

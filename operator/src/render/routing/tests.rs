@@ -208,6 +208,29 @@ fn shift_90_10_then_50_50_then_0_100_waits_for_the_growing_side() {
 }
 
 #[test]
+fn a_donor_still_scaling_up_counts_at_its_floor() {
+    // a runs at its floor of 9 products pods for 90%, but only 1 is available yet (its HPA has
+    // just scaled it up). b's floor for 50% must still be 9/90 * 50 = 5, not 1/90 * 50 -> 1,
+    // or the split would move with b at 1 pod.
+    let mut a = group("a", &["de"], 90);
+    let mut b = group("b", &["de"], 10);
+    a.products = cap(9, 9, 20);
+    let p = plan(&[a.clone(), b.clone()], &Applied::new());
+    let live = apply(&p, PROVIDERS[0]);
+    a.products.available = 1;
+    a.weight = 50;
+    b.weight = 50;
+    b.products = cap(1, 1, 20);
+    let p = plan(&[a.clone(), b.clone()], &live.applied);
+    assert_eq!(p.floors.get("b").map(|f| f.products), Some(5), "{p:?}");
+    assert_eq!(weights(route(&p, "de"), None), map(&[("a", 90), ("b", 10)]));
+    // More available than the floor counts as it is (the floor is only a lower bound).
+    a.products.available = 18;
+    let p = plan(&[a, b], &live.applied);
+    assert_eq!(p.floors.get("b").map(|f| f.products), Some(10), "{p:?}");
+}
+
+#[test]
 fn floors_are_capped_at_the_maximum() {
     let mut a = group("a", &["de"], 0);
     a.products.available = 500;
