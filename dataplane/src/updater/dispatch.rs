@@ -85,26 +85,27 @@ impl Dispatcher {
                 return Routed::Invalid(msg, reason);
             }
         };
-        if let Some(key) = &msg.key {
-            if key.as_slice() != event.product_id().as_str().as_bytes() {
-                // Ordering per id relies on the key; the event itself is valid, so apply it.
-                self.metrics.count("key_mismatch", 1);
-                tracing::warn!(
-                    topic = %msg.tp.topic,
-                    partition = msg.tp.partition,
-                    offset = msg.offset,
-                    product_id = %event.product_id(),
-                    "message key is not the product id; per-id order is not guaranteed for it"
-                );
-            }
+        if let Some(key) = &msg.key
+            && key.as_slice() != event.product_id().as_str().as_bytes()
+        {
+            // Ordering per id relies on the key; the event itself is valid, so apply it.
+            self.metrics.count("key_mismatch", 1);
+            tracing::warn!(
+                topic = %msg.tp.topic,
+                partition = msg.tp.partition,
+                offset = msg.offset,
+                product_id = %event.product_id(),
+                "message key is not the product id; per-id order is not guaranteed for it"
+            );
         }
         let write = event.into_write();
-        if let Some(country) = write.country() {
-            if !self.countries.is_empty() && !self.countries.contains(&country) {
-                self.metrics.count("filtered", 1);
-                self.finish(&msg.tp, msg.offset);
-                return Routed::Filtered;
-            }
+        if let Some(country) = write.country()
+            && !self.countries.is_empty()
+            && !self.countries.contains(&country)
+        {
+            self.metrics.count("filtered", 1);
+            self.finish(&msg.tp, msg.offset);
+            return Routed::Filtered;
         }
         let lane = lane_of(write.product_id(), self.lanes);
         Routed::Lane(

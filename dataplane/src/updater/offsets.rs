@@ -98,11 +98,11 @@ impl OffsetTracker {
     pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
         for (tp, p) in &mut self.partitions {
-            if let Some(next) = p.next {
-                if p.committed.is_none_or(|c| next > c) {
-                    p.committed = Some(next);
-                    out.push((tp.clone(), next));
-                }
+            if let Some(next) = p.next
+                && p.committed.is_none_or(|c| next > c)
+            {
+                p.committed = Some(next);
+                out.push((tp.clone(), next));
             }
         }
         out.sort();

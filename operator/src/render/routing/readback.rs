@@ -157,10 +157,10 @@ pub fn http_route_acceptance(obj: &Value, gateway: Option<&(String, String)>) ->
         return Acceptance::Pending;
     };
     let observed = c.get("observedGeneration").and_then(Value::as_i64);
-    if let (Some(g), Some(o)) = (generation, observed) {
-        if o < g {
-            return Acceptance::Pending;
-        }
+    if let (Some(g), Some(o)) = (generation, observed)
+        && o < g
+    {
+        return Acceptance::Pending;
     }
     match c.get("status").and_then(Value::as_str) {
         Some("True") => Acceptance::Accepted,
