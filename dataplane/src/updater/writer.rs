@@ -241,24 +241,28 @@ impl BatchWriter {
                 }
             }
         }
-        let fresh: Vec<&Write> = kept
+        let (fresh_keys, fresh): (Vec<u128>, Vec<&Write>) = kept
             .iter()
             .zip(&stored)
             .filter(|((_, w), s)| s.is_none_or(|v| w.version() > v))
-            .map(|((_, w), _)| *w)
-            .collect();
+            .map(|((fp, w), _)| (*fp, *w))
+            .unzip();
         stale += kept.len() - fresh.len();
 
-        let mut calls: FuturesUnordered<_> = fresh
-            .chunks(MAX_BATCH_ITEMS)
-            .map(|chunk| self.write_chunk(chunk))
-            .collect();
+        let mut calls: FuturesUnordered<_> =
+            fresh
+                .chunks(MAX_BATCH_ITEMS)
+                .zip(fresh_keys.chunks(MAX_BATCH_ITEMS))
+                .map(|(chunk, keys)| async move {
+                    self.write_chunk(chunk).await.map(|()| (chunk, keys))
+                })
+                .collect();
         let mut first_error = None;
         while let Some(result) = calls.next().await {
             match result {
-                Ok(written) => {
-                    for w in written {
-                        self.versions.insert(key_fingerprint(w), w.version());
+                Ok((written, keys)) => {
+                    for (w, fp) in written.iter().zip(keys) {
+                        self.versions.insert(*fp, w.version());
                     }
                 }
                 Err(e) => {
@@ -323,7 +327,7 @@ impl BatchWriter {
 
     /// Writes one chunk of distinct keys until every item is processed. Holds a write permit only
     /// while a call is on the wire, so backoff sleeps leave room for other chunks.
-    async fn write_chunk<'w>(&self, chunk: &[&'w Write]) -> Result<Vec<&'w Write>, StoreError> {
+    async fn write_chunk(&self, chunk: &[&Write]) -> Result<(), StoreError> {
         let mut pending: Vec<&Write> = chunk.to_vec();
         let mut attempt = 0;
         loop {
@@ -338,7 +342,7 @@ impl BatchWriter {
                 result
             };
             match result {
-                Ok(unprocessed) if unprocessed.is_empty() => return Ok(chunk.to_vec()),
+                Ok(unprocessed) if unprocessed.is_empty() => return Ok(()),
                 Ok(unprocessed) => {
                     self.metrics.retry("unprocessed");
                     self.metrics
@@ -349,7 +353,7 @@ impl BatchWriter {
                         .filter_map(|&i| pending.get(i).copied())
                         .collect();
                     if pending.is_empty() {
-                        return Ok(chunk.to_vec());
+                        return Ok(());
                     }
                 }
                 Err(SinkError::Fatal(e)) => {
