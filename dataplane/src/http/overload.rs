@@ -75,6 +75,15 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes a slot in `st` if one is free (the caller holds the lock and makes the permit).
+    fn take_free_slot(&self, st: &mut State) -> bool {
+        let free = st.in_flight < self.config.max_concurrent;
+        if free {
+            st.in_flight += 1;
+        }
+        free
+    }
+
     fn release(&self) {
         let mut st = self.lock();
         // Hand the slot to the newest waiter still listening; `in_flight` stays the same.
@@ -129,19 +138,14 @@ impl LifoLimiter {
     /// A slot if one is free now, without queueing.
     pub fn try_acquire(&self) -> Option<Permit> {
         let mut st = self.inner.lock();
-        if st.in_flight < self.inner.config.max_concurrent {
-            st.in_flight += 1;
-            return Some(self.permit());
-        }
-        None
+        self.inner.take_free_slot(&mut st).then(|| self.permit())
     }
 
     /// Waits for a slot, newest waiters first, at most the queue timeout.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
         let (id, rx) = {
             let mut st = self.inner.lock();
-            if st.in_flight < self.inner.config.max_concurrent {
-                st.in_flight += 1;
+            if self.inner.take_free_slot(&mut st) {
                 return Ok(self.permit());
             }
             if self.inner.config.max_queue == 0 {
