@@ -39,15 +39,7 @@ async fn install_routegroup_crd(client: &kube::Client) {
     )
     .await
     .expect("install the RouteGroup CRD fixture");
-    eventually("RouteGroup CRD established", || async {
-        let crd = crds.get("routegroups.zalando.org").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    wait_established(&crds, "routegroups.zalando.org").await;
 }
 
 async fn route(client: &kube::Client, ns: &str, ar: &ApiResource, name: &str) -> Option<Value> {

@@ -55,8 +55,13 @@ pub async fn install_crd(client: &Client) {
     )
     .await
     .expect("the API server accepts the CRD (schema and CEL rules)");
-    eventually("CRD established", || async {
-        let crd = crds.get("marketgroups.prapi.dev").await.ok()?;
+    wait_established(&crds, "marketgroups.prapi.dev").await;
+}
+
+/// Waits until the CRD `name` is established (its kind can be served).
+pub async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) {
+    eventually(&format!("CRD {name} established"), || async {
+        let crd = crds.get(name).await.ok()?;
         crd.status?
             .conditions?
             .iter()
