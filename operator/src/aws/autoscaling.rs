@@ -84,17 +84,18 @@ fn to_i32(operation: &'static str, v: i64) -> Result<i32, AwsError> {
 impl ScalingApi for SdkScaling {
     async fn describe(&self, resource_id: &str) -> Result<ScalingState, AwsError> {
         let mut state = ScalingState::default();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_scalable_targets()
-                .service_namespace(ServiceNamespace::Dynamodb)
-                .resource_ids(resource_id)
-                .set_next_token(next.clone())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(SERVICE, "DescribeScalableTargets", &e))?;
+        let mut pages = self
+            .client
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_ids(resource_id)
+            .into_paginator()
+            .send();
+        while let Some(out) = pages
+            .try_next()
+            .await
+            .map_err(|e| AwsError::from_sdk(SERVICE, "DescribeScalableTargets", &e))?
+        {
             for t in out.scalable_targets() {
                 if t.resource_id() != resource_id {
                     continue;
@@ -109,22 +110,19 @@ impl ScalingApi for SdkScaling {
                     );
                 }
             }
-            next = out.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
-            }
         }
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_scaling_policies()
-                .service_namespace(ServiceNamespace::Dynamodb)
-                .resource_id(resource_id)
-                .set_next_token(next.clone())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(SERVICE, "DescribeScalingPolicies", &e))?;
+        let mut pages = self
+            .client
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_id(resource_id)
+            .into_paginator()
+            .send();
+        while let Some(out) = pages
+            .try_next()
+            .await
+            .map_err(|e| AwsError::from_sdk(SERVICE, "DescribeScalingPolicies", &e))?
+        {
             for p in out.scaling_policies() {
                 if p.resource_id() != resource_id {
                     continue;
@@ -140,10 +138,6 @@ impl ScalingApi for SdkScaling {
                         .and_then(|c| c.predefined_metric_specification())
                         .map(|m| m.predefined_metric_type().as_str().to_string()),
                 });
-            }
-            next = out.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
             }
         }
         Ok(state)
