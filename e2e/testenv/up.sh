@@ -34,6 +34,13 @@ mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR" "$CACHE_DIR"
 need_cmd python3 curl
 started=$SECONDS
 
+# Checkouts share CACHE_DIR: one installs at a time, the others wait for it and
+# then find the build done (a cold Kubernetes build is not run twice at once).
+exec {install_lock}>"$CACHE_DIR/.install.lock"
+if ! flock -n "$install_lock"; then
+    log "another checkout is installing into $CACHE_DIR; waiting for it"
+    flock "$install_lock"
+fi
 # Install everything first (a cold Kubernetes build takes long; nothing runs
 # meanwhile), then start the light components and let them come up while the
 # Kubernetes control plane starts, which waits on each of its parts itself.
@@ -41,6 +48,7 @@ wants kafka && install_kafka
 wants dynalite && install_dynalite
 wants moto && install_moto
 wants k8s && install_k8s
+flock -u "$install_lock"
 wants kafka && start_kafka
 wants dynalite && start_dynalite
 wants moto && start_moto

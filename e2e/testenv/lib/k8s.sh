@@ -31,14 +31,29 @@ check_k8s_pins() {
     grep -Eq "sigs.k8s.io/kwok $KWOK_VERSION( // indirect)?\$" "$TESTENV_DIR/kwok/go.mod" || die "kwok/go.mod does not require kwok $KWOK_VERSION"
 }
 
+# The linker flags of Kubernetes' release builds that set the version
+# (hack/lib/version.sh): kubeadm, kubelet and kubectl report and check it.
+k8s_ldflags() {
+    local flags="-s -w" pkg minor="${K8S_VERSION#v1.}"
+    minor="${minor%%.*}"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    echo "$flags"
+}
+
 install_k8s() {
     need_cmd go
     ensure_cmd_from_apt openssl openssl
     check_k8s_pins
     local stamp tmp built=0
-    # One `go build` for all control plane commands, kubectl and helm, so the
-    # packages they share (client-go, apiserver, ...) are compiled once.
-    stamp="$(inputs_hash "$TESTENV_DIR/k8s/go.mod" "$TESTENV_DIR/k8s/go.sum" <(go version))"
+    # One `go build` for all control plane commands, the kind nodes' kubelet,
+    # kubeadm and kube-proxy, kubectl and helm, so the packages they share
+    # (client-go, apiserver, ...) are compiled once. The version is linked in
+    # as Kubernetes' own release build does: kubeadm refuses to run with the
+    # unstamped "v0.0.0-master" a module build reports otherwise.
+    stamp="$(inputs_hash "$TESTENV_DIR/k8s/go.mod" "$TESTENV_DIR/k8s/go.sum" <(go version) <(k8s_ldflags))"
     if ! [[ -f $K8S_HOME/.installed && $(<"$K8S_HOME/.installed") == "$stamp" ]]; then
         stop_k8s
         log "building etcd $ETCD_VERSION, Kubernetes $K8S_VERSION and helm $HELM_VERSION into $K8S_BIN (cold: tens of minutes)"
@@ -46,12 +61,15 @@ install_k8s() {
         tmp="$K8S_HOME/bin.tmp"
         mkdir -p "$tmp"
         local t0=$SECONDS
-        (cd "$TESTENV_DIR/k8s" && run_logged k8s-build go build -trimpath -ldflags='-s -w' -o "$tmp/" \
+        (cd "$TESTENV_DIR/k8s" && run_logged k8s-build go build -trimpath -ldflags="$(k8s_ldflags)" -o "$tmp/" \
             go.etcd.io/etcd/server/v3 \
             k8s.io/kubernetes/cmd/kube-apiserver \
             k8s.io/kubernetes/cmd/kube-controller-manager \
             k8s.io/kubernetes/cmd/kube-scheduler \
             k8s.io/kubernetes/cmd/kubectl \
+            k8s.io/kubernetes/cmd/kubelet \
+            k8s.io/kubernetes/cmd/kubeadm \
+            k8s.io/kubernetes/cmd/kube-proxy \
             helm.sh/helm/v3/cmd/helm)
         # The etcd main package is the module root, so go names it after "server".
         mv "$tmp/server" "$tmp/etcd"
