@@ -69,3 +69,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: [get, list, watch, create, patch, update, delete]
 {{- end }}
 {{- end -}}
+
+{{/* --data-plane-env values, one NAME=VALUE per line (PRAPI_DATA_PLANE_ENV). */}}
+{{- define "prapi-operator.dataPlaneEnv" -}}
+{{- range $i, $e := . }}{{ if $i }}{{ "\n" }}{{ end }}{{ $e.name }}={{ $e.value }}{{ end }}
+{{- end -}}

@@ -12,6 +12,10 @@ LOG_DIR="$STATE_DIR/logs"
 PID_DIR="$STATE_DIR/pids"
 PORT_DIR="$STATE_DIR/ports"
 ENV_FILE="$STATE_DIR/env"
+# Address the services (Kafka, dynalite, moto) listen on and advertise: loopback
+# for the test environment; the kind environment (e2e/kind) runs its own set on
+# the kind network's gateway, which both this host and the cluster's pods reach.
+BIND_HOST="${PRAPI_TESTENV_HOST:-127.0.0.1}"
 # Built and downloaded components, keyed by exact version, shared by all checkouts.
 CACHE_DIR="${PRAPI_CACHE_DIR:-$HOME/.cache/prapi}"
 
@@ -59,17 +63,17 @@ ensure_cmd_from_apt() {
     command -v "$cmd" >/dev/null 2>&1 || die "installing $pkg did not provide '$cmd'"
 }
 
-# Prints a TCP port on 127.0.0.1 that is free right now.
+# Prints a TCP port on BIND_HOST that is free right now.
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()' "$BIND_HOST"
 }
 
 port_is_free() {
-    python3 - "$1" <<'EOF'
+    python3 - "$1" "$BIND_HOST" <<'EOF'
 import socket, sys
 s = socket.socket()
 try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.bind((sys.argv[2], int(sys.argv[1])))
 except OSError:
     sys.exit(1)
 finally:

@@ -31,13 +31,13 @@ start_dynalite() {
     fi
     local port
     port="$(pick_port dynalite)"
-    log "starting dynalite on 127.0.0.1:$port"
+    log "starting dynalite on $BIND_HOST:$port"
     start_bg dynalite "--port $port" \
-        node "$DYNALITE_HOME/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port"
+        node "$DYNALITE_HOME/node_modules/dynalite/cli.js" --host "$BIND_HOST" --port "$port"
 }
 
 dynalite_ready() {
-    curl -fsS -X POST "http://127.0.0.1:$(recorded_port dynalite)/" \
+    curl -fsS -X POST "http://$BIND_HOST:$(recorded_port dynalite)/" \
         -H 'Content-Type: application/x-amz-json-1.0' \
         -H 'X-Amz-Target: DynamoDB_20120810.ListTables' \
         -H "X-Amz-Date: $(date -u +%Y%m%dT%H%M%SZ)" \
@@ -50,5 +50,5 @@ wait_dynalite() {
 }
 
 dynalite_env() {
-    echo "export AWS_ENDPOINT_URL_DYNAMODB='http://127.0.0.1:$(recorded_port dynalite)'"
+    echo "export AWS_ENDPOINT_URL_DYNAMODB='http://$BIND_HOST:$(recorded_port dynalite)'"
 }

@@ -59,9 +59,9 @@ EOP
     cat >"$dir/server.properties" <<EOP
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.quorum.voters=1@$BIND_HOST:$controller_port
+listeners=PLAINTEXT://$BIND_HOST:$port,CONTROLLER://$BIND_HOST:$controller_port
+advertised.listeners=PLAINTEXT://$BIND_HOST:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -99,7 +99,7 @@ while True:
 ')"
     run_logged kafka kafka_java kafka.tools.StorageTool format \
         --cluster-id "$cluster_id" --config "$dir/server.properties"
-    log "starting kafka on 127.0.0.1:$port"
+    log "starting kafka on $BIND_HOST:$port"
     start_bg kafka "$dir/server.properties" \
         java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$dir/log4j2.properties" \
@@ -110,7 +110,7 @@ kafka_ready() {
     local port
     port="$(recorded_port kafka)"
     grep -q 'Kafka Server started' "$LOG_DIR/kafka.log" &&
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+        (exec 3<>"/dev/tcp/$BIND_HOST/$port") 2>/dev/null
 }
 
 wait_kafka() {
@@ -118,5 +118,5 @@ wait_kafka() {
 }
 
 kafka_env() {
-    echo "export KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:$(recorded_port kafka)'"
+    echo "export KAFKA_BOOTSTRAP_SERVERS='$BIND_HOST:$(recorded_port kafka)'"
 }

@@ -29,12 +29,12 @@ start_moto() {
     fi
     local port
     port="$(pick_port moto)"
-    log "starting moto server on 127.0.0.1:$port"
-    start_bg moto "-p $port" "$MOTO_HOME/bin/moto_server" -H 127.0.0.1 -p "$port"
+    log "starting moto server on $BIND_HOST:$port"
+    start_bg moto "-p $port" "$MOTO_HOME/bin/moto_server" -H "$BIND_HOST" -p "$port"
 }
 
 moto_ready() {
-    curl -fsS "http://127.0.0.1:$(recorded_port moto)/moto-api/data.json" >/dev/null
+    curl -fsS "http://$BIND_HOST:$(recorded_port moto)/moto-api/data.json" >/dev/null
 }
 
 wait_moto() {
@@ -42,5 +42,5 @@ wait_moto() {
 }
 
 moto_env() {
-    echo "export AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING='http://127.0.0.1:$(recorded_port moto)'"
+    echo "export AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING='http://$BIND_HOST:$(recorded_port moto)'"
 }

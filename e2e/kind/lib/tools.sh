@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Go tools of the kind environment, built from the Go module proxy through the
+# wrapper modules in e2e/kind/go/<name> (their go.mod/go.sum pin everything):
+# kind, CoreDNS and Skipper, and the pod sandbox program. The binaries land in
+# CACHE_DIR/kind-tools/bin, rebuilt when a wrapper module changes.
+
+# check_tool_pin NAME MODULE VERSION: the wrapper's go.mod requires that version.
+check_tool_pin() {
+    grep -Eq "^\s*$2 $3( // indirect)?\$" "$KIND_DIR/go/$1/go.mod" ||
+        die "e2e/kind/go/$1/go.mod does not require $2 $3 (versions.env)"
+}
+
+install_tools() {
+    need_cmd go
+    check_tool_pin kind sigs.k8s.io/kind "$KIND_VERSION"
+    check_tool_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
+    check_tool_pin skipper github.com/zalando/skipper "$SKIPPER_VERSION"
+    local name pkg stamp t0
+    for name in kind coredns skipper pause; do
+        case $name in
+            kind) pkg=sigs.k8s.io/kind ;;
+            coredns) pkg=github.com/coredns/coredns ;;
+            skipper) pkg=github.com/zalando/skipper/cmd/skipper ;;
+            pause) pkg=. ;;
+        esac
+        stamp="$(inputs_hash "$KIND_DIR/go/$name/"* <(go version))"
+        if [[ -x $KIND_TOOLS/bin/$name && -f $KIND_TOOLS/$name.installed && $(<"$KIND_TOOLS/$name.installed") == "$stamp" ]]; then
+            continue
+        fi
+        klog "building $name from the Go module proxy (cold: minutes)"
+        t0=$SECONDS
+        mkdir -p "$KIND_TOOLS/bin"
+        # Static binaries: the images that carry them have no libc.
+        (cd "$KIND_DIR/go/$name" && step "build-$name" env CGO_ENABLED=0 \
+            go build -trimpath -ldflags='-s -w' -o "$KIND_TOOLS/bin/$name.tmp" "$pkg")
+        mv "$KIND_TOOLS/bin/$name.tmp" "$KIND_TOOLS/bin/$name"
+        echo "$stamp" >"$KIND_TOOLS/$name.installed"
+        klog "built $name in $((SECONDS - t0))s"
+    done
+}
+
+# Directory of a module in the module cache (downloaded if needed).
+module_dir() {
+    (cd "$KIND_DIR/go/$1" && go mod download -json "$2" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Brings up (or updates) the kind e2e environment and writes target/kind/env:
+#   Docker (lib/host.sh) -> Kubernetes and Go tools -> node image -> kind cluster
+#   prapi-e2e (1 control plane, 2 workers) -> Kafka, dynalite and moto on the kind
+#   network's gateway -> images of prapi, prapi-operator and Skipper, loaded into
+#   the nodes -> Skipper as the ingress (127.0.0.1:INGRESS_PORT) -> the prapi
+#   chart, installed with helm as users do (--routing skipper --store aws).
+# Idempotent: what exists and is current is reused; changed images are rebuilt,
+# loaded and rolled out by `helm upgrade`. See docs/development.md (kind).
+set -euo pipefail
+
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=../testenv/lib/k8s.sh
+source "$TESTENV_DIR/lib/k8s.sh"
+# shellcheck source=lib/host.sh
+source "$KIND_DIR/lib/host.sh"
+# shellcheck source=lib/images.sh
+source "$KIND_DIR/lib/images.sh"
+# shellcheck source=lib/tools.sh
+source "$KIND_DIR/lib/tools.sh"
+# shellcheck source=lib/node.sh
+source "$KIND_DIR/lib/node.sh"
+
+started=$SECONDS
+mkdir -p "$KIND_STATE" "$KIND_LOGS" "$CACHE_DIR"
+need_cmd python3 curl
+ensure_cmd_from_apt jq jq
+ensure_cmd_from_apt busybox busybox-static
+ensure_docker
+
+# Builds share CACHE_DIR with other checkouts: one installs at a time.
+exec {install_lock}>"$CACHE_DIR/.install.lock"
+if ! flock -n "$install_lock"; then
+    klog "another checkout is installing into $CACHE_DIR; waiting for it"
+    flock "$install_lock"
+fi
+install_k8s
+install_tools
+node="$(node_image)"
+base="$(base_image)"
+builder="$(builder_image)"
+flock -u "$install_lock"
+
+# build_image NAME DOCKERFILE: builds NAME from the repository, tags it with its
+# image id (so that a changed image is a changed tag and rolls out), prints the tag.
+build_image() {
+    local name="$1" dockerfile="$2" id t0=$SECONDS
+    klog "building image $name ($dockerfile)"
+    step "image-$name" docker_build -f "$REPO_ROOT/$dockerfile" -t "$name:e2e" \
+        --build-arg BUILDER_IMAGE="$builder" --build-arg BASE_IMAGE="$base" "$REPO_ROOT"
+    id="$(docker image inspect -f '{{.Id}}' "$name:e2e")"
+    id="${id#sha256:}"
+    docker tag "$name:e2e" "$name:${id:0:12}"
+    klog "image $name:${id:0:12} ready ($((SECONDS - t0))s)"
+    echo "$name:${id:0:12}"
+}
+operator_image="$(build_image prapi-operator operator/Dockerfile)"
+prapi_image="$(build_image prapi dataplane/Dockerfile)"
+
+skipper_image() {
+    local dir key image
+    key="$(inputs_hash "$KIND_TOOLS/skipper.installed" <(echo "$base"))"
+    image="prapi-local/skipper:$SKIPPER_VERSION-$key"
+    if ! image_exists "$image"; then
+        dir="$(mktemp -d)"
+        mkdir -p "$dir/usr/local/bin"
+        install -m 0755 "$KIND_TOOLS/bin/skipper" "$dir/usr/local/bin/skipper"
+        printf 'FROM %s\nCOPY usr/local/bin/skipper /usr/local/bin/skipper\nUSER 65532:65532\nENTRYPOINT ["/usr/local/bin/skipper"]\n' \
+            "$base" >"$dir/Dockerfile"
+        step image-skipper docker_build -t "$image" "$dir"
+        rm -rf "$dir"
+    fi
+    echo "$image"
+}
+skipper="$(skipper_image)"
+
+# The cluster: reused when it exists (its node image is not changed under it:
+# `make kind-down` first to move to a new one).
+if kind_cli get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+    klog "reusing kind cluster $KIND_CLUSTER"
+else
+    ingress_port="$(free_port)"
+    echo "$ingress_port" >"$KIND_STATE/ingress-port"
+    sed -e "s|NODE_IMAGE|$node|" -e "s|INGRESS_PORT|$ingress_port|" "$KIND_DIR/cluster.yaml" >"$KIND_STATE/cluster.yaml"
+    klog "creating kind cluster $KIND_CLUSTER (node image $node)"
+    step kind-create kind_cli create cluster --name "$KIND_CLUSTER" --config "$KIND_STATE/cluster.yaml" \
+        --kubeconfig "$KUBECONFIG_FILE" --wait 180s
+fi
+kind_cli get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_FILE"
+ingress_port="$(<"$KIND_STATE/ingress-port")"
+
+# Kafka, dynalite and moto for the cluster: the test environment's own scripts,
+# listening on the kind network's gateway (an address of this host that pods
+# reach through their node).
+gateway="$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -E '^[0-9.]+$')" ||
+    die "no IPv4 gateway on the docker network 'kind'"
+if [[ -f $PRAPI_TESTENV_DIR/env ]] && ! grep -q "$gateway" "$PRAPI_TESTENV_DIR/env"; then
+    klog "the kind network's gateway changed: restarting Kafka, dynalite and moto"
+    "$TESTENV_DIR/down.sh"
+fi
+step services env PRAPI_TESTENV_HOST="$gateway" "$TESTENV_DIR/up.sh" kafka dynalite moto
+# shellcheck source=/dev/null
+source "$PRAPI_TESTENV_DIR/env"
+
+klog "loading images into the nodes"
+step kind-load kind_cli load docker-image --name "$KIND_CLUSTER" "$prapi_image" "$operator_image" "$skipper"
+
+klog "installing Skipper"
+skipper_dir="$(module_dir skipper "github.com/zalando/skipper@$SKIPPER_VERSION")"
+step skipper kctl apply --server-side -f "$skipper_dir/dataclients/kubernetes/deploy/apply/routegroups_crd.yaml"
+step skipper kctl wait --for=condition=Established --timeout=60s crd/routegroups.zalando.org
+sed "s|SKIPPER_IMAGE|$skipper|" "$KIND_DIR/manifests/skipper.yaml" | step skipper kctl apply -f -
+step skipper kctl -n "$SKIPPER_NAMESPACE" rollout status deployment/skipper-ingress --timeout=180s
+
+klog "installing the prapi chart (release $RELEASE in $OPERATOR_NAMESPACE)"
+aws_env=(
+    "AWS_ENDPOINT_URL_DYNAMODB=$AWS_ENDPOINT_URL_DYNAMODB"
+    "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING=$AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING"
+    "AWS_REGION=$AWS_REGION" "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+    "AWS_EC2_METADATA_DISABLED=true"
+)
+values="$KIND_STATE/values.yaml"
+python3 - "$values" "$operator_image" "$prapi_image" "${aws_env[@]}" <<'PY'
+import json, sys
+out, operator, prapi, *env = sys.argv[1:]
+env = [dict(zip(("name", "value"), e.split("=", 1))) for e in env]
+repo, tag = operator.rsplit(":", 1)
+values = {
+    "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+    "defaultImage": prapi,
+    "routing": {"provider": "skipper"},
+    "store": "aws",
+    "awsEnv": env,
+    "dataPlane": {"env": env},
+}
+with open(out, "w") as f:
+    json.dump(values, f, indent=2)  # JSON is YAML
+PY
+step helm "$K8S_BIN/helm" --kubeconfig "$KUBECONFIG_FILE" upgrade --install "$RELEASE" "$REPO_ROOT/charts/prapi-operator" \
+    --namespace "$OPERATOR_NAMESPACE" --create-namespace -f "$values" --wait --timeout 180s
+
+tmp="$KIND_ENV_FILE.tmp"
+{
+    echo "# Written by e2e/kind/up.sh at $(date -Is); source it."
+    echo "export PRAPI_KIND=1"
+    echo "export PRAPI_KIND_CLUSTER='$KIND_CLUSTER'"
+    echo "export KUBECONFIG='$KUBECONFIG_FILE'"
+    echo "export PRAPI_INGRESS_URL='http://127.0.0.1:$ingress_port'"
+    echo "export PRAPI_OPERATOR_NAMESPACE='$OPERATOR_NAMESPACE'"
+    echo "export PRAPI_RELEASE='$RELEASE'"
+    echo "export PRAPI_IMAGE='$prapi_image'"
+    echo "export PRAPI_OPERATOR_IMAGE='$operator_image'"
+    echo "export KAFKA_BOOTSTRAP_SERVERS='$KAFKA_BOOTSTRAP_SERVERS'"
+    echo "export PRAPI_KAFKA_BOOTSTRAP_IN_CLUSTER='$KAFKA_BOOTSTRAP_SERVERS'"
+    echo "export AWS_ENDPOINT_URL_DYNAMODB='$AWS_ENDPOINT_URL_DYNAMODB'"
+    echo "export AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING='$AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING'"
+    echo "export AWS_REGION='$AWS_REGION'"
+    echo "export AWS_DEFAULT_REGION='$AWS_REGION'"
+    echo "export AWS_ACCESS_KEY_ID='$AWS_ACCESS_KEY_ID'"
+    echo "export AWS_SECRET_ACCESS_KEY='$AWS_SECRET_ACCESS_KEY'"
+    echo "export AWS_CONFIG_FILE='/dev/null'"
+    echo "export AWS_SHARED_CREDENTIALS_FILE='/dev/null'"
+    echo "export AWS_EC2_METADATA_DISABLED=true"
+    echo "export PATH='$K8S_BIN':\"\$PATH\""
+} >"$tmp"
+mv "$tmp" "$KIND_ENV_FILE"
+klog "kind environment ready in $((SECONDS - started))s: source $KIND_ENV_FILE"
