@@ -62,10 +62,10 @@ fn generated_crd_file_matches_the_types() {
         "crds/marketgroup.yaml drifted from the Rust types; regenerate it with\n  \
          cargo run -p prapi-operator -- crd > crds/marketgroup.yaml"
     );
-    let chart = include_str!("../../charts/prapi-operator/crds/marketgroup.yaml");
+    let chart = include_str!("../../charts/prapi-operator/files/marketgroup.yaml");
     assert!(
         chart == generated,
-        "the Helm chart's CRD drifted; copy crds/marketgroup.yaml to charts/prapi-operator/crds/"
+        "the Helm chart's CRD drifted; copy crds/marketgroup.yaml to charts/prapi-operator/files/"
     );
 }
 
