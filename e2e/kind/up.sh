@@ -108,10 +108,10 @@ step kind-load kind_cli load docker-image --name "$KIND_CLUSTER" "$prapi_image" 
 
 klog "installing Skipper"
 skipper_dir="$(module_dir skipper "github.com/zalando/skipper@$SKIPPER_VERSION")"
-step skipper kctl apply --server-side -f "$skipper_dir/dataclients/kubernetes/deploy/apply/routegroups_crd.yaml"
-step skipper kctl wait --for=condition=Established --timeout=60s crd/routegroups.zalando.org
-sed "s|SKIPPER_IMAGE|$skipper|" "$KIND_DIR/manifests/skipper.yaml" | step skipper kctl apply -f -
-step skipper kctl -n "$SKIPPER_NAMESPACE" rollout status deployment/skipper-ingress --timeout=180s
+step skipper kind_kubectl apply --server-side -f "$skipper_dir/dataclients/kubernetes/deploy/apply/routegroups_crd.yaml"
+step skipper kind_kubectl wait --for=condition=Established --timeout=60s crd/routegroups.zalando.org
+sed "s|SKIPPER_IMAGE|$skipper|" "$KIND_DIR/manifests/skipper.yaml" | step skipper kind_kubectl apply -f -
+step skipper kind_kubectl -n "$SKIPPER_NAMESPACE" rollout status deployment/skipper-ingress --timeout=180s
 
 klog "installing the prapi chart (release $RELEASE in $OPERATOR_NAMESPACE)"
 aws_env=(

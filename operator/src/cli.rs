@@ -72,6 +72,32 @@ pub enum StoreChoice {
     None,
 }
 
+/// Parses a data plane variable, `NAME=VALUE`. Names follow Kubernetes' rule for environment
+/// variables; the operator's own `PRAPI_*` variables cannot be overridden this way.
+pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(format!("expected NAME=VALUE, got {s:?}"));
+    };
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || "-._".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    if !valid_name {
+        return Err(format!(
+            "{name:?} is not a valid environment variable name (letters, digits, '-', '.', '_'; not starting with a digit)"
+        ));
+    }
+    if name.starts_with("PRAPI_") {
+        return Err(format!(
+            "{name}: PRAPI_* variables are the operator's own (set them through the MarketGroup)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
 /// Parses `NAMESPACE/NAME`.
 pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
@@ -100,6 +126,12 @@ pub struct RunArgs {
     /// Image for MarketGroups whose spec.image is empty.
     #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     pub default_image: String,
+    /// A variable every data plane container gets, `NAME=VALUE` (repeatable; one per line in the
+    /// environment variable): settings of this installation such as `AWS_REGION` or AWS service
+    /// endpoints. Not for secrets (they end up in the Deployments); give pods cloud credentials
+    /// through their ServiceAccount instead.
+    #[arg(long = "data-plane-env", env = "PRAPI_DATA_PLANE_ENV", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_env_var)]
+    pub data_plane_env: Vec<(String, String)>,
     /// The updater's autoscaler: auto-detect KEDA, or force one.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
     pub updater_autoscaler: UpdaterAutoscalerChoice,
@@ -168,6 +200,12 @@ pub struct RenderArgs {
     /// Image for MarketGroups whose spec.image is empty.
     #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     pub default_image: String,
+    /// A variable every data plane container gets, `NAME=VALUE` (repeatable; one per line in the
+    /// environment variable): settings of this installation such as `AWS_REGION` or AWS service
+    /// endpoints. Not for secrets (they end up in the Deployments); give pods cloud credentials
+    /// through their ServiceAccount instead.
+    #[arg(long = "data-plane-env", env = "PRAPI_DATA_PLANE_ENV", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_env_var)]
+    pub data_plane_env: Vec<(String, String)>,
     /// The updater's autoscaler.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = RenderAutoscaler::Hpa)]
     pub updater_autoscaler: RenderAutoscaler,

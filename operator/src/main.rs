@@ -41,9 +41,14 @@ fn main() -> anyhow::Result<()> {
                 RenderAutoscaler::Keda => UpdaterAutoscaler::Keda,
                 RenderAutoscaler::Hpa => UpdaterAutoscaler::ExternalMetricHpa,
             };
-            let out =
-                offline::render_manifests(&text, &args.namespace, &args.default_image, autoscaler)
-                    .with_context(|| format!("rendering {}", args.file.display()))?;
+            let out = offline::render_manifests(
+                &text,
+                &args.namespace,
+                &args.default_image,
+                &args.data_plane_env,
+                autoscaler,
+            )
+            .with_context(|| format!("rendering {}", args.file.display()))?;
             print!("{out}");
             let extras = offline::render_extras(
                 &text,

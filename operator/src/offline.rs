@@ -84,17 +84,18 @@ pub fn render_manifests(
     text: &str,
     namespace: &str,
     default_image: &str,
+    data_plane_env: &[(String, String)],
     updater_autoscaler: UpdaterAutoscaler,
 ) -> Result<String, OfflineError> {
     let mut out = String::new();
     for (i, mg) in parse_manifests(text)?.iter().enumerate() {
-        let plan = validate::plan(mg, default_image, namespace).map_err(|problems| {
-            OfflineError::Invalid {
+        let plan = validate::plan(mg, default_image, namespace)
+            .map_err(|problems| OfflineError::Invalid {
                 index: i + 1,
                 name: mg.metadata.name.clone().unwrap_or_default(),
                 problems,
-            }
-        })?;
+            })?
+            .with_env(data_plane_env);
         let children = render(&plan, RenderOptions { updater_autoscaler })
             .map_err(|e| OfflineError::Output(e.to_string()))?;
         for child in children {

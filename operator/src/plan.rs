@@ -28,6 +28,9 @@ pub struct GroupPlan {
     pub table: String,
     /// The table settings, as specified (used by the store step).
     pub dynamodb: DynamoDb,
+    /// Variables every data plane container gets from the installation (`--data-plane-env`),
+    /// after the operator's own `PRAPI_*` ones; names never start with `PRAPI_`.
+    pub env: Vec<(String, String)>,
 }
 
 /// Identity of the MarketGroup that owns the rendered objects.
@@ -127,6 +130,12 @@ impl Component {
 }
 
 impl GroupPlan {
+    /// The plan with the installation's data plane variables.
+    pub fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env = env.to_vec();
+        self
+    }
+
     /// Name of a child object: `<group>-<suffix>`.
     pub fn child_name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.owner.name)

@@ -110,6 +110,8 @@ pub trait ExternalState: Send + Sync {
 pub struct Settings {
     /// Image for groups without spec.image.
     pub default_image: String,
+    /// Variables every data plane container gets (`--data-plane-env`).
+    pub data_plane_env: Vec<(String, String)>,
     /// How the updater autoscaler is chosen.
     pub updater_autoscaler: UpdaterAutoscalerChoice,
     /// Requeue period of a healthy group.
@@ -291,7 +293,8 @@ pub async fn apply(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Er
     let name = mg.name_any();
     let generation = mg.meta().generation.unwrap_or(0);
     let uid = mg.uid().ok_or(Error::MissingField("uid"))?;
-    let plan = validate::plan(&mg, &ctx.settings.default_image, &ns);
+    let plan = validate::plan(&mg, &ctx.settings.default_image, &ns)
+        .map(|p| p.with_env(&ctx.settings.data_plane_env));
     let mut extra = crate::steps::StepsReport::default();
 
     let (deployments, problem, autoscaler, table, outcome) = match plan {
@@ -538,7 +541,9 @@ async fn external_cleanup(mg: &MarketGroup, ctx: &Context) -> Result<Option<Dura
     if ctx.external.is_empty() {
         return Ok(None);
     }
-    match validate::plan(mg, &ctx.settings.default_image, &ns) {
+    match validate::plan(mg, &ctx.settings.default_image, &ns)
+        .map(|p| p.with_env(&ctx.settings.data_plane_env))
+    {
         Ok(plan) => {
             for ext in &ctx.external {
                 match ext.cleanup(&plan).await {

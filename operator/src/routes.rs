@@ -412,6 +412,7 @@ mod tests {
             },
             table: "t".into(),
             dynamodb: Default::default(),
+            env: Vec::new(),
         }
     }
 

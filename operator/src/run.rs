@@ -205,6 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let settings = Settings {
         default_image: args.default_image.clone(),
+        data_plane_env: args.data_plane_env.clone(),
         updater_autoscaler: args.updater_autoscaler,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };

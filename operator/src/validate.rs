@@ -201,6 +201,7 @@ pub fn plan(
         },
         table: or_default(&spec.dynamodb.table),
         dynamodb: spec.dynamodb.clone(),
+        env: Vec::new(),
         owner: Owner {
             namespace: namespace.clone(),
             name: name.clone(),

@@ -118,3 +118,56 @@ fn render_subcommand_prints_every_object_or_the_problems() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent.yaml"));
 }
+
+#[test]
+fn data_plane_env_parses_name_value_pairs_and_refuses_bad_names() {
+    use prapi_operator::cli::parse_env_var;
+    assert_eq!(
+        parse_env_var("AWS_ENDPOINT_URL_DYNAMODB=http://10.0.0.1:8000/?a=b"),
+        Ok((
+            "AWS_ENDPOINT_URL_DYNAMODB".to_string(),
+            "http://10.0.0.1:8000/?a=b".to_string()
+        ))
+    );
+    assert_eq!(parse_env_var("EMPTY="), Ok(("EMPTY".into(), String::new())));
+    assert_eq!(
+        parse_env_var("a.b-c_d=1"),
+        Ok(("a.b-c_d".into(), "1".into()))
+    );
+    for bad in [
+        "NOVALUE",
+        "=x",
+        "1X=y",
+        "A B=c",
+        "A\u{e9}=x",
+        "PRAPI_LISTEN=:1",
+    ] {
+        let err = parse_env_var(bad).expect_err(bad);
+        assert!(!err.is_empty(), "{bad}");
+    }
+    assert!(
+        parse_env_var("PRAPI_LISTEN=:1")
+            .expect_err("own")
+            .contains("operator's own")
+    );
+    // Repeated on the command line, or one per line in the environment variable.
+    let cli = Cli::try_parse_from([
+        "prapi-operator",
+        "run",
+        "--data-plane-env",
+        "A=1",
+        "--data-plane-env",
+        "B=2",
+    ])
+    .expect("parses");
+    let Command::Run(args) = cli.command else {
+        panic!("run")
+    };
+    assert_eq!(
+        args.data_plane_env,
+        vec![("A".into(), "1".into()), ("B".into(), "2".into())]
+    );
+    assert!(
+        Cli::try_parse_from(["prapi-operator", "run", "--data-plane-env", "PRAPI_X=1"]).is_err()
+    );
+}

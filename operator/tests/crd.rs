@@ -341,6 +341,7 @@ fn valid_fixtures_pass_validation_and_render() {
             &text,
             "default",
             "img:1",
+            &[],
             prapi_operator::render::autoscaling::UpdaterAutoscaler::Keda,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -369,6 +370,7 @@ fn invalid_fixtures_are_rejected_with_their_message() {
             &text,
             "default",
             "img:1",
+            &[],
             prapi_operator::render::autoscaling::UpdaterAutoscaler::ExternalMetricHpa,
         )
         .expect_err("render refuses invalid manifests");

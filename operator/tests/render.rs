@@ -308,6 +308,42 @@ fn config_map_carries_settings_without_flags_and_pods_read_them() {
     }
 }
 
+#[test]
+fn installation_env_follows_the_operators_own_in_every_container() {
+    let env = vec![
+        ("AWS_REGION".to_string(), "eu-central-1".to_string()),
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB".to_string(),
+            "http://dynamodb.local:8000".to_string(),
+        ),
+    ];
+    let p = default_plan().with_env(&env);
+    for c in Component::ALL {
+        let d = w::deployment(&p, c);
+        let all = container(&d).env.clone().expect("env");
+        let (own, installation) = all.split_at(all.len() - env.len());
+        assert!(!own.is_empty() && own.iter().all(|e| e.value_from.is_some()));
+        let got: Vec<(String, Option<String>)> = installation
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        let want: Vec<(String, Option<String>)> = env
+            .iter()
+            .map(|(n, v)| (n.clone(), Some(v.clone())))
+            .collect();
+        assert_eq!(got, want, "{c:?}");
+    }
+    // Without any, the containers carry only the operator's variables.
+    let bare = w::deployment(&default_plan(), Component::Products);
+    assert!(
+        container(&bare)
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.value_from.is_some())
+    );
+}
+
 fn config_hash(p: &GroupPlan, c: Component) -> String {
     w::deployment(p, c)
         .spec
@@ -635,6 +671,7 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
         "d",
         "i",
+        &[],
         UpdaterAutoscaler::Keda,
     )
     .expect_err("not a MarketGroup");
@@ -643,20 +680,21 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
             .contains("expected apiVersion prapi.dev/v1alpha1, kind MarketGroup")
     );
     assert!(matches!(
-        offline::render_manifests("", "d", "i", UpdaterAutoscaler::Keda),
+        offline::render_manifests("", "d", "i", &[], UpdaterAutoscaler::Keda),
         Err(offline::OfflineError::Empty)
     ));
     let err = offline::render_manifests(
         "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: x}\nspec: {}\n",
         "d",
         "i",
+        &[],
         UpdaterAutoscaler::Keda,
     )
     .expect_err("countries is required");
     assert!(err.to_string().contains("countries"), "{err}");
     let two = "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: a}\nspec: {countries: [de]}\n---\napiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: b}\nspec: {countries: [at]}\n";
     let out =
-        offline::render_manifests(two, "d", "i", UpdaterAutoscaler::Keda).expect("two groups");
+        offline::render_manifests(two, "d", "i", &[], UpdaterAutoscaler::Keda).expect("two groups");
     assert!(out.contains("name: a-products") && out.contains("name: b-products"));
 }
 

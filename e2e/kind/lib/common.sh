@@ -18,7 +18,7 @@ KIND_ENV_FILE="$KIND_STATE/env"
 KIND_TOOLS="$CACHE_DIR/kind-tools"
 KUBECONFIG_FILE="$KIND_STATE/kubeconfig"
 # Names of everything the environment creates, so that it is removed by name.
-RELEASE=prapi
+RELEASE=prapi-operator
 OPERATOR_NAMESPACE=prapi-system
 SKIPPER_NAMESPACE=skipper
 
@@ -40,7 +40,7 @@ step() {
     fi
 }
 
-kctl() {
+kind_kubectl() {
     "$K8S_BIN/kubectl" --kubeconfig="$KUBECONFIG_FILE" "$@"
 }
 

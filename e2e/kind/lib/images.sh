@@ -15,6 +15,15 @@ image_exists() {
     docker image inspect "$1" >/dev/null 2>&1
 }
 
+# prune_older IMAGE: removes the other tags of IMAGE's repository (earlier inputs), so that
+# rebuilt local images do not pile up on disk.
+prune_older() {
+    local repo="${1%:*}" old
+    for old in $(docker images "$repo" --format '{{.Repository}}:{{.Tag}}'); do
+        [[ $old == "$1" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done
+}
+
 # debian_rootfs NAME PACKAGE,...: path of a debootstrap'd minbase root with
 # those packages (built once per package list).
 debian_rootfs() {
@@ -87,6 +96,7 @@ base_image() {
         import_dir "$dir" "$image" --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
             --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'
         rm -rf "$dir"
+        prune_older "$image"
     fi
     echo "$image"
 }
@@ -98,7 +108,7 @@ builder_image() {
     rootfs="$(debian_rootfs builder "$BUILDER_PACKAGES")"
     sysroot="$(rustc --print sysroot)"
     version="$(rustc --version)"
-    key="$(inputs_hash <(echo "$rootfs $version") "$KIND_DIR/lib/images.sh")"
+    key="$(inputs_hash <(echo "$rootfs $version") "$KIND_DIR/lib/images.sh" /etc/ssl/certs/ca-certificates.crt)"
     image="prapi-local/rust-builder:$key"
     if ! image_exists "$image"; then
         klog "building $image ($version from $sysroot)"
@@ -106,13 +116,17 @@ builder_image() {
         # The image's root is the builder rootfs plus the toolchain under /usr/local/rust.
         mkdir -p "$dir/usr/local/rust"
         cp -a "$sysroot/bin" "$sysroot/lib" "$dir/usr/local/rust/"
-        rm -rf "$dir/usr/local/rust/lib/rustlib/src" "$dir/usr/local/rust/lib/rustlib/"*/bin/gcc-ld
+        rm -rf "$dir/usr/local/rust/lib/rustlib/src"
         tar -C "$rootfs" --numeric-owner -c --exclude=./proc --exclude=./sys --exclude=./dev . |
             tar -C "$dir" -x --keep-directory-symlink
+        # The builder downloads crates as this machine does: with the CAs this machine trusts
+        # (which include any TLS-inspecting proxy's of its network).
+        install -m 0644 /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/ca-certificates.crt"
         import_dir "$dir" "$image" \
             --change 'ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'WORKDIR /'
         rm -rf "$dir"
+        prune_older "$image"
     fi
     echo "$image"
 }

@@ -181,6 +181,7 @@ node_image() {
     printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$image-raw" | DOCKER_BUILDKIT=0 docker build -q -t "$image" - >/dev/null
     docker rmi "$image-raw" >/dev/null
     rm -rf "$work"
+    prune_older "$image"
     klog "built $image in $((SECONDS - t0))s"
     echo "$image"
 }

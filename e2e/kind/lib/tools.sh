@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Go tools of the kind environment, built from the Go module proxy through the
 # wrapper modules in e2e/kind/go/<name> (their go.mod/go.sum pin everything):
-# kind, CoreDNS and Skipper, and the pod sandbox program. The binaries land in
+# kind, CoreDNS, Skipper, kubeconform, and the pod sandbox program. The binaries land in
 # CACHE_DIR/kind-tools/bin, rebuilt when a wrapper module changes.
 
 # check_tool_pin NAME MODULE VERSION: the wrapper's go.mod requires that version.
@@ -10,18 +10,22 @@ check_tool_pin() {
         die "e2e/kind/go/$1/go.mod does not require $2 $3 (versions.env)"
 }
 
+# install_tools [NAME...]: builds the named tools (default: all) that are not current.
 install_tools() {
     need_cmd go
     check_tool_pin kind sigs.k8s.io/kind "$KIND_VERSION"
     check_tool_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
     check_tool_pin skipper github.com/zalando/skipper "$SKIPPER_VERSION"
-    local name pkg stamp t0
-    for name in kind coredns skipper pause; do
+    check_tool_pin kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION"
+    local name pkg stamp t0 names=("$@")
+    ((${#names[@]})) || names=(kind coredns skipper pause kubeconform)
+    for name in "${names[@]}"; do
         case $name in
             kind) pkg=sigs.k8s.io/kind ;;
             coredns) pkg=github.com/coredns/coredns ;;
             skipper) pkg=github.com/zalando/skipper/cmd/skipper ;;
             pause) pkg=. ;;
+            kubeconform) pkg=github.com/yannh/kubeconform/cmd/kubeconform ;;
         esac
         stamp="$(inputs_hash "$KIND_DIR/go/$name/"* <(go version))"
         if [[ -x $KIND_TOOLS/bin/$name && -f $KIND_TOOLS/$name.installed && $(<"$KIND_TOOLS/$name.installed") == "$stamp" ]]; then

@@ -219,21 +219,26 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
             .collect::<String>()
             .as_bytes(),
     );
-    let env = env_pairs
-        .iter()
-        .map(|(k, _)| EnvVar {
-            name: k.clone(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: plan.config_map_name(),
-                    key: config_key(component, k),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
+    let operator_env = env_pairs.iter().map(|(k, _)| EnvVar {
+        name: k.clone(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: plan.config_map_name(),
+                key: config_key(component, k),
+                optional: Some(false),
             }),
-            ..EnvVar::default()
-        })
-        .collect();
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    });
+    // The installation's variables come after the operator's; PRAPI_* names are refused at the
+    // flag, so none of them shadows the operator's own settings.
+    let installation_env = plan.env.iter().map(|(name, value)| EnvVar {
+        name: name.clone(),
+        value: Some(value.clone()),
+        ..EnvVar::default()
+    });
+    let env = operator_env.chain(installation_env).collect();
     let container = Container {
         name: component.as_str().into(),
         image: Some(plan.image.clone()),

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Checks the chart as users get it: `helm lint --strict` with its default values
+# and with every optional feature on, and kubeconform (strict: unknown fields
+# are errors) over what `helm template` renders for both and over the example
+# MarketGroups in docs/examples, against the schemas of the pinned Kubernetes
+# version and of the chart's own CRD (made offline by schemas.py).
+set -euo pipefail
+
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=../testenv/lib/k8s.sh
+source "$TESTENV_DIR/lib/k8s.sh"
+# shellcheck source=lib/tools.sh
+source "$KIND_DIR/lib/tools.sh"
+
+chart="$REPO_ROOT/charts/prapi-operator"
+crd="$chart/files/marketgroup.yaml"
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null
+fi
+exec {install_lock}>"$CACHE_DIR/.install.lock"
+flock "$install_lock"
+install_k8s
+install_tools kubeconform
+flock -u "$install_lock"
+
+swagger="$(cd "$TESTENV_DIR/k8s" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/api/openapi-spec/swagger.json"
+[[ -f $swagger ]] || die "no swagger.json in the k8s.io/kubernetes $K8S_VERSION module"
+schemas="$CACHE_DIR/kind-tools/schemas-$(inputs_hash "$swagger" "$crd" "$KIND_DIR/schemas.py")"
+if [[ ! -f $schemas/.done ]]; then
+    rm -rf "$schemas"
+    python3 "$KIND_DIR/schemas.py" "$swagger" "$schemas" --crd "$crd" >/dev/null
+    touch "$schemas/.done"
+fi
+
+# Every optional part on: what the default values leave out is checked too.
+all_on=(
+    --set crds.keep=false --set routing.provider=gateway-api --set routing.gateway=infra/public
+    --set store=aws --set watchNamespace=shop --set priorityClassName=system-cluster-critical
+    --set 'imagePullSecrets[0].name=registry' --set podLabels.team=platform
+    --set-string 'dataPlane.env[0].name=AWS_REGION,dataPlane.env[0].value=eu-central-1'
+    --set-string 'dataPlane.env[1].name=AWS_ENDPOINT_URL_DYNAMODB,dataPlane.env[1].value=http://dynamodb:8000'
+    --set 'awsEnv[0].name=AWS_REGION' --set 'awsEnv[0].value=eu-central-1'
+    --set 'extraEnv[0].name=HTTPS_PROXY' --set 'extraEnv[0].value=http://proxy:3128'
+    --set metrics.serviceMonitor.enabled=true --set serviceAccount.annotations.role=arn
+)
+helm=("$K8S_BIN/helm")
+kubeconform=("$KIND_TOOLS/bin/kubeconform" -strict -summary -output text
+    -schema-location "$schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    # The Prometheus Operator's CRDs are not part of this environment.
+    -skip ServiceMonitor)
+status=0
+for values in defaults all-on; do
+    args=()
+    [[ $values == defaults ]] || args=("${all_on[@]}")
+    echo "== helm lint --strict ($values)"
+    "${helm[@]}" lint --strict "$chart" "${args[@]}" || status=1
+    echo "== kubeconform: helm template ($values)"
+    "${helm[@]}" template prapi-operator "$chart" --namespace prapi-system "${args[@]}" |
+        "${kubeconform[@]}" - || status=1
+done
+echo "== kubeconform: docs/examples"
+"${kubeconform[@]}" "$REPO_ROOT"/docs/examples/*.yaml || status=1
+# A value the schema refuses must fail the install, with the schema's message.
+if "${helm[@]}" template x "$chart" --set routing.provider=istio >/dev/null 2>&1; then
+    echo "values.schema.json accepted routing.provider=istio" >&2
+    status=1
+fi
+if "${helm[@]}" template x "$chart" --set-string 'dataPlane.env[0].name=PRAPI_LISTEN,dataPlane.env[0].value=x' >/dev/null 2>&1; then
+    echo "values.schema.json accepted a PRAPI_ name in dataPlane.env" >&2
+    status=1
+fi
+exit "$status"
