@@ -62,6 +62,27 @@ for values in defaults all-on; do
 done
 echo "== kubeconform: docs/examples"
 "${kubeconform[@]}" "$REPO_ROOT"/docs/examples/*.yaml || status=1
+# The checks can fail: an unknown field in a Deployment and in a MarketGroup, and a
+# MarketGroup breaking its CRD's schema, are each refused.
+for bad in \
+    'apiVersion: apps/v1
+kind: Deployment
+metadata: {name: x}
+spec: {replicass: 1, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}}}' \
+    'apiVersion: prapi.dev/v1alpha1
+kind: MarketGroup
+metadata: {name: x}
+spec: {countries: [de], bogus: 1}' \
+    'apiVersion: prapi.dev/v1alpha1
+kind: MarketGroup
+metadata: {name: x}
+spec: {countries: [de], traffic: {weight: "ninety"}}'; do
+    if "${kubeconform[@]}" - <<<"$bad" >/dev/null 2>&1; then
+        echo "kubeconform accepted an invalid manifest:" >&2
+        echo "$bad" >&2
+        status=1
+    fi
+done
 # A value the schema refuses must fail the install, with the schema's message.
 if "${helm[@]}" template x "$chart" --set routing.provider=istio >/dev/null 2>&1; then
     echo "values.schema.json accepted routing.provider=istio" >&2

@@ -22,20 +22,55 @@ INT_OR_STRING = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 QUANTITY = {"oneOf": [{"type": "string"}, {"type": "number"}]}
 
 
-def strict(node):
-    """Unknown fields are errors: objects with properties get additionalProperties false."""
-    if isinstance(node, dict):
-        if node.get("format") == "int-or-string" or node.get("x-kubernetes-int-or-string"):
-            return dict(INT_OR_STRING)
-        out = {k: strict(v) for k, v in node.items()}
-        if "properties" in out and "additionalProperties" not in out and not out.get(
-            "x-kubernetes-preserve-unknown-fields"
-        ):
+def strict(schema):
+    """Unknown fields are errors: objects with properties get additionalProperties false.
+
+    Walks schema keywords only, so that a property *named* like a keyword (JSONSchemaProps
+    has properties called "format" and "x-kubernetes-int-or-string") is left alone.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("format") == "int-or-string" or schema.get("x-kubernetes-int-or-string") is True:
+        return dict(INT_OR_STRING)
+    out = dict(schema)
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
+        if "additionalProperties" not in out and out.get("x-kubernetes-preserve-unknown-fields") is not True:
             out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [strict(v) for v in node]
-    return node
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(out.get(key), dict):
+            out[key] = strict(out[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if isinstance(out.get(key), list):
+            out[key] = [strict(v) for v in out[key]]
+    return out
+
+
+def references(node, found):
+    """Names of the definitions `node` refers to ("#/definitions/NAME"), added to `found`."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            found.add(ref[len("#/definitions/"):])
+        for v in node.values():
+            references(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            references(v, found)
+
+
+def closure(name, definitions):
+    """`name` and every definition it reaches through references."""
+    seen, todo = set(), [name]
+    while todo:
+        n = todo.pop()
+        if n in seen or n not in definitions:
+            continue
+        seen.add(n)
+        found = set()
+        references(definitions[n], found)
+        todo.extend(found - seen)
+    return seen
 
 
 def file_name(group, version, kind):
@@ -57,14 +92,13 @@ def main(argv):
     definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = dict(INT_OR_STRING)
     definitions["io.k8s.apimachinery.pkg.api.resource.Quantity"] = dict(QUANTITY)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "_definitions.json"), "w") as f:
-        json.dump({"definitions": definitions}, f)
     written = 0
     for name, d in definitions.items():
         for gvk in d.get("x-kubernetes-group-version-kind", []):
             schema = {
                 "$schema": "http://json-schema.org/draft-07/schema#",
-                "$ref": f"_definitions.json#/definitions/{name}",
+                "$ref": f"#/definitions/{name}",
+                "definitions": {n: definitions[n] for n in closure(name, definitions)},
             }
             path = os.path.join(out_dir, file_name(gvk["group"], gvk["version"], gvk["kind"]))
             with open(path, "w") as f:
