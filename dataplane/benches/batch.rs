@@ -37,7 +37,7 @@ use prapi::r#gen::GenConfig;
 use prapi::http::overload::OverloadConfig;
 use prapi::http::server::{Readiness, serve};
 use prapi::lb::{Balancer, BalancerConfig, ClientConfig, MonotonicClock, Ring, parse_endpoints};
-use prapi::model::{Country, Event, ProductId};
+use prapi::model::{Country, ProductId};
 use prapi::run::{BatchServer, ProductsServer, load_events};
 use prapi::store::Store;
 use prapi::store::embedded::EmbeddedStore;
@@ -174,13 +174,7 @@ fn main() {
         let countries = Country::parse_list("de,at").expect("countries");
         let cfg = GenConfig { products, countries: countries.clone(), seed: 3 };
         load_events(&store, cfg.events().map(Ok), |_| {}).await.expect("load");
-        let mut ids: Vec<String> = Vec::new();
-        for line in cfg.events() {
-            let id = Event::parse(&line).expect("event").product_id().to_string();
-            if ids.last() != Some(&id) {
-                ids.push(id);
-            }
-        }
+        let ids = cfg.product_ids();
         let store: Arc<dyn Store> = Arc::new(store);
         let cache = CacheConfig {
             ttl: Duration::from_secs(3600),

@@ -32,6 +32,13 @@ pub struct GenConfig {
 }
 
 impl GenConfig {
+    /// The product ids of this catalogue, in the order of its events, without generating them.
+    pub fn product_ids(&self) -> Vec<String> {
+        (0..self.products)
+            .map(|i| identity(self.seed, i).id)
+            .collect()
+    }
+
     /// The events of this catalogue, one NDJSON line (without the newline) per item.
     pub fn events(&self) -> Events {
         let mut cfg = self.clone();
@@ -120,12 +127,39 @@ const TARGET_BYTES: std::ops::RangeInclusive<usize> = 27_000..=33_000;
 /// The pretty-printed line count it aims at.
 const TARGET_LINES: std::ops::RangeInclusive<usize> = 970..=1030;
 
-fn generate(seed: u64, index: usize, countries: &[Country]) -> Generated {
+/// The first draws of a product's random stream, which its id is made of, and the stream to
+/// go on with.
+struct Identity {
+    rng: ChaCha8Rng,
+    brand: Brand,
+    kind: Kind,
+    color: ColorDef,
+    id: String,
+}
+
+fn identity(seed: u64, index: usize) -> Identity {
     let mut rng = rng_for(seed, *b"product\0", index);
     let brand = *BRANDS.choose(&mut rng).unwrap_or(&BRANDS[0]);
     let kind = *KINDS.choose(&mut rng).unwrap_or(&KINDS[0]);
     let color = *COLORS.choose(&mut rng).unwrap_or(&COLORS[0]);
     let id = format!("{}{:06}-{}", brand.code, index, color.code);
+    Identity {
+        rng,
+        brand,
+        kind,
+        color,
+        id,
+    }
+}
+
+fn generate(seed: u64, index: usize, countries: &[Country]) -> Generated {
+    let Identity {
+        mut rng,
+        brand,
+        kind,
+        color,
+        id,
+    } = identity(seed, index);
     let version: u64 = rng.random_range(1..=40);
     // Whole euros; merchants and countries derive their prices from it.
     let base_price: i64 = rng.random_range(9..300);
@@ -1259,6 +1293,19 @@ mod tests {
         let mut out = Vec::new();
         let stats = write_ndjson(cfg, &mut out).expect("writing to a Vec cannot fail");
         (out, stats)
+    }
+
+    #[test]
+    fn product_ids_are_those_of_the_product_events() {
+        let cfg = cfg(40, "de,at", 3);
+        let from_events: Vec<String> = cfg
+            .events()
+            .filter_map(|l| match crate::model::Event::parse(&l) {
+                Ok(crate::model::Event::Product { id, .. }) => Some(id.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cfg.product_ids(), from_events);
     }
 
     #[test]

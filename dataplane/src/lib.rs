@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod formats;
+pub mod gzip;
 // `gen` is a reserved keyword in edition 2024; callers write `prapi::r#gen`.
 pub mod r#gen;
 pub mod http;

@@ -18,8 +18,9 @@ use xxhash_rust::xxh64::Xxh64;
 
 use crate::cache::{ByteCache, Loader, Lookup, Rendered};
 use crate::formats::{self, MediaType};
+use crate::http::caching::{MaxAge, vary};
 use crate::http::headers::{ServedCountries, accepts_gzip, if_none_match};
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 use crate::model::{Country, Offer, ProductId};
 use crate::store::{Store, StoreError};
 
@@ -113,16 +114,23 @@ impl Loader<Key> for StoreLoader {
     }
 }
 
-/// The products API: cache, served countries.
+/// The products API: cache, served countries, and the `Cache-Control` values of its answers.
 pub struct ProductsApi {
     cache: ByteCache<Key>,
     countries: ServedCountries,
+    max_age: MaxAge,
 }
 
 impl ProductsApi {
     /// Serves `countries` from `cache`.
     pub fn new(cache: ByteCache<Key>, countries: ServedCountries) -> Self {
-        Self { cache, countries }
+        let config = cache.config();
+        let max_age = MaxAge::up_to(config.ttl.max(config.negative_ttl));
+        Self {
+            cache,
+            countries,
+            max_age,
+        }
     }
 
     /// The cache (for tests and metrics).
@@ -132,9 +140,18 @@ impl ProductsApi {
 
     /// Looks a key up and answers with the cached bytes, 304, 404 or 503.
     pub async fn serve(&self, key: Key, headers: &HeaderMap) -> Response {
+        let vary = vary(key.country.is_some());
         match self.cache.get(&key).await {
-            Ok(Lookup::Found(r)) => respond(&r, key.media, headers),
-            Ok(Lookup::NotFound) => Problem::not_found(key.id.as_str()).into_response(),
+            Ok(Lookup::Found(r, left)) => {
+                respond(&r, key.media, headers, self.max_age.header(left), vary)
+            }
+            Ok(Lookup::NotFound(left)) => {
+                let mut resp = Problem::not_found(key.id.as_str()).into_response();
+                let h = resp.headers_mut();
+                h.insert(header::CACHE_CONTROL, self.max_age.header(left));
+                h.insert(header::VARY, vary);
+                resp
+            }
             Err(e) => match &*e {
                 StoreError::Corrupt { .. } => {
                     tracing::error!(error = %e, id = %key.id, "stored item cannot be served");
@@ -143,8 +160,8 @@ impl ProductsApi {
                 }
                 _ => {
                     tracing::warn!(error = %e, id = %key.id, "store unavailable and nothing cached");
-                    Problem::unavailable(
-                        "store-unavailable",
+                    Problem::new(
+                        ProblemType::StoreUnavailable,
                         "the store is unavailable and the item is not cached",
                     )
                     .into_response()
@@ -155,13 +172,23 @@ impl ProductsApi {
 }
 
 /// The response for a cached body: 304 when `If-None-Match` matches, gzip bytes when accepted.
-pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response {
+/// A 304 carries the `ETag`, `Vary` and `Cache-Control` the 200 would have (RFC 9110 §15.4.5).
+pub fn respond(
+    r: &Rendered,
+    media: MediaType,
+    headers: &HeaderMap,
+    cache_control: HeaderValue,
+    vary: HeaderValue,
+) -> Response {
     let etag = r.etag_header.clone();
-    let vary = HeaderValue::from_static("Accept, Accept-Encoding");
     if if_none_match(headers, &r.etag) {
         return (
             StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag), (header::VARY, vary)],
+            [
+                (header::ETAG, etag),
+                (header::VARY, vary),
+                (header::CACHE_CONTROL, cache_control),
+            ],
         )
             .into_response();
     }
@@ -173,6 +200,7 @@ pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response 
                 (header::CONTENT_TYPE, content_type),
                 (header::ETAG, etag),
                 (header::VARY, vary),
+                (header::CACHE_CONTROL, cache_control),
                 (header::CONTENT_ENCODING, enc),
             ],
             r.gzip.clone(),
@@ -184,6 +212,7 @@ pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response 
                 (header::CONTENT_TYPE, content_type),
                 (header::ETAG, etag),
                 (header::VARY, vary),
+                (header::CACHE_CONTROL, cache_control),
             ],
             r.identity.clone(),
         )
@@ -193,9 +222,7 @@ pub fn respond(r: &Rendered, media: MediaType, headers: &HeaderMap) -> Response 
 
 /// Parses a path id, answering 400 with the reason.
 pub fn parse_id(raw: &str) -> Result<ProductId, Problem> {
-    ProductId::parse(raw).map_err(|e| {
-        Problem::bad_request("invalid-product-id", "Invalid product id", e.to_string())
-    })
+    ProductId::parse(raw).map_err(|e| Problem::new(ProblemType::InvalidProductId, e.to_string()))
 }
 
 /// Negotiates among `allowed` media types, answering 406 listing them.
@@ -271,11 +298,19 @@ async fn product_offers(
     }
 }
 
+/// The paths [`routes`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
+pub const PATHS: [&str; 3] = [
+    "/products/{id}",
+    "/products/{id}/offers",
+    "/product-offers/{id}",
+];
+
 /// The single-item routes of DESIGN §2.2 (without middleware; see `http::server::api_layers`).
 pub fn routes(api: Arc<ProductsApi>) -> Router {
+    let [product_path, offers_path, product_offers_path] = PATHS;
     Router::new()
-        .route("/products/{id}", get(product))
-        .route("/products/{id}/offers", get(offers))
-        .route("/product-offers/{id}", get(product_offers))
+        .route(product_path, get(product))
+        .route(offers_path, get(offers))
+        .route(product_offers_path, get(product_offers))
         .with_state(api)
 }

@@ -135,7 +135,9 @@ impl ProductsServer {
             routes = routes.merge(crate::batch::routes(Arc::new(batch_api)));
         }
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
-        Ok(app.merge(ops_router(Arc::new(registry), readiness)))
+        Ok(app
+            .merge(ops_router(Arc::new(registry), readiness))
+            .merge(crate::http::openapi::routes()))
     }
 }
 

@@ -1,53 +1,21 @@
 //! The batch response body, `{"items":[...],"missing":[...],"failed":[...]}`, assembled from the
 //! item bodies as the products pods sent them.
 //!
-//! Identity: the item bodies are copied between the framing bytes. Gzip: the body is a multi-member
-//! gzip stream (RFC 1952 §2.2: a gzip file is a series of members, and decoders concatenate their
-//! outputs). The item bodies are the pods' own pre-compressed members, copied as they are; the
-//! framing between them is made of small members of our own. The head and the comma are constant
-//! and compressed once per process; the tail is constant too unless some ids are missing or
-//! failed, and then it is the only thing compressed per request. Nothing is ever decompressed.
-
-use std::io::Write as _;
-use std::sync::OnceLock;
+//! Identity: the item bodies are copied between the framing bytes. Gzip: the body is **one** gzip
+//! member, joined by [`crate::gzip::Joiner`] from the items' cached members (their compressed
+//! blocks copied as they are, their CRC-32s combined) and the JSON framing between them (stored
+//! uncompressed: a few bytes per item). Nothing is decompressed or compressed per request, and
+//! clients that read only one gzip member (OkHttp, many zlib-based readers) get the whole body.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 
 use super::{Failure, Item};
+use crate::gzip::{Joiner, Part};
 use crate::model::ProductId;
 
 const HEAD: &[u8] = br#"{"items":["#;
 const COMMA: &[u8] = b",";
 const EMPTY_TAIL: &[u8] = br#"],"missing":[],"failed":[]}"#;
-
-/// `data` as one complete gzip member.
-pub fn gzip_member(data: &[u8]) -> Bytes {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 2 + 32), Compression::fast());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    Bytes::from(enc.finish().unwrap_or_default())
-}
-
-fn constant(cell: &'static OnceLock<Bytes>, data: &[u8]) -> Bytes {
-    cell.get_or_init(|| gzip_member(data)).clone()
-}
-
-fn head_gz() -> Bytes {
-    static CELL: OnceLock<Bytes> = OnceLock::new();
-    constant(&CELL, HEAD)
-}
-
-fn comma_gz() -> Bytes {
-    static CELL: OnceLock<Bytes> = OnceLock::new();
-    constant(&CELL, COMMA)
-}
-
-fn empty_tail_gz() -> Bytes {
-    static CELL: OnceLock<Bytes> = OnceLock::new();
-    constant(&CELL, EMPTY_TAIL)
-}
 
 /// `],"missing":[...],"failed":[...]}` for the ids whose item is missing or failed.
 fn tail(ids: &[ProductId], items: &[Item]) -> Vec<u8> {
@@ -80,10 +48,6 @@ fn found(items: &[Item]) -> impl Iterator<Item = &Bytes> {
     })
 }
 
-fn all_found(items: &[Item]) -> bool {
-    items.iter().all(|i| matches!(i, Item::Found(_)))
-}
-
 /// The identity body: item bodies (identity coding) between the framing.
 pub fn identity_body(ids: &[ProductId], items: &[Item]) -> Bytes {
     let tail = tail(ids, items);
@@ -100,26 +64,40 @@ pub fn identity_body(ids: &[ProductId], items: &[Item]) -> Bytes {
     out.freeze()
 }
 
-/// The gzip body: a multi-member stream that decodes to exactly [`identity_body`] when each
-/// found item holds the gzip member of the corresponding identity body.
+/// The gzip body: one member that decodes to exactly [`identity_body`] when each found item
+/// holds a joinable member ([`crate::gzip::member`]) of the corresponding identity body.
+///
+/// The batch sources hand over only joinable members ([`super::classify`] converts any other
+/// gzip body, [`super::CacheSource`] serves the cache's own). Should an item still not be one,
+/// it is answered as JSON `null` rather than corrupting the whole body, and logged.
 pub fn gzip_body(ids: &[ProductId], items: &[Item]) -> Bytes {
-    let tail = if all_found(items) {
-        empty_tail_gz()
-    } else {
-        gzip_member(&tail(ids, items))
-    };
-    let (head, comma) = (head_gz(), comma_gz());
-    let len = head.len() + found(items).map(|b| b.len() + comma.len()).sum::<usize>() + tail.len();
-    let mut out = BytesMut::with_capacity(len);
-    out.put_slice(&head);
-    for (n, b) in found(items).enumerate() {
+    let tail = tail(ids, items);
+    let parts: Vec<Option<Part>> = found(items).map(Part::parse).collect();
+    let len = Joiner::literal_len(HEAD.len())
+        + parts
+            .iter()
+            .map(|p| p.as_ref().map_or(16, Part::compressed_len) + Joiner::literal_len(1))
+            .sum::<usize>()
+        + Joiner::literal_len(tail.len());
+    let mut joiner = Joiner::with_capacity(len);
+    joiner.literal(HEAD);
+    for (n, part) in parts.iter().enumerate() {
         if n > 0 {
-            out.put_slice(&comma);
+            joiner.literal(COMMA);
         }
-        out.put_slice(b);
+        match part {
+            Some(p) => joiner.part(p),
+            None => {
+                tracing::error!(
+                    item = n,
+                    "batch item is not a joinable gzip member; sent as null"
+                );
+                joiner.literal(b"null");
+            }
+        }
     }
-    out.put_slice(&tail);
-    out.freeze()
+    joiner.literal(&tail);
+    joiner.finish()
 }
 
 /// Counts of a batch's outcomes.
@@ -159,22 +137,15 @@ pub fn no_endpoints(items: &[Item]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::read::MultiGzDecoder;
     use proptest::prelude::*;
     use serde_json::Value;
-    use std::io::Read;
 
     fn pid(s: &str) -> ProductId {
         ProductId::parse(s).expect("valid id")
     }
 
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        MultiGzDecoder::new(data)
-            .read_to_end(&mut out)
-            .expect("valid multi-member gzip");
-        out
-    }
+    /// The body must be one gzip member: this fails if anything follows the first.
+    use crate::gzip::tests::gunzip_one as gunzip;
 
     /// Identity and gzip items of `bodies`, as a products pod caches them.
     fn items_of(bodies: &[(&str, Option<&str>)]) -> (Vec<ProductId>, Vec<Item>, Vec<Item>) {
@@ -243,23 +214,40 @@ mod tests {
         ]));
     }
 
-    /// The item members are in the gzip body byte for byte, between our framing members.
+    /// The items' compressed blocks are in the gzip body byte for byte: nothing is recompressed.
     #[test]
-    fn gzip_body_passes_item_members_through() {
+    fn gzip_body_copies_the_items_compressed_blocks() {
         let (ids, _, gz) = items_of(&[
             ("P1", Some(r#"{"a":1}"#)),
             ("M1", None),
             ("P2", Some(r#"{"b":"two"}"#)),
         ]);
         let body = gzip_body(&ids, &gz);
-        let members: Vec<&Bytes> = found(&gz).collect();
-        let mut expected = Vec::new();
-        expected.extend_from_slice(&head_gz());
-        expected.extend_from_slice(members[0]);
-        expected.extend_from_slice(&comma_gz());
-        expected.extend_from_slice(members[1]);
-        expected.extend_from_slice(&gzip_member(br#"],"missing":["M1"],"failed":[]}"#));
-        assert_eq!(&body[..], &expected[..]);
+        for member in found(&gz) {
+            let blocks = &member[crate::gzip::MARKED_HEADER.len()..member.len() - 10];
+            assert!(
+                body.windows(blocks.len()).any(|w| w == blocks),
+                "item blocks not found in the body"
+            );
+        }
+        assert_eq!(
+            gunzip(&body),
+            br#"{"items":[{"a":1},{"b":"two"}],"missing":["M1"],"failed":[]}"#
+        );
+    }
+
+    #[test]
+    fn an_item_that_is_not_joinable_becomes_null() {
+        let ids = [pid("P1"), pid("P2")];
+        let good = crate::cache::Rendered::new(Bytes::from_static(b"{}"), "W/\"x\"").gzip;
+        let items = [
+            Item::Found(good),
+            Item::Found(Bytes::from_static(b"\x1f\x8b garbage")),
+        ];
+        assert_eq!(
+            gunzip(&gzip_body(&ids, &items)),
+            br#"{"items":[{},null],"missing":[],"failed":[]}"#
+        );
     }
 
     fn arb_item() -> impl Strategy<Value = Option<String>> {
@@ -267,6 +255,27 @@ mod tests {
             3 => "[ -~]{0,300}".prop_map(|s| Some(serde_json::to_string(&s).expect("json string"))),
             1 => Just(None),
         ]
+    }
+
+    /// Cached bodies as the products cache holds them: a pool built once, of the sizes and
+    /// shapes the formats produce, so the random batches below pick among real parts.
+    fn pool() -> &'static [(Bytes, Bytes)] {
+        static POOL: std::sync::OnceLock<Vec<(Bytes, Bytes)>> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            (0..12)
+                .map(|i| {
+                    let simples: Vec<String> = (0..i * 7)
+                        .map(|s| format!(r#"{{"sku":"P{i}-{s}","size":"{}"}}"#, 36 + s % 12))
+                        .collect();
+                    let body = format!(
+                        r#"{{"product":{{"id":"P{i}","name":"Shoe {i}","simples":[{}],"version":{i}}},"offers":[]}}"#,
+                        simples.join(",")
+                    );
+                    let r = crate::cache::Rendered::new(Bytes::from(body), "W/\"x\"");
+                    (r.identity.clone(), r.gzip.clone())
+                })
+                .collect()
+        })
     }
 
     proptest! {
@@ -296,6 +305,34 @@ mod tests {
             let t = Tally::of(&plain);
             prop_assert_eq!(doc["missing"].as_array().map(Vec::len), Some(t.missing));
             prop_assert_eq!(doc["failed"].as_array().map(Vec::len), Some(t.failed));
+        }
+
+        /// Random subsets of the cached parts, in random order (repeats included), between
+        /// missing and failed ids: the single gzip member decodes to the identity body, byte for
+        /// byte.
+        #[test]
+        fn any_subset_and_order_of_cached_parts_decodes_to_the_identity_body(
+            picks in proptest::collection::vec(0usize..14, 0..60),
+        ) {
+            let (mut ids, mut plain, mut gz) = (Vec::new(), Vec::new(), Vec::new());
+            for (n, pick) in picks.iter().enumerate() {
+                ids.push(pid(&format!("I{n}")));
+                match pool().get(*pick) {
+                    Some((identity, member)) => {
+                        plain.push(Item::Found(identity.clone()));
+                        gz.push(Item::Found(member.clone()));
+                    }
+                    None if *pick % 2 == 0 => {
+                        plain.push(Item::Missing);
+                        gz.push(Item::Missing);
+                    }
+                    None => {
+                        plain.push(Item::Failed(Failure::Timeout));
+                        gz.push(Item::Failed(Failure::Timeout));
+                    }
+                }
+            }
+            prop_assert_eq!(gunzip(&gzip_body(&ids, &gz)), identity_body(&ids, &plain).to_vec());
         }
     }
 }

@@ -24,8 +24,9 @@ use axum::routing::get;
 use bytes::Bytes;
 
 use crate::formats::MediaType;
+use crate::http::caching::{no_store, vary};
 use crate::http::headers::{ServedCountries, X_COUNTRY, X_FLOW_ID, accepts_gzip, flow_id};
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 use crate::model::{Country, ProductId};
 use crate::products::{Resource, negotiate};
 pub use fanout::fan_out;
@@ -248,14 +249,13 @@ impl BatchApi {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<(Batch, Vec<ProductId>), Problem> {
-        let ids = parse_ids(query, self.config.max_items).map_err(|e| match e {
-            IdsError::Missing => Problem::bad_request("missing-ids", "Missing ids", e.to_string()),
-            IdsError::TooMany { .. } => {
-                Problem::bad_request("too-many-ids", "Too many ids", e.to_string())
-            }
-            IdsError::Invalid { .. } => {
-                Problem::bad_request("invalid-product-id", "Invalid product id", e.to_string())
-            }
+        let ids = parse_ids(query, self.config.max_items).map_err(|e| {
+            let kind = match e {
+                IdsError::Missing => ProblemType::MissingIds,
+                IdsError::TooMany { .. } => ProblemType::TooManyIds,
+                IdsError::Invalid { .. } => ProblemType::InvalidProductId,
+            };
+            Problem::new(kind, e.to_string())
         })?;
         let country = if kind.needs_country() {
             Some(self.countries.require(headers)?)
@@ -284,8 +284,8 @@ impl BatchApi {
         let items = fan_out(self.source.as_ref(), &batch, &ids, deadline, &self.metrics).await;
         self.metrics.observe_batch(kind, &items, started.elapsed());
         if body::no_endpoints(&items) {
-            return Problem::unavailable(
-                "no-products-endpoints",
+            return Problem::new(
+                ProblemType::NoProductsEndpoints,
                 "no products pods are known to serve the batch",
             )
             .into_response();
@@ -304,13 +304,14 @@ impl BatchApi {
                 "batch items failed"
             );
         }
-        let vary = HeaderValue::from_static("Accept, Accept-Encoding");
+        let vary = vary(kind.needs_country());
         let json = HeaderValue::from_static("application/json");
         if batch.gzip() {
             (
                 [
                     (header::CONTENT_TYPE, json),
                     (header::VARY, vary),
+                    (header::CACHE_CONTROL, no_store()),
                     (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
                 ],
                 body::gzip_body(&ids, &items),
@@ -319,7 +320,11 @@ impl BatchApi {
         } else {
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, json), (header::VARY, vary)],
+                [
+                    (header::CONTENT_TYPE, json),
+                    (header::VARY, vary),
+                    (header::CACHE_CONTROL, no_store()),
+                ],
                 body::identity_body(&ids, &items),
             )
                 .into_response()
@@ -339,8 +344,12 @@ async fn product_offers(State(api): State<Arc<BatchApi>>, req: Request) -> Respo
 
 /// The batch routes of DESIGN §2.2 (without middleware; see `http::server::api_layers`).
 pub fn routes(api: Arc<BatchApi>) -> Router {
+    let [products_path, product_offers_path] = PATHS;
     Router::new()
-        .route("/products", get(products))
-        .route("/product-offers", get(product_offers))
+        .route(products_path, get(products))
+        .route(product_offers_path, get(product_offers))
         .with_state(api)
 }
+
+/// The paths [`routes`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
+pub const PATHS: [&str; 2] = ["/products", "/product-offers"];

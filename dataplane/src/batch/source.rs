@@ -75,9 +75,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// What a products pod's answer means for the batch.
 ///
-/// - 200 in the negotiated media type and the requested content coding: the body is the item
-///   (a gzip body must start with the gzip magic). Anything else in a 200 is a protocol failure:
-///   mixing media types or codings would corrupt the batch body.
+/// - 200 in the negotiated media type and the requested content coding: the body is the item.
+///   A gzip body must be valid gzip; one that is not a joinable member (a pod of an older
+///   version) is decompressed and compressed again here, so the batch body can still be one
+///   member. Anything else in a 200 is a protocol failure: mixing media types or codings would
+///   corrupt the batch body.
 /// - 404 with the API's `not-found` problem: the id is missing. Any other 404 (a wrong port, a
 ///   proxy) is a failure, so a misrouted batch does not claim that the catalogue is empty.
 /// - Every other status is a failure (5xx were already retried once by the client).
@@ -90,16 +92,15 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: Bytes, batch: &Ba
             let gzipped = headers
                 .get(header::CONTENT_ENCODING)
                 .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"gzip"));
-            let body_ok = if gzipped {
-                body.starts_with(&[0x1f, 0x8b])
-            } else {
-                !body.is_empty()
-            };
-            if media_ok && gzipped == batch.gzip() && body_ok {
-                Item::Found(body)
-            } else {
-                Item::Failed(Failure::Protocol)
+            if !media_ok || gzipped != batch.gzip() {
+                return Item::Failed(Failure::Protocol);
             }
+            let body = if gzipped {
+                crate::gzip::rejoinable(body)
+            } else {
+                Some(body).filter(|b| !b.is_empty())
+            };
+            body.map_or(Item::Failed(Failure::Protocol), Item::Found)
         }
         StatusCode::NOT_FOUND => {
             let problem = headers
@@ -142,12 +143,12 @@ impl ItemSource for CacheSource {
             media: batch.media(),
         };
         match self.api.cache().get(&key).await {
-            Ok(Lookup::Found(r)) => Item::Found(if batch.gzip() {
+            Ok(Lookup::Found(r, _)) => Item::Found(if batch.gzip() {
                 r.gzip.clone()
             } else {
                 r.identity.clone()
             }),
-            Ok(Lookup::NotFound) => Item::Missing,
+            Ok(Lookup::NotFound(_)) => Item::Missing,
             Err(e) => {
                 tracing::warn!(id = %id, error = %e, "batch item not available from the store");
                 Item::Failed(Failure::Store)
@@ -186,14 +187,18 @@ mod tests {
             .collect()
     }
 
-    const GZ: &[u8] = &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    /// A joinable member of `{}`.
+    fn gz() -> Bytes {
+        crate::gzip::member(b"{}", flate2::Compression::default())
+    }
 
     #[test]
     fn found_only_in_the_negotiated_type_and_coding() {
         let json = batch(MediaType::Json, false);
-        let ok = |h: &[(&'static str, &'static str)], body: &'static [u8], b: &Batch| {
-            classify(StatusCode::OK, &headers(h), Bytes::from_static(body), b)
+        let ok = |h: &[(&'static str, &'static str)], body: &[u8], b: &Batch| {
+            classify(StatusCode::OK, &headers(h), Bytes::copy_from_slice(body), b)
         };
+        let gz = gz();
         assert_eq!(
             ok(&[("content-type", "application/json")], b"{}", &json),
             Item::Found(Bytes::from_static(b"{}"))
@@ -218,7 +223,7 @@ mod tests {
                     ("content-type", "application/json"),
                     ("content-encoding", "gzip"),
                 ],
-                GZ,
+                &gz[..],
             ),
         ] {
             assert_eq!(ok(h, body, &json), Item::Failed(Failure::Protocol), "{h:?}");
@@ -228,8 +233,24 @@ mod tests {
             ("content-type", "application/x.gamma-format+json"),
             ("content-encoding", "gzip"),
         ];
-        assert_eq!(ok(&h, GZ, &gamma_gz), Item::Found(Bytes::from_static(GZ)));
+        assert_eq!(ok(&h, &gz, &gamma_gz), Item::Found(gz.clone()));
+        // A member that is not joinable (an older pod's) is made one, with the same content.
+        let mut old = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut old, b"{}").expect("compress");
+        let old = old.finish().expect("compress");
+        let Item::Found(again) = ok(&h, &old, &gamma_gz) else {
+            panic!("a valid member from an older pod is an item")
+        };
+        assert!(crate::gzip::Part::parse(&again).is_some());
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&again[..]), &mut plain)
+            .expect("gzip");
+        assert_eq!(plain, b"{}");
         // Asked for gzip: an identity body or a body that is not gzip is refused.
+        assert_eq!(
+            ok(&h, b"\x1f\x8b\x08 truncated", &gamma_gz),
+            Item::Failed(Failure::Protocol)
+        );
         assert_eq!(
             ok(&h[..1], b"{}", &gamma_gz),
             Item::Failed(Failure::Protocol)

@@ -98,6 +98,16 @@ impl CacheConfig {
         }
     }
 
+    /// How long an entry of the given kind is served at all: the TTL, or the negative TTL.
+    fn lifetime(&self, found: bool) -> Duration {
+        if found { self.ttl } else { self.negative_ttl }
+    }
+
+    /// What is left of the lifetime of an entry of the given kind and age (zero once expired).
+    pub(crate) fn remaining(&self, found: bool, age: Duration) -> Duration {
+        self.lifetime(found).saturating_sub(age)
+    }
+
     /// Pause before the next refresh attempt after `failures` consecutive failures (1 = first):
     /// `refresh_backoff * 2^(failures-1)`, at most `stale` but never below `refresh_backoff`.
     pub(crate) fn refresh_pause(&self, failures: u32) -> Duration {
@@ -113,8 +123,7 @@ impl CacheConfig {
     /// The margin covers the gap between the load starting (our age) and the insert (moka's).
     pub(crate) fn backstop(&self, found: bool) -> Duration {
         const MARGIN: Duration = Duration::from_secs(1);
-        let lifetime = if found { self.ttl } else { self.negative_ttl };
-        lifetime.saturating_add(MARGIN)
+        self.lifetime(found).saturating_add(MARGIN)
     }
 }
 
@@ -264,6 +273,26 @@ mod tests {
     }
 
     proptest! {
+        /// What is left is zero exactly when the entry has expired, and otherwise the lifetime
+        /// minus the age: a response never advertises more than the cache will serve.
+        #[test]
+        fn remaining_is_the_rest_of_the_lifetime(
+            ttl in 1u64..200_000, stale in 0u64..200_000, neg in 0u64..200_000,
+            age in 0u64..400_000, found in any::<bool>(),
+        ) {
+            let c = CacheConfig {
+                ttl: Duration::from_millis(ttl),
+                stale: Duration::from_millis(stale.min(ttl)),
+                negative_ttl: Duration::from_millis(neg),
+                ..CacheConfig::default()
+            };
+            let age = Duration::from_millis(age);
+            let left = c.remaining(found, age);
+            prop_assert_eq!(left.is_zero(), c.freshness(found, age) == Freshness::Expired);
+            let lifetime = if found { c.ttl } else { c.negative_ttl };
+            prop_assert_eq!(left, lifetime.saturating_sub(age));
+        }
+
         #[test]
         fn freshness_is_monotonic_in_age(
             ttl in 1u64..200_000, stale in 0u64..200_000, neg in 0u64..200_000,

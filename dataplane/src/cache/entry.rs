@@ -60,11 +60,12 @@ impl Entry {
         &self.refresh
     }
 
-    /// What a lookup hands out: a reference-count increment, no copy.
-    pub(crate) fn lookup(&self) -> Lookup {
+    /// What a lookup hands out: a reference-count increment, no copy, and the `remaining` time
+    /// the cache serves it.
+    pub(crate) fn lookup(&self, remaining: Duration) -> Lookup {
         match &self.value {
-            Some(rendered) => Lookup::Found(Arc::clone(rendered)),
-            None => Lookup::NotFound,
+            Some(rendered) => Lookup::Found(Arc::clone(rendered), remaining),
+            None => Lookup::NotFound(remaining),
         }
     }
 }
@@ -207,7 +208,7 @@ mod tests {
             missing.weight()
         );
         assert!(found.is_found() && !missing.is_found());
-        assert!(matches!(missing.lookup(), Lookup::NotFound));
+        assert_eq!(missing.lookup(secs(3)), Lookup::NotFound(secs(3)));
     }
 
     #[test]

@@ -65,13 +65,15 @@ use metrics::SizeProbe;
 pub use metrics::{CacheMetrics, CacheStats, EvictionCause};
 pub use rendered::Rendered;
 
-/// What a lookup found.
+/// What a lookup found, and how much longer this cache serves that answer (what is left of the
+/// entry's TTL, or of the negative TTL): responses advertise it as their `max-age`, so a client
+/// or CDN never keeps an answer past the moment the cache itself stops serving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// The rendered body (shared; cloning it copies no bytes).
-    Found(Arc<Rendered>),
+    Found(Arc<Rendered>, Duration),
     /// The store has no such item (possibly answered from the negative cache).
-    NotFound,
+    NotFound(Duration),
 }
 
 /// Loads the value of a key from the store (and renders it). `Ok(None)` means "not found" and is
@@ -151,13 +153,13 @@ where
             match inner.config.freshness(entry.is_found(), entry.age(now)) {
                 Freshness::Fresh => {
                     inner.metrics.hits.inc();
-                    return Ok(entry.lookup());
+                    return Ok(inner.lookup(&entry, now));
                 }
                 Freshness::Stale => {
                     inner.metrics.hits.inc();
                     inner.metrics.stale_hits.inc();
                     self.refresh_ahead(key, &entry, now);
-                    return Ok(entry.lookup());
+                    return Ok(inner.lookup(&entry, now));
                 }
                 Freshness::Expired => inner.remove_if_current(key, &entry).await,
             }
@@ -168,7 +170,7 @@ where
             .entry_by_ref(key)
             .or_try_insert_with(inner.load(key))
             .await?;
-        Ok(loaded.value().lookup())
+        Ok(inner.lookup(loaded.value(), inner.clock.now()))
     }
 
     /// Drops any cached value of `key`, so the next lookup loads it. (Async because moka's
@@ -229,6 +231,11 @@ impl<K> Inner<K>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
+    /// What `entry` answers at `now`.
+    fn lookup(&self, entry: &Entry, now: Duration) -> Lookup {
+        entry.lookup(self.config.remaining(entry.is_found(), entry.age(now)))
+    }
+
     /// One store read, made into an entry. Runs once per coalesced miss.
     async fn load(&self, key: &K) -> Result<Arc<Entry>, StoreError> {
         let started = self.clock.now();

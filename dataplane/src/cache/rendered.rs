@@ -1,11 +1,9 @@
 //! The immutable value a cache entry holds: one response body, pre-rendered and pre-compressed.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use flate2::Compression;
-use flate2::write::GzEncoder;
 use http::HeaderValue;
 
 /// Immutable rendered bytes of one response body: identity and gzip (compressed once, at load)
@@ -15,8 +13,8 @@ use http::HeaderValue;
 pub struct Rendered {
     /// The body as served without content coding.
     pub identity: Bytes,
-    /// The same body as one complete gzip member, served for `Accept-Encoding: gzip`. Members
-    /// can be concatenated into a multi-member stream (batch responses rely on that).
+    /// The same body as one complete gzip member, served for `Accept-Encoding: gzip`. It is a
+    /// joinable member ([`crate::gzip`]): batch responses splice it into one member with others.
     pub gzip: Bytes,
     /// The entity tag, quoted as it goes on the wire (e.g. `"v3"` or `W/"..."`).
     pub etag: Arc<str>,
@@ -27,7 +25,8 @@ pub struct Rendered {
 impl Rendered {
     /// Wraps a rendered body, compressing it with gzip now so no request ever has to.
     pub fn new(identity: Bytes, etag: impl Into<Arc<str>>) -> Rendered {
-        let gzip = gzip(&identity);
+        // The default level: a good ratio for JSON at a cost paid once per load, not per request.
+        let gzip = crate::gzip::member(&identity, Compression::default());
         let etag: Arc<str> = etag.into();
         // An ETag is quoted visible ASCII; anything else would be a bug in the caller, and an
         // empty weak tag then never matches If-None-Match instead of failing the response.
@@ -48,22 +47,6 @@ impl Rendered {
             .saturating_add(self.gzip.len())
             .saturating_add(self.etag.len())
     }
-}
-
-/// Compresses `body` into one gzip member at the default level (a good ratio for JSON at a cost
-/// paid once per load, not per request).
-fn gzip(body: &[u8]) -> Bytes {
-    // JSON compresses well; a quarter of the input is a fair first guess that avoids most regrowth.
-    let mut encoder = GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 32),
-        Compression::default(),
-    );
-    // Writing into a Vec cannot fail: the only errors GzEncoder can report come from its writer,
-    // and Vec's Write impl is infallible (allocation failure aborts rather than returning).
-    encoder
-        .write_all(body)
-        .expect("gzip into a Vec is infallible");
-    Bytes::from(encoder.finish().expect("gzip into a Vec is infallible"))
 }
 
 #[cfg(test)]
@@ -122,17 +105,9 @@ mod tests {
         }
 
         #[test]
-        fn concatenated_members_decode_to_concatenated_bodies(
-            a in proptest::collection::vec(any::<u8>(), 0..512),
-            b in proptest::collection::vec(any::<u8>(), 0..512),
-        ) {
-            let ra = Rendered::new(Bytes::from(a.clone()), "\"a\"");
-            let rb = Rendered::new(Bytes::from(b.clone()), "\"b\"");
-            let mut stream = ra.gzip.to_vec();
-            stream.extend_from_slice(&rb.gzip);
-            let mut expected = a;
-            expected.extend_from_slice(&b);
-            prop_assert_eq!(gunzip(&stream), expected);
+        fn gzip_is_joinable(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let r = Rendered::new(Bytes::from(body), "\"p\"");
+            prop_assert!(crate::gzip::Part::parse(&r.gzip).is_some());
         }
     }
 }

@@ -111,11 +111,11 @@ fn render(key: &str, version: u32, size: usize) -> Rendered {
 /// The tag line of a found body, or `"not found"`.
 fn text(lookup: &Lookup) -> String {
     match lookup {
-        Lookup::Found(r) => {
+        Lookup::Found(r, _) => {
             let line = r.identity.split(|b| *b == b'\n').next().unwrap_or_default();
             String::from_utf8_lossy(line).into_owned()
         }
-        Lookup::NotFound => "not found".to_owned(),
+        Lookup::NotFound(_) => "not found".to_owned(),
     }
 }
 
@@ -205,9 +205,12 @@ async fn fresh_hits_are_served_without_store_reads_and_share_the_bytes() {
     let first = h.cache.get(&key).await.expect("load");
     h.advance(ms(44_999));
     let second = h.cache.get(&key).await.expect("hit");
-    let (Lookup::Found(first), Lookup::Found(second)) = (first, second) else {
+    let (Lookup::Found(first, left_first), Lookup::Found(second, left_second)) = (first, second)
+    else {
         panic!("expected values");
     };
+    // Each lookup says what is left of the TTL at its time: the load happened at 0.
+    assert_eq!((left_first, left_second), (ms(60_000), ms(15_001)));
     assert!(
         Arc::ptr_eq(&first, &second),
         "a hit hands out the cached Arc"

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 use crate::model::Country;
 
 /// Header carrying the client's country; the ingress routes on it too.
@@ -41,9 +41,8 @@ impl ServedCountries {
             return Err(Problem::missing_country());
         };
         let text = raw.to_str().unwrap_or("<not ASCII>").trim();
-        let country = Country::parse(text).map_err(|e| {
-            Problem::bad_request("invalid-country", "Invalid country", e.to_string())
-        })?;
+        let country = Country::parse(text)
+            .map_err(|e| Problem::new(ProblemType::InvalidCountry, e.to_string()))?;
         if self.list.contains(&country) {
             Ok(country)
         } else {

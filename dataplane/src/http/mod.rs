@@ -1,7 +1,9 @@
 //! HTTP plumbing shared by the serving components: problem+json errors, overload protection,
 //! request headers (country, flow id, conditional and encoding negotiation).
 
+pub mod caching;
 pub mod headers;
+pub mod openapi;
 pub mod overload;
 pub mod problem;
 pub mod server;

@@ -4,22 +4,140 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::caching::no_store;
+
 /// Media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error response. `kind` is a stable slug that becomes the `type` URI and that clients can
-/// match on; `detail` says what exactly was wrong with this request.
+/// Every problem type the API answers with: the closed list that docs/openapi.yaml documents (a
+/// test checks that each one is there). The `type` URI is `https://prapi.dev/problems/<slug>`;
+/// status and title are fixed per type, so clients can rely on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemType {
+    /// 400: a product id that is not 1–64 characters of `[A-Za-z0-9._-]`.
+    InvalidProductId,
+    /// 400: the endpoint needs `X-Country` and it is missing.
+    MissingCountry,
+    /// 400: `X-Country` is not an ISO 3166-1 alpha-2 code.
+    InvalidCountry,
+    /// 400: a batch without ids.
+    MissingIds,
+    /// 400: a batch with more ids than allowed.
+    TooManyIds,
+    /// 404: unknown or deleted product.
+    NotFound,
+    /// 404: no such endpoint.
+    NoRoute,
+    /// 406: nothing in `Accept` can be served.
+    NotAcceptable,
+    /// 421: this market group does not serve the country.
+    CountryNotServed,
+    /// 500: a stored item cannot be rendered.
+    Internal,
+    /// 503: no concurrency slot in time, or shed from a full queue.
+    Overloaded,
+    /// 503: the store failed and nothing is cached.
+    StoreUnavailable,
+    /// 503: a batch while no products pod is known.
+    NoProductsEndpoints,
+    /// 503: `/readyz` before the component is ready.
+    NotReady,
+}
+
+impl ProblemType {
+    /// Every type.
+    pub const ALL: [ProblemType; 14] = [
+        ProblemType::InvalidProductId,
+        ProblemType::MissingCountry,
+        ProblemType::InvalidCountry,
+        ProblemType::MissingIds,
+        ProblemType::TooManyIds,
+        ProblemType::NotFound,
+        ProblemType::NoRoute,
+        ProblemType::NotAcceptable,
+        ProblemType::CountryNotServed,
+        ProblemType::Internal,
+        ProblemType::Overloaded,
+        ProblemType::StoreUnavailable,
+        ProblemType::NoProductsEndpoints,
+        ProblemType::NotReady,
+    ];
+
+    /// The stable slug, the last segment of the `type` URI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProblemType::InvalidProductId => "invalid-product-id",
+            ProblemType::MissingCountry => "missing-country",
+            ProblemType::InvalidCountry => "invalid-country",
+            ProblemType::MissingIds => "missing-ids",
+            ProblemType::TooManyIds => "too-many-ids",
+            ProblemType::NotFound => "not-found",
+            ProblemType::NoRoute => "no-route",
+            ProblemType::NotAcceptable => "not-acceptable",
+            ProblemType::CountryNotServed => "country-not-served",
+            ProblemType::Internal => "internal",
+            ProblemType::Overloaded => "overloaded",
+            ProblemType::StoreUnavailable => "store-unavailable",
+            ProblemType::NoProductsEndpoints => "no-products-endpoints",
+            ProblemType::NotReady => "not-ready",
+        }
+    }
+
+    /// The HTTP status of every problem of this type.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProblemType::InvalidProductId
+            | ProblemType::MissingCountry
+            | ProblemType::InvalidCountry
+            | ProblemType::MissingIds
+            | ProblemType::TooManyIds => StatusCode::BAD_REQUEST,
+            ProblemType::NotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
+            ProblemType::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            ProblemType::CountryNotServed => StatusCode::MISDIRECTED_REQUEST,
+            ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemType::Overloaded
+            | ProblemType::StoreUnavailable
+            | ProblemType::NoProductsEndpoints
+            | ProblemType::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The short human title, the same for every occurrence of the type.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProblemType::InvalidProductId => "Invalid product id",
+            ProblemType::MissingCountry => "Missing country",
+            ProblemType::InvalidCountry => "Invalid country",
+            ProblemType::MissingIds => "Missing ids",
+            ProblemType::TooManyIds => "Too many ids",
+            ProblemType::NotFound => "Product not found",
+            ProblemType::NoRoute => "No such endpoint",
+            ProblemType::NotAcceptable => "Not acceptable",
+            ProblemType::CountryNotServed => "Country not served here",
+            ProblemType::Internal => "Internal error",
+            ProblemType::Overloaded
+            | ProblemType::StoreUnavailable
+            | ProblemType::NoProductsEndpoints
+            | ProblemType::NotReady => "Service unavailable",
+        }
+    }
+
+    /// The `type` URI.
+    pub fn uri(self) -> String {
+        format!("https://prapi.dev/problems/{}", self.slug())
+    }
+}
+
+/// An error response: a [`ProblemType`] and what exactly was wrong with this request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// HTTP status.
+    /// HTTP status (the type's).
     pub status: StatusCode,
-    /// Stable slug, e.g. `invalid-product-id`.
-    pub kind: &'static str,
-    /// Short human title, the same for every occurrence of the kind.
-    pub title: &'static str,
+    /// The problem type.
+    pub kind: ProblemType,
     /// What went wrong in this request.
     pub detail: String,
-    /// Seconds for `Retry-After` (503s).
+    /// Seconds for `Retry-After` (every 503: the condition is expected to pass).
     pub retry_after: Option<u32>,
 }
 
@@ -33,51 +151,34 @@ struct Body<'a> {
 }
 
 impl Problem {
-    fn new(
-        status: StatusCode,
-        kind: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// A problem of type `kind`.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        let status = kind.status();
         Self {
             status,
             kind,
-            title,
             detail: detail.into(),
-            retry_after: None,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
-    }
-
-    /// 400: a malformed request (bad id, bad country, too many ids, ...).
-    pub fn bad_request(kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, kind, title, detail)
     }
 
     /// 400: the endpoint needs `X-Country` and it is missing.
     pub fn missing_country() -> Self {
-        Self::bad_request(
-            "missing-country",
-            "Missing country",
+        Self::new(
+            ProblemType::MissingCountry,
             "this endpoint needs the X-Country header",
         )
     }
 
     /// 404: unknown product.
     pub fn not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Product not found",
-            format!("no product with id {id:?}"),
-        )
+        Self::new(ProblemType::NotFound, format!("no product with id {id:?}"))
     }
 
     /// 404 for paths outside the API.
     pub fn no_route(path: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
-            "no-route",
-            "No such endpoint",
+            ProblemType::NoRoute,
             format!("{path} is not an endpoint of this API"),
         )
     }
@@ -85,9 +186,7 @@ impl Problem {
     /// 406: nothing in `Accept` can be served; lists what can.
     pub fn not_acceptable(accept: &str, supported: &[&str]) -> Self {
         Self::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not-acceptable",
-            "Not acceptable",
+            ProblemType::NotAcceptable,
             format!(
                 "cannot serve {accept:?}; supported media types: {}",
                 supported.join(", ")
@@ -98,42 +197,22 @@ impl Problem {
     /// 421: this market group does not serve the requested country.
     pub fn country_not_served(country: &str, served: &str) -> Self {
         Self::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            "country-not-served",
-            "Country not served here",
+            ProblemType::CountryNotServed,
             format!("this market group serves {served}, not {country}"),
         )
     }
 
-    /// 503 with `Retry-After`: overloaded, or the store failed with nothing cached.
-    pub fn unavailable(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                kind,
-                "Service unavailable",
-                detail,
-            )
-        }
-    }
-
     /// 500: a bug or corrupt data; details are logged, not leaked.
     pub fn internal(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            detail,
-        )
+        Self::new(ProblemType::Internal, detail)
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = Body {
-            type_: format!("https://prapi.dev/problems/{}", self.kind),
-            title: self.title,
+            type_: self.kind.uri(),
+            title: self.kind.title(),
             status: self.status.as_u16(),
             detail: &self.detail,
         };
@@ -141,6 +220,9 @@ impl IntoResponse for Problem {
         let mut resp = (self.status, bytes).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        // Errors are not for caches to keep; the one cacheable answer, `not-found`, is given
+        // its max-age where the negative cache's remaining life is known (products).
+        headers.insert(header::CACHE_CONTROL, no_store());
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use super::headers::{X_FLOW_ID, flow_id, new_flow_id};
 use super::overload::LifoLimiter;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels, encode};
 
 /// Whether a component is ready for traffic (`/readyz`). Cheap to clone.
@@ -40,26 +40,33 @@ impl Readiness {
     }
 }
 
+/// The paths [`ops_router`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
+pub const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// `/healthz` (process alive), `/readyz` (ready for traffic) and `/metrics`.
 pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+    let [healthz, readyz, metrics] = OPS_PATHS;
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(healthz, get(|| async { "ok\n" }))
         .route(
-            "/readyz",
+            readyz,
             get(move || {
                 let ready = readiness.is_ready();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n").into_response()
                     } else {
-                        Problem::unavailable("not-ready", "starting up: not ready for traffic yet")
-                            .into_response()
+                        Problem::new(
+                            ProblemType::NotReady,
+                            "starting up: not ready for traffic yet",
+                        )
+                        .into_response()
                     }
                 }
             }),
         )
         .route(
-            "/metrics",
+            metrics,
             get(move || {
                 let body = encode(&registry);
                 async move {
@@ -190,7 +197,7 @@ where
                             reason: rejected.as_label(),
                         })
                         .inc();
-                    Problem::unavailable("overloaded", rejected.to_string()).into_response()
+                    Problem::new(ProblemType::Overloaded, rejected.to_string()).into_response()
                 }
             };
             let seconds = start.elapsed().as_secs_f64();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flate2::read::MultiGzDecoder;
+use flate2::read::GzDecoder;
 use prapi::r#gen::GenConfig;
 use prapi::model::{Country, Event};
 use prapi::run::load_events;
@@ -122,17 +122,7 @@ pub async fn load_catalogue(dir: &Path) -> Vec<String> {
         .map(|l| Event::parse(l.as_bytes()).expect("event").into_write())
         .collect();
     store.apply(&deletes).await.expect("deletes");
-    let mut ids: Vec<String> = Vec::new();
-    for line in cfg.events() {
-        let id = Event::parse(&line)
-            .expect("generated event")
-            .product_id()
-            .to_string();
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
+    cfg.product_ids()
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -163,10 +153,17 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     req.send().await.expect("request")
 }
 
+/// Decodes one gzip member and fails when anything follows it: every body the API sends, batch
+/// bodies included, is a single member (clients that read one member must get everything).
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut decoder = GzDecoder::new(data);
     let mut out = Vec::new();
-    MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .expect("valid multi-member gzip");
+    decoder.read_to_end(&mut out).expect("valid gzip member");
+    let rest = decoder.into_inner();
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the first gzip member",
+        rest.len()
+    );
     out
 }
