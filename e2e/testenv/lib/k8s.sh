@@ -53,7 +53,7 @@ install_k8s() {
     # (client-go, apiserver, ...) are compiled once. The version is linked in
     # as Kubernetes' own release build does: kubeadm refuses to run with the
     # unstamped "v0.0.0-master" a module build reports otherwise.
-    stamp="$(inputs_hash "$TESTENV_DIR/k8s/go.mod" "$TESTENV_DIR/k8s/go.sum" <(go version) <(k8s_ldflags))"
+    stamp="$(inputs_hash "$TESTENV_DIR/k8s/go.mod" "$TESTENV_DIR/k8s/go.sum" <(go version) <(k8s_ldflags) <(echo cgo=0))"
     if ! [[ -f $K8S_HOME/.installed && $(<"$K8S_HOME/.installed") == "$stamp" ]]; then
         stop_k8s
         log "building etcd $ETCD_VERSION, Kubernetes $K8S_VERSION and helm $HELM_VERSION into $K8S_BIN (cold: tens of minutes)"
@@ -61,7 +61,9 @@ install_k8s() {
         tmp="$K8S_HOME/bin.tmp"
         mkdir -p "$tmp"
         local t0=$SECONDS
-        (cd "$TESTENV_DIR/k8s" && run_logged k8s-build go build -trimpath -ldflags="$(k8s_ldflags)" -o "$tmp/" \
+        # Static (no cgo), as Kubernetes' release builds are: the kind node image runs the
+        # control plane from images that hold nothing but these binaries.
+        (cd "$TESTENV_DIR/k8s" && run_logged k8s-build env CGO_ENABLED=0 go build -trimpath -ldflags="$(k8s_ldflags)" -o "$tmp/" \
             go.etcd.io/etcd/server/v3 \
             k8s.io/kubernetes/cmd/kube-apiserver \
             k8s.io/kubernetes/cmd/kube-controller-manager \
