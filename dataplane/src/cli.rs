@@ -1,4 +1,4 @@
-//! The `prapi` command line (DESIGN §1). It is a contract: the operator renders these flags into
+//! The `prapi` command line (docs/cli.md). It is a contract: the operator renders these flags into
 //! pods and tests parse its rendered command lines with [`Cli`]. Every flag also reads the
 //! environment variable `PRAPI_<FLAG>` (upper case, dashes as underscores).
 
@@ -106,7 +106,7 @@ pub fn byte_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Cache settings (DESIGN §3).
+/// Cache settings (docs/api.md, "Caching and freshness").
 #[derive(Debug, Clone, Args)]
 pub struct CacheArgs {
     /// Seconds a cached body lives.
@@ -173,7 +173,7 @@ pub struct StoreArgs {
 /// `prapi local`.
 #[derive(Debug, Clone, Args)]
 pub struct LocalArgs {
-    /// NDJSON events to load (DESIGN §2.1); without it a sample catalogue is generated.
+    /// NDJSON events to load (docs/events.md); without it a sample catalogue is generated.
     #[arg(long, env = "PRAPI_CATALOGUE")]
     pub catalogue: Option<PathBuf>,
     /// Address to serve on.

@@ -1,4 +1,4 @@
-//! `prapi gen`: a deterministic, seeded sample catalogue of DESIGN §2.1 events as NDJSON.
+//! `prapi gen`: a deterministic, seeded sample catalogue of docs/events.md events as NDJSON.
 //!
 //! Every product is followed by its offers. Product `i` depends only on the seed and `i`, and its
 //! offers in a country only on the seed, `i` and that country (each has its own ChaCha stream): a

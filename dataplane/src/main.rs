@@ -1,4 +1,4 @@
-//! `prapi`: one binary, one subcommand per component (DESIGN §1). Parsing and dispatch only; the
+//! `prapi`: one binary, one subcommand per component (docs/cli.md). Parsing and dispatch only; the
 //! components live in the library (`prapi::run`).
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! The products component: single products, offers and product-offers (DESIGN §2.2), served from
+//! The products component: single products, offers and product-offers (docs/api.md), served from
 //! the byte cache in front of a store.
 //!
 //! Every response body is rendered once per (resource, id, country, media type), compressed once,
@@ -305,7 +305,7 @@ pub const PATHS: [&str; 3] = [
     "/product-offers/{id}",
 ];
 
-/// The single-item routes of DESIGN §2.2 (without middleware; see `http::server::api_layers`).
+/// The single-item routes of docs/api.md (without middleware; see `http::server::api_layers`).
 pub fn routes(api: Arc<ProductsApi>) -> Router {
     let [product_path, offers_path, product_offers_path] = PATHS;
     Router::new()

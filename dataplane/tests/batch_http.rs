@@ -1,5 +1,5 @@
 //! The batch endpoints over HTTP against real processes: three `prapi products` on embedded stores
-//! loaded with the same catalogue, and one `prapi batch` in front of them (DESIGN §2.2, issue 5).
+//! loaded with the same catalogue, and one `prapi batch` in front of them (docs/api.md, "Batches").
 //! Every batch answer is checked against the single GETs of the same ids, byte for byte.
 
 mod batch_support;

@@ -1,4 +1,4 @@
-//! The products HTTP API over a real socket (DESIGN §2.2): every status code, negotiation, gzip,
+//! The products HTTP API over a real socket (docs/api.md): every status code, negotiation, gzip,
 //! ETags, flow ids, problem bodies and overload behaviour. The API suite runs against both
 //! stores: the embedded one and DynamoDB (dynalite, from the test environment).
 

@@ -1,5 +1,5 @@
-//! Command line of `prapi-operator` (DESIGN §1): `run | crd | render -f FILE`. Every flag also reads
-//! the environment variable `PRAPI_<FLAG>`.
+//! Command line of `prapi-operator` (docs/operator.md): `run | crd | render -f FILE`. Every flag
+//! also reads the environment variable `PRAPI_<FLAG>`.
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! The `MarketGroup` custom resource (DESIGN §4): spec with its defaults, status, and the CEL rules
-//! the API server enforces.
+//! The `MarketGroup` custom resource (docs/crd.md): spec with its defaults, status, and the CEL
+//! rules the API server enforces.
 //!
 //! Every default lives in one place: the serde default functions below. The derive writes them into
 //! the CRD schema (so the API server fills them in) and serde applies the same values when a manifest
@@ -243,7 +243,7 @@ fn default_products_resources() -> Resources {
     resources("500m", "1Gi")
 }
 
-/// Cache of the products pods (DESIGN §3).
+/// Cache of the products pods (docs/api.md, "Caching and freshness").
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

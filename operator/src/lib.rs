@@ -1,9 +1,10 @@
 //! prapi operator: turns `MarketGroup` manifests into running Product Read API deployments.
 //!
-//! Flow (DESIGN §4): a [`crd::MarketGroup`] is read and [`validate`]d into a [`plan::GroupPlan`]
-//! (the domain view with every default resolved), [`render`]ed by pure functions into the desired
-//! child objects, server-side applied and pruned by [`apply`], and summarised by [`status`];
-//! [`reconcile`] runs that pipeline, [`run`] hosts it with leader election, health and metrics.
+//! Flow (docs/operator.md): a [`crd::MarketGroup`] is read and [`validate`]d into a
+//! [`plan::GroupPlan`] (the domain view with every default resolved), [`render`]ed by pure
+//! functions into the desired child objects, server-side applied and pruned by [`apply`], and
+//! summarised by [`status`]; [`reconcile`] runs that pipeline, [`run`] hosts it with leader
+//! election, health and metrics.
 
 pub mod apply;
 pub mod aws;

@@ -1,4 +1,4 @@
-//! `prapi-operator run | crd | render -f FILE` (DESIGN §1): wiring only.
+//! `prapi-operator run | crd | render -f FILE` (docs/operator.md): wiring only.
 
 use anyhow::Context as _;
 use clap::Parser;

@@ -1,5 +1,5 @@
 //! The batch component: `GET /products?ids=a,b,...` and `GET /product-offers?ids=a,b,...`
-//! (DESIGN §2.2, §3).
+//! (docs/api.md, "Batches"; docs/load-balancing.md).
 //!
 //! A batch is unpacked ([`ids`]), validated, fanned out as single lookups ([`fanout`]) to an
 //! [`ItemSource`] — the products pods through the client-side load balancer in `prapi batch`, the
@@ -342,7 +342,7 @@ async fn product_offers(State(api): State<Arc<BatchApi>>, req: Request) -> Respo
         .await
 }
 
-/// The batch routes of DESIGN §2.2 (without middleware; see `http::server::api_layers`).
+/// The batch routes of docs/api.md (without middleware; see `http::server::api_layers`).
 pub fn routes(api: Arc<BatchApi>) -> Router {
     let [products_path, product_offers_path] = PATHS;
     Router::new()

@@ -1,4 +1,4 @@
-//! Byte cache with refresh-ahead in front of the store (DESIGN §3).
+//! Byte cache with refresh-ahead in front of the store (docs/architecture.md).
 //!
 //! Values are immutable [`Rendered`] bodies (identity and gzip, compressed once at load) weighed by
 //! their bytes against a budget. A found value lives `ttl` (60 s); in its last `stale` seconds (15 s)

@@ -1,4 +1,4 @@
-//! `application/x.alpha-format+json`, the legacy event format (DESIGN §2.2):
+//! `application/x.alpha-format+json`, the legacy event format (docs/formats.md):
 //! `{"sku","version","name","brand","attributes":{key: "v1, v2"},"offers":[{"merchant","sku","price","currency","quantity"}]}`.
 //!
 //! Edge cases: attributes that repeat a key are merged into one entry at the key's first position,

@@ -1,4 +1,4 @@
-//! `application/x.beta-format+json`, the legacy event format keyed by simples (DESIGN §2.2):
+//! `application/x.beta-format+json`, the legacy event format keyed by simples (docs/formats.md):
 //! `{"productId","brandCode","title","simples":[{"sku","size","offers":[{"merchantId","priceCents","currency","available"}]}]}`.
 //!
 //! Edge cases: an offer whose sku is no simple of the product has no place in this format and is

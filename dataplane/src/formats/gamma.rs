@@ -1,4 +1,4 @@
-//! `application/x.gamma-format+json`, the presentation format (DESIGN §2.2):
+//! `application/x.gamma-format+json`, the presentation format (docs/formats.md):
 //! `{"id","title","image","price":{"min","max","currency"}|null,"inStock","sizes":[...]}`.
 //!
 //! Edge cases:

@@ -1,4 +1,4 @@
-//! The four media types of a product-offers body (DESIGN §2.2): the standard `application/json`
+//! The four media types of a product-offers body (docs/formats.md): the standard `application/json`
 //! and the legacy alpha, beta and gamma formats, plus `Accept` negotiation between them.
 //!
 //! Everything here is a pure function of the stored bytes and the offers: the serving path renders
@@ -19,7 +19,7 @@ pub mod standard;
 
 pub use negotiate::NotAcceptable;
 
-/// The four media types of DESIGN §2.2.
+/// The four media types of docs/formats.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaType {
     /// `application/json`: the standard body.

@@ -1,4 +1,4 @@
-//! The standard `application/json` bodies of DESIGN §2.2 for offers and product-offers.
+//! The standard `application/json` bodies of docs/api.md for offers and product-offers.
 //! (The single product body is the stored bytes as they are.)
 
 use serde::Serialize;

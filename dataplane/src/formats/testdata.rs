@@ -58,7 +58,7 @@ pub fn minimal_product() -> Value {
     json!({"id": "P1", "version": 1, "name": "Air", "simples": [{"sku": "P1-40", "size": "40"}]})
 }
 
-/// P1: the product of DESIGN §2.1.
+/// P1: the product of the worked example in docs/formats.md.
 pub fn air_max() -> Value {
     json!({
         "id": "P1", "version": 3, "name": "Air Max 90",

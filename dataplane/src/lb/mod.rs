@@ -1,4 +1,4 @@
-//! Client-side load balancing from batch to products pods (DESIGN §3).
+//! Client-side load balancing from batch to products pods (docs/load-balancing.md).
 //!
 //! Placement is Skipper's `consistentHash` ([`ring`]) so a product id lands on the same pod
 //! whether it arrives through the ingress or through batch, which keeps pod caches whole.

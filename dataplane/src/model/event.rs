@@ -1,4 +1,4 @@
-//! Events of DESIGN §2.1 (Kafka values and NDJSON lines) and the store writes they become.
+//! Events of docs/events.md (Kafka values and NDJSON lines) and the store writes they become.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -50,7 +50,8 @@ pub enum Event {
     },
 }
 
-/// A versioned write a store applies (DESIGN §2.1): newer versions win, deletes leave tombstones.
+/// A versioned write a store applies (docs/storage.md): newer versions win, deletes leave
+/// tombstones.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Store the product document `body` (JSON bytes) at `version`.

@@ -1,4 +1,4 @@
-//! Identifiers shared by events, the HTTP API and the stores (DESIGN §2.1).
+//! Identifiers shared by events, the HTTP API and the stores (docs/events.md).
 
 use std::fmt;
 use std::str::FromStr;

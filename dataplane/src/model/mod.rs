@@ -1,4 +1,4 @@
-//! Domain model: ids, countries, offers, products and the events of DESIGN §2.1.
+//! Domain model: ids, countries, offers, products and the events of docs/events.md.
 //!
 //! Everything that crosses a boundary (Kafka, NDJSON, HTTP paths, store rows) is parsed here into
 //! validated types, so the rest of the data plane never re-checks an id or a country.

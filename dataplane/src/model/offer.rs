@@ -99,7 +99,7 @@ impl OfferKey {
     }
 }
 
-/// An offer as stored and served. Serializes to the standard offer body of DESIGN §2.2
+/// An offer as stored and served. Serializes to the standard offer body of docs/api.md
 /// (`merchant_id`, `sku`, `price`, `stock`, `version`); product id and country are implied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -123,7 +123,7 @@ struct OfferBody<'a> {
 }
 
 impl Offer {
-    /// The standard body of one offer, as JSON (DESIGN §2.2).
+    /// The standard body of one offer, as JSON (docs/api.md).
     pub fn to_body_json(&self) -> serde_json::Value {
         serde_json::json!({
             "merchant_id": self.key.merchant_id,

@@ -1,5 +1,5 @@
-//! The fields of a product document that the formats read. The document itself stays opaque
-//! JSON (clients own its schema, DESIGN §2.1 keeps unknown fields as-is); this is a lenient view.
+//! The fields of a product document that the formats read. The document itself stays opaque JSON
+//! (clients own its schema, docs/events.md keeps unknown fields as-is); this is a lenient view.
 
 use serde::Deserialize;
 

@@ -1,4 +1,4 @@
-//! DynamoDB implementation of [`Store`] (DESIGN §2.3), one table per market group.
+//! DynamoDB implementation of [`Store`] (docs/storage.md), one table per market group.
 //!
 //! Reads go to a primary client with a very short attempt timeout and no retries; on a timeout,
 //! throttling or a transient failure they are repeated on a fallback client with a longer timeout
@@ -65,7 +65,7 @@ pub struct DynamoConfig {
 }
 
 impl DynamoConfig {
-    /// Defaults of DESIGN §2.3 for `table`.
+    /// Defaults of docs/storage.md for `table`.
     pub fn new(table: impl Into<String>) -> Self {
         Self {
             table: table.into(),

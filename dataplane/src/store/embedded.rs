@@ -9,7 +9,7 @@
 //! one range scan. Ids, countries and merchants cannot contain `\0` (validated by the model) and a
 //! SKU has no control characters, so keys never collide. A record is one tag byte (live or
 //! tombstone), the version (8 bytes, big-endian) and the body. Tombstones stay, so a late older
-//! write cannot resurrect a deleted item (DESIGN §2.1).
+//! write cannot resurrect a deleted item (docs/storage.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Storage behind the caches: one trait, an embedded implementation (local mode, tests) and a
-//! DynamoDB one (clusters). Both keep the version rules of DESIGN §2.1.
+//! DynamoDB one (clusters). Both keep the version rules of docs/storage.md.
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -35,7 +35,7 @@ use lanes::{LaneConfig, LaneItem};
 use offsets::OffsetTracker;
 use writer::Backoff;
 
-/// Settings of `prapi updater` (DESIGN §1).
+/// Settings of `prapi updater` (docs/cli.md).
 #[derive(Debug, Clone)]
 pub struct UpdaterConfig {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
@@ -68,7 +68,7 @@ pub struct UpdaterConfig {
 }
 
 impl UpdaterConfig {
-    /// A configuration with the defaults of DESIGN §1 and §2.3.
+    /// A configuration with the defaults of docs/cli.md and docs/updater.md.
     pub fn new(
         kafka_bootstrap: impl Into<String>,
         products_topic: impl Into<String>,

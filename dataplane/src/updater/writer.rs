@@ -98,7 +98,7 @@ impl Backoff {
 /// Settings of a [`BatchWriter`].
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
-    /// Write calls in flight at once across the writer (DESIGN §2.3: 10).
+    /// Write calls in flight at once across the writer (docs/updater.md: 10).
     pub in_flight: usize,
     /// Version-lookup calls in flight at once.
     pub lookups_in_flight: usize,

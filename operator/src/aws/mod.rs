@@ -1,4 +1,5 @@
-//! The group's DynamoDB table and its capacity (DESIGN §2.3, §4; issue 7 §1–4).
+//! The group's DynamoDB table and its capacity (docs/storage.md; docs/crd.md, spec.dynamodb;
+//! docs/operations.md, "Capacity").
 //!
 //! - [`model`]: the domain: what the group wants ([`TableSpec`]), what AWS reports ([`Observed`]).
 //! - [`planner`]: pure: the actions that take the observed state towards the desired one, within

@@ -1,4 +1,4 @@
-//! Routing across market groups (DESIGN §4, issue 7 §5–6): pure functions from the groups of a
+//! Routing across market groups (docs/operations.md): pure functions from the groups of a
 //! namespace and the routes as they are applied to the routes that should be applied, the HPA
 //! floors that must come first, and desired versus actual weight per group and country.
 //!
@@ -20,7 +20,7 @@ use shift::{Floors, PoolDecision, PoolInput, decide_pool, has_capacity};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// Header the ingress routes a request's country on (DESIGN §2.2).
+/// Header the ingress routes a request's country on (docs/api.md).
 pub const COUNTRY_HEADER: &str = "X-Country";
 /// Header that sends a request to the groups of a traffic segment.
 pub const SEGMENT_HEADER: &str = "X-Traffic-Segment";

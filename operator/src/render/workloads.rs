@@ -1,6 +1,6 @@
 //! Workload objects of a group: Deployments (updater, products, batch) with the command lines of
-//! DESIGN §1, their Services, PodDisruptionBudgets, the ConfigMap, and the ServiceAccount with the
-//! RBAC batch pods need to discover products pods.
+//! docs/cli.md, their Services, PodDisruptionBudgets, the ConfigMap, and the ServiceAccount with
+//! the RBAC batch pods need to discover products pods.
 
 use super::meta::{self, ANNOTATION_CONFIG_HASH, object_meta, pod_selector, selector_labels};
 use crate::crd::Resources;
@@ -31,7 +31,7 @@ pub const BINARY: &str = "prapi";
 /// Non-root user and group the pods run as (the distroless `nonroot` id).
 pub const RUN_AS: i64 = 65532;
 
-/// Arguments of `prapi updater` (DESIGN §1), after the binary name.
+/// Arguments of `prapi updater` (docs/cli.md), after the binary name.
 pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
     let u = &plan.updater;
     [
@@ -55,7 +55,7 @@ pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
     .to_vec()
 }
 
-/// Arguments of `prapi products` (DESIGN §1), after the binary name.
+/// Arguments of `prapi products` (docs/cli.md), after the binary name.
 pub fn products_args(plan: &GroupPlan) -> Vec<String> {
     [
         "products",
@@ -72,7 +72,7 @@ pub fn products_args(plan: &GroupPlan) -> Vec<String> {
     .to_vec()
 }
 
-/// Arguments of `prapi batch` (DESIGN §1), after the binary name: products pods are discovered
+/// Arguments of `prapi batch` (docs/cli.md), after the binary name: products pods are discovered
 /// through the EndpointSlices of the headless products Service.
 pub fn batch_args(plan: &GroupPlan) -> Vec<String> {
     let service = format!("{}/{}", plan.owner.namespace, plan.products_headless_name());
@@ -98,7 +98,7 @@ pub fn args(plan: &GroupPlan, component: Component) -> Vec<String> {
     }
 }
 
-/// Settings without a flag in DESIGN §1, handed to a component as `PRAPI_<FLAG>` environment
+/// Settings without a flag in docs/cli.md, handed to a component as `PRAPI_<FLAG>` environment
 /// variables (every `prapi` flag also reads one) through the group's ConfigMap.
 pub fn component_env(plan: &GroupPlan, component: Component) -> Vec<(String, String)> {
     let pairs: Vec<(&str, String)> = match component {

@@ -1,4 +1,4 @@
-//! The table layout of DESIGN §2.3 as pure functions: keys, items and their decoding.
+//! The table layout of docs/storage.md as pure functions: keys, items and their decoding.
 //!
 //! One item per product (`sk = "product"`) and one per offer
 //! (`sk = "offer#<country>#<merchant>#<sku>"`), all under the product id as partition key, so a

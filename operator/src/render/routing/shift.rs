@@ -1,5 +1,5 @@
-//! Safe shifting (issue 7 §6): which weights a country's route may carry now, given what each
-//! group wants, whether it is Ready, what is applied and whether the growing side has the
+//! Safe shifting (docs/operations.md): which weights a country's route may carry now, given what
+//! each group wants, whether it is Ready, what is applied and whether the growing side has the
 //! replicas for its new share. Pure: every decision comes with its reason.
 //!
 //! The rules:

@@ -4,11 +4,11 @@
 //! (type service, `powerOfRandomNChoices`). Routes per pool: the three single-item paths with the
 //! product id as a path parameter, hashed with `consistentHashKey("${id}")` and a
 //! `consistentHashBalanceFactor`, so a product lands on the same products pod as through batch's
-//! in-process ring (DESIGN §3: keyed on the product id alone); and the two batch paths. Every
-//! route carries `Header("X-Country", ...)`; segment routes add `Header("X-Traffic-Segment", ...)`,
-//! which makes them more specific than the weighted routes (Skipper prefers the route with more
-//! predicates), and they are listed first. Weights are the route's backend weights, from which
-//! Skipper derives its traffic predicates.
+//! in-process ring (docs/load-balancing.md: keyed on the product id alone); and the two batch
+//! paths. Every route carries `Header("X-Country", ...)`; segment routes add
+//! `Header("X-Traffic-Segment", ...)`, which makes them more specific than the weighted routes
+//! (Skipper prefers the route with more predicates), and they are listed first. Weights are the
+//! route's backend weights, from which Skipper derives its traffic predicates.
 
 use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteOptions, SEGMENT_HEADER};
 use serde_json::{Value, json};
