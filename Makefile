@@ -10,14 +10,15 @@ export CARGO_PROFILE_DEV_DEBUG ?= line-tables-only
 export CARGO_INCREMENTAL ?= 0
 endif
 
-.PHONY: test lint unit build bench testenv testenv-down
+.PHONY: test lint unit build bench testenv testenv-down kind-up kind-down e2e chart-check
 
 # Lint, then every test (unit and integration) against the test environment
 # (e2e/testenv, docs/development.md), which is started first and stopped
-# afterwards even when tests fail.
-test: lint
+# afterwards even when tests fail; then the e2e suite on kind.
+test: lint chart-check
 	$(CARGO) test --workspace --no-run
 	e2e/testenv/with-testenv.sh $(CARGO) test --workspace
+	$(MAKE) e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -46,3 +47,21 @@ testenv:
 
 testenv-down:
 	e2e/testenv/down.sh
+
+# The kind e2e environment (e2e/kind, docs/development.md): a real cluster with Skipper as the
+# ingress and the chart installed from locally built images; writes target/kind/env.
+kind-up:
+	e2e/kind/up.sh
+
+kind-down:
+	e2e/kind/down.sh
+
+# The e2e suite (e2e/tests/kind.rs) against kind: up, the suite, down (PRAPI_KEEP_KIND=1 keeps it).
+e2e:
+	$(CARGO) build -p prapi-dataplane --bin prapi
+	$(CARGO) test -p prapi-e2e --test kind --no-run
+	e2e/kind/with-kind.sh $(CARGO) test -p prapi-e2e --test kind -- --test-threads=1
+
+# helm lint and kubeconform over the chart rendered with its default and its e2e values.
+chart-check:
+	e2e/kind/chart-check.sh

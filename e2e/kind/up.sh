@@ -37,9 +37,12 @@ if ! flock -n "$install_lock"; then
 fi
 install_k8s
 install_tools
-node="$(node_image)"
-base="$(base_image)"
-builder="$(builder_image)"
+# Where registries are reachable, stock images can stand in for the locally built ones
+# (e.g. PRAPI_KIND_NODE_IMAGE=kindest/node:v1.34.0, PRAPI_BASE_IMAGE and PRAPI_BUILDER_IMAGE
+# unset to use the Dockerfiles' defaults); here nothing is pulled unless asked for.
+node="${PRAPI_KIND_NODE_IMAGE:-$(node_image)}"
+base="${PRAPI_BASE_IMAGE-$(base_image)}"
+builder="${PRAPI_BUILDER_IMAGE-$(builder_image)}"
 flock -u "$install_lock"
 
 # build_image NAME DOCKERFILE: builds NAME from the repository, tags it with its
@@ -47,11 +50,18 @@ flock -u "$install_lock"
 build_image() {
     local name="$1" dockerfile="$2" id t0=$SECONDS
     klog "building image $name ($dockerfile)"
-    step "image-$name" docker_build -f "$REPO_ROOT/$dockerfile" -t "$name:e2e" \
-        --build-arg BUILDER_IMAGE="$builder" --build-arg BASE_IMAGE="$base" "$REPO_ROOT"
+    local args=()
+    [[ -z $builder ]] || args+=(--build-arg BUILDER_IMAGE="$builder")
+    [[ -z $base ]] || args+=(--build-arg BASE_IMAGE="$base")
+    step "image-$name" docker_build -f "$REPO_ROOT/$dockerfile" -t "$name:e2e" "${args[@]}" "$REPO_ROOT"
     id="$(docker image inspect -f '{{.Id}}' "$name:e2e")"
     id="${id#sha256:}"
     docker tag "$name:e2e" "$name:${id:0:12}"
+    # Earlier builds' tags: the nodes keep what they loaded; the host needs only this one.
+    local old
+    for old in $(docker images "$name" --format '{{.Repository}}:{{.Tag}}'); do
+        [[ $old == "$name:e2e" || $old == "$name:${id:0:12}" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done
     klog "image $name:${id:0:12} ready ($((SECONDS - t0))s)"
     echo "$name:${id:0:12}"
 }

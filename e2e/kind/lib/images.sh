@@ -92,6 +92,8 @@ base_image() {
         # shellcheck disable=SC2086
         copy_packages "$rootfs" "$dir" $BASE_PACKAGES
         passwd_files "$dir"
+        # The CA bundle is made by update-ca-certificates at install time: no package lists it.
+        install -D -m 0644 "$rootfs/etc/ssl/certs/ca-certificates.crt" "$dir/etc/ssl/certs/ca-certificates.crt"
         rm -rf "$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/lintian"
         import_dir "$dir" "$image" --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
             --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'

@@ -43,8 +43,10 @@ control_plane_images() {
     mkdir -p "$work/coredns"
     passwd_files "$work/coredns"
     install -m 0755 "$KIND_TOOLS/bin/coredns" "$work/coredns/coredns"
+    # Runs as root, as kubeadm's CoreDNS Deployment expects (it binds port 53 with no file
+    # capabilities on the binary; the Deployment drops every capability but NET_BIND_SERVICE).
     import_dir "$work/coredns" "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" \
-        --change 'ENTRYPOINT ["/coredns"]' --change 'USER 65532:65532'
+        --change 'ENTRYPOINT ["/coredns"]'
     # kube-proxy programs iptables (nft backend, as the node's kind entrypoint
     # selects): the files of those Debian packages, plus busybox for a shell.
     local d="$work/kube-proxy"
