@@ -77,7 +77,7 @@ skipper_image() {
         mkdir -p "$dir/usr/local/bin"
         install -m 0755 "$KIND_TOOLS/bin/skipper" "$dir/usr/local/bin/skipper"
         printf 'FROM %s\nCOPY usr/local/bin/skipper /usr/local/bin/skipper\nUSER 65532:65532\nENTRYPOINT ["/usr/local/bin/skipper"]\n' \
-            "$base" >"$dir/Dockerfile"
+            "${base:-gcr.io/distroless/static-debian12:nonroot}" >"$dir/Dockerfile"
         step image-skipper docker_build -t "$image" "$dir"
         rm -rf "$dir"
     fi
