@@ -34,6 +34,7 @@ bench:
 	$(CARGO) bench -p prapi-dataplane --bench serve
 	$(CARGO) bench -p prapi-dataplane --bench lb
 	$(CARGO) bench -p prapi-dataplane --bench batch
+	$(CARGO) bench -p prapi-dataplane --bench gzip
 
 .PHONY: bench-updater
 # Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when
