@@ -8,7 +8,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use prapi::lb::{Balancer, BalancerConfig, Endpoint, MonotonicClock, Ring};
+use prapi::clock::MonotonicClock;
+use prapi::lb::{Balancer, BalancerConfig, Endpoint, Ring};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -207,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         1e3 * CALL.as_secs_f64()
     );
 
-    match prapi_e2e::TestEnv::load(&[prapi_e2e::Component::DynamoDb]) {
+    match prapi_e2e::TestEnv::load(&[prapi_e2e::Part::DynamoDb]) {
         Ok(env) => {
             let dn = 20_000;
             let mut config = DynamoConfig::new(prapi_e2e::unique_name("bench"));

@@ -26,14 +26,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line (for log shippers).
-    Json,
-}
+pub use prapi_common::logs::LogFormat;
 
 /// One subcommand per component.
 #[derive(Debug, Subcommand)]

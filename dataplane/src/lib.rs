@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod formats;
 pub mod gzip;
 // `gen` is a reserved keyword in edition 2024; callers write `prapi::r#gen`.
@@ -17,5 +18,4 @@ pub mod model;
 pub mod products;
 pub mod run;
 pub mod store;
-pub mod telemetry;
 pub mod updater;

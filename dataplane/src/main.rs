@@ -24,7 +24,7 @@ fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    prapi::telemetry::init(cli.log_format);
+    prapi_common::logs::init(cli.log_format);
     let result = match cli.command {
         Command::Gen(args) => run::gen_catalogue(args),
         Command::Ring(args) => run::ring(args),

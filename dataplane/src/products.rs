@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use bytes::Bytes;
 use xxhash_rust::xxh64::Xxh64;
 
@@ -238,64 +238,51 @@ pub fn negotiate(headers: &HeaderMap, allowed: &[MediaType]) -> Result<MediaType
 
 const JSON_ONLY: &[MediaType] = &[MediaType::Json];
 
-async fn product(
-    State(api): State<Arc<ProductsApi>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let headers = req.headers();
-    let key = (|| {
-        Ok::<_, Problem>(Key {
-            resource: Resource::Product,
-            id: parse_id(&id)?,
-            country: None,
-            media: negotiate(headers, JSON_ONLY)?,
-        })
-    })();
-    match key {
-        Ok(key) => api.serve(key, headers).await,
-        Err(p) => p.into_response(),
+impl Resource {
+    /// Whether the document differs per country (then `X-Country` is required), and the media
+    /// types it is served in.
+    fn shape(self) -> (bool, &'static [MediaType]) {
+        match self {
+            Resource::Product => (false, JSON_ONLY),
+            Resource::Offers => (true, JSON_ONLY),
+            Resource::ProductOffers => (true, &MediaType::ALL),
+        }
     }
 }
 
-async fn offers(
-    State(api): State<Arc<ProductsApi>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let headers = req.headers();
-    let key = (|| {
-        Ok::<_, Problem>(Key {
-            resource: Resource::Offers,
-            id: parse_id(&id)?,
-            country: Some(api.countries.require(headers)?),
-            media: negotiate(headers, JSON_ONLY)?,
-        })
-    })();
-    match key {
-        Ok(key) => api.serve(key, headers).await,
-        Err(p) => p.into_response(),
-    }
+/// The cache key of a single-item request, or the problem that answers it: the path id (400),
+/// the country where the document is per country (400), the negotiated media type (406), checked
+/// in that order.
+fn request_key(
+    api: &ProductsApi,
+    resource: Resource,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Key, Problem> {
+    let (per_country, media) = resource.shape();
+    Ok(Key {
+        resource,
+        id: parse_id(id)?,
+        country: if per_country {
+            Some(api.countries.require(headers)?)
+        } else {
+            None
+        },
+        media: negotiate(headers, media)?,
+    })
 }
 
-async fn product_offers(
-    State(api): State<Arc<ProductsApi>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let headers = req.headers();
-    let key = (|| {
-        Ok::<_, Problem>(Key {
-            resource: Resource::ProductOffers,
-            id: parse_id(&id)?,
-            country: Some(api.countries.require(headers)?),
-            media: negotiate(headers, &MediaType::ALL)?,
-        })
-    })();
-    match key {
-        Ok(key) => api.serve(key, headers).await,
-        Err(p) => p.into_response(),
-    }
+/// The handler of `resource`'s route.
+fn item(resource: Resource) -> MethodRouter<Arc<ProductsApi>> {
+    get(
+        move |State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, req: Request| async move {
+            let headers = req.headers();
+            match request_key(&api, resource, &id, headers) {
+                Ok(key) => api.serve(key, headers).await,
+                Err(p) => p.into_response(),
+            }
+        },
+    )
 }
 
 /// The paths [`routes`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
@@ -309,8 +296,8 @@ pub const PATHS: [&str; 3] = [
 pub fn routes(api: Arc<ProductsApi>) -> Router {
     let [product_path, offers_path, product_offers_path] = PATHS;
     Router::new()
-        .route(product_path, get(product))
-        .route(offers_path, get(offers))
-        .route(product_offers_path, get(product_offers))
+        .route(product_path, item(Resource::Product))
+        .route(offers_path, item(Resource::Offers))
+        .route(product_offers_path, item(Resource::ProductOffers))
         .with_state(api)
 }

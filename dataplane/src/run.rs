@@ -13,18 +13,19 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::batch::{BatchApi, BatchConfig, BatchMetrics, CacheSource, LbSource, LbStatsCollector};
-use crate::cache::{ByteCache, CacheConfig, CacheMetrics, SystemClock};
+use crate::cache::{ByteCache, CacheConfig, CacheMetrics};
 use crate::cli::{
     BatchArgs, CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs,
     StoreKind, UpdaterArgs,
 };
+use crate::clock::MonotonicClock;
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
 use crate::http::server::{Readiness, api_layers, ops_router, serve, shutdown_signal};
 use crate::lb::discovery::DEFAULT_DEBOUNCE;
 use crate::lb::{
-    Balancer, BalancerConfig, ClientConfig, LbClient, MonotonicClock, ServiceRef,
-    use_static_endpoints, watch_endpoint_slices,
+    Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, use_static_endpoints,
+    watch_endpoint_slices,
 };
 use crate::metrics::{HttpMetrics, MeteredStore};
 use crate::model::{Country, Event, ProductId, Write};
@@ -119,7 +120,7 @@ impl ProductsServer {
         let cache = ByteCache::new(
             self.cache,
             Arc::new(StoreLoader::new(store)),
-            Arc::new(SystemClock::new()),
+            Arc::new(MonotonicClock::new()),
             cache_metrics,
         );
         let countries = ServedCountries::new(self.countries);

@@ -13,9 +13,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use prapi::clock::MonotonicClock;
 use prapi::lb::discovery::{DEFAULT_DEBOUNCE, SERVICE_NAME_LABEL};
-use prapi::lb::{Balancer, BalancerConfig, MonotonicClock, ServiceRef, watch_endpoint_slices};
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi::lb::{Balancer, BalancerConfig, ServiceRef, watch_endpoint_slices};
+use prapi_e2e::{Part, TestEnv, unique_name};
 use serde_json::{Value, json};
 
 /// Bound on waiting for the cluster and the debounce; a safety net, not a timing check.
@@ -147,7 +148,7 @@ async fn wait_for(balancer: &Balancer, expected: &[&str], step: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_pods_follow_endpoint_slices() {
-    let Some(env) = TestEnv::get_for(&[Component::Kubernetes]) else {
+    let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
     let client = kube_client(&env).await;
@@ -289,7 +290,7 @@ async fn discovered_pods_follow_endpoint_slices() {
 /// above; this test covers the wiring between them in the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_process_is_ready_only_with_discovered_pods() {
-    let Some(env) = TestEnv::get_for(&[Component::Kubernetes]) else {
+    let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
     let client = kube_client(&env).await;

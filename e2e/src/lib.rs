@@ -3,9 +3,9 @@
 //! that integration tests anywhere in the workspace can use it:
 //!
 //! ```no_run
-//! use prapi_e2e::{Component, TestEnv};
+//! use prapi_e2e::{Part, TestEnv};
 //!
-//! let Some(env) = TestEnv::get_for(&[Component::Kafka]) else {
+//! let Some(env) = TestEnv::get_for(&[Part::Kafka]) else {
 //!     return; // skipped, with a visible note; panics under `make test`
 //! };
 //! let _bootstrap = env.kafka_bootstrap_servers();
@@ -39,7 +39,7 @@ pub const REQUIRE_VAR: &str = "PRAPI_REQUIRE_TESTENV";
 
 /// A part of the test environment a test can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Component {
+pub enum Part {
     /// kube-apiserver with controller-manager, scheduler and kwok nodes.
     Kubernetes,
     /// One Kafka broker (KRaft).
@@ -50,33 +50,33 @@ pub enum Component {
     ApplicationAutoScaling,
 }
 
-impl Component {
+impl Part {
     /// Every component, in the order `make testenv` starts them.
-    pub const ALL: [Component; 4] = [
-        Component::Kafka,
-        Component::DynamoDb,
-        Component::ApplicationAutoScaling,
-        Component::Kubernetes,
+    pub const ALL: [Part; 4] = [
+        Part::Kafka,
+        Part::DynamoDb,
+        Part::ApplicationAutoScaling,
+        Part::Kubernetes,
     ];
 
     /// The variable that carries the component's endpoint.
     pub fn endpoint_var(self) -> &'static str {
         match self {
-            Component::Kubernetes => "PRAPI_KUBE_APISERVER",
-            Component::Kafka => "KAFKA_BOOTSTRAP_SERVERS",
-            Component::DynamoDb => "AWS_ENDPOINT_URL_DYNAMODB",
-            Component::ApplicationAutoScaling => "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
+            Part::Kubernetes => "PRAPI_KUBE_APISERVER",
+            Part::Kafka => "KAFKA_BOOTSTRAP_SERVERS",
+            Part::DynamoDb => "AWS_ENDPOINT_URL_DYNAMODB",
+            Part::ApplicationAutoScaling => "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
         }
     }
 }
 
-impl fmt::Display for Component {
+impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Component::Kubernetes => "Kubernetes",
-            Component::Kafka => "Kafka",
-            Component::DynamoDb => "DynamoDB (dynalite)",
-            Component::ApplicationAutoScaling => "Application Auto Scaling (moto)",
+            Part::Kubernetes => "Kubernetes",
+            Part::Kafka => "Kafka",
+            Part::DynamoDb => "DynamoDB (dynalite)",
+            Part::ApplicationAutoScaling => "Application Auto Scaling (moto)",
         })
     }
 }
@@ -112,7 +112,7 @@ pub enum TestEnvError {
     #[error("{component} is not running ({var} is not set); start it with `make testenv`")]
     Missing {
         /// The component.
-        component: Component,
+        component: Part,
         /// Its endpoint variable.
         var: &'static str,
     },
@@ -120,7 +120,7 @@ pub enum TestEnvError {
     #[error("{component}: cannot parse an address from {var}={value:?}")]
     BadEndpoint {
         /// The component.
-        component: Component,
+        component: Part,
         /// Its endpoint variable.
         var: &'static str,
         /// The value found.
@@ -130,7 +130,7 @@ pub enum TestEnvError {
     #[error("{component} at {addr} does not answer (stale target/testenv/env?)")]
     Unreachable {
         /// The component.
-        component: Component,
+        component: Part,
         /// The address tried.
         addr: String,
         /// The connection error.
@@ -143,18 +143,18 @@ pub enum TestEnvError {
 #[derive(Debug, Clone)]
 pub struct TestEnv {
     vars: BTreeMap<String, String>,
-    components: Vec<Component>,
+    components: Vec<Part>,
 }
 
 impl TestEnv {
     /// The whole environment; `None` (after printing why the test is skipped)
     /// when it is not running. Panics instead under `PRAPI_REQUIRE_TESTENV=1`.
     pub fn get() -> Option<TestEnv> {
-        Self::get_for(&Component::ALL)
+        Self::get_for(&Part::ALL)
     }
 
     /// Like [`TestEnv::get`], needing only `components`.
-    pub fn get_for(components: &[Component]) -> Option<TestEnv> {
+    pub fn get_for(components: &[Part]) -> Option<TestEnv> {
         match Self::load(components) {
             Ok(env) => Some(env),
             Err(err) => {
@@ -178,7 +178,7 @@ impl TestEnv {
 
     /// Loads the environment and checks that each of `components` is there
     /// and accepts connections. No skipping or panicking: that is `get_for`'s.
-    pub fn load(components: &[Component]) -> Result<TestEnv, TestEnvError> {
+    pub fn load(components: &[Part]) -> Result<TestEnv, TestEnvError> {
         let vars = if std::env::var("PRAPI_TESTENV").is_ok_and(|v| v == "1") {
             std::env::vars().collect()
         } else {
@@ -199,7 +199,7 @@ impl TestEnv {
     /// checking that `components` are present and reachable.
     pub fn from_vars(
         vars: BTreeMap<String, String>,
-        components: &[Component],
+        components: &[Part],
     ) -> Result<TestEnv, TestEnvError> {
         let env = TestEnv {
             vars,
@@ -221,9 +221,9 @@ impl TestEnv {
                 source,
             })?;
         }
-        if components.contains(&Component::Kubernetes) && env.var("KUBECONFIG").is_none() {
+        if components.contains(&Part::Kubernetes) && env.var("KUBECONFIG").is_none() {
             return Err(TestEnvError::Missing {
-                component: Component::Kubernetes,
+                component: Part::Kubernetes,
                 var: "KUBECONFIG",
             });
         }
@@ -238,10 +238,10 @@ impl TestEnv {
             .filter(|v| !v.is_empty())
     }
 
-    fn expect_var(&self, component: Component, name: &str) -> &str {
+    fn expect_var(&self, component: Part, name: &str) -> &str {
         assert!(
             self.components.contains(&component),
-            "{component} was not asked for: use TestEnv::get_for(&[Component::{component:?}, ..])"
+            "{component} was not asked for: use TestEnv::get_for(&[Part::{component:?}, ..])"
         );
         self.var(name)
             .unwrap_or_else(|| panic!("{name} is not set although {component} was checked"))
@@ -249,17 +249,17 @@ impl TestEnv {
 
     /// Path of the admin kubeconfig of the test cluster.
     pub fn kubeconfig(&self) -> PathBuf {
-        PathBuf::from(self.expect_var(Component::Kubernetes, "KUBECONFIG"))
+        PathBuf::from(self.expect_var(Part::Kubernetes, "KUBECONFIG"))
     }
 
     /// `https://127.0.0.1:PORT` of the kube-apiserver.
     pub fn kube_apiserver(&self) -> &str {
-        self.expect_var(Component::Kubernetes, "PRAPI_KUBE_APISERVER")
+        self.expect_var(Part::Kubernetes, "PRAPI_KUBE_APISERVER")
     }
 
     /// Names of the fake (kwok) nodes pods are scheduled on.
     pub fn kwok_nodes(&self) -> Vec<String> {
-        self.expect_var(Component::Kubernetes, "PRAPI_KWOK_NODES")
+        self.expect_var(Part::Kubernetes, "PRAPI_KWOK_NODES")
             .split_whitespace()
             .map(str::to_owned)
             .collect()
@@ -267,18 +267,18 @@ impl TestEnv {
 
     /// `host:port` list for Kafka clients.
     pub fn kafka_bootstrap_servers(&self) -> &str {
-        self.expect_var(Component::Kafka, "KAFKA_BOOTSTRAP_SERVERS")
+        self.expect_var(Part::Kafka, "KAFKA_BOOTSTRAP_SERVERS")
     }
 
     /// Endpoint URL for the DynamoDB client.
     pub fn dynamodb_endpoint(&self) -> &str {
-        self.expect_var(Component::DynamoDb, "AWS_ENDPOINT_URL_DYNAMODB")
+        self.expect_var(Part::DynamoDb, "AWS_ENDPOINT_URL_DYNAMODB")
     }
 
     /// Endpoint URL for the Application Auto Scaling client.
     pub fn application_autoscaling_endpoint(&self) -> &str {
         self.expect_var(
-            Component::ApplicationAutoScaling,
+            Part::ApplicationAutoScaling,
             "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
         )
     }
@@ -441,11 +441,11 @@ mod tests {
 
     #[test]
     fn from_vars_reports_a_missing_component() {
-        let err = TestEnv::from_vars(vars(&[]), &[Component::Kafka]).expect_err("no kafka var");
+        let err = TestEnv::from_vars(vars(&[]), &[Part::Kafka]).expect_err("no kafka var");
         assert!(matches!(
             err,
             TestEnvError::Missing {
-                component: Component::Kafka,
+                component: Part::Kafka,
                 var: "KAFKA_BOOTSTRAP_SERVERS"
             }
         ));
@@ -463,7 +463,7 @@ mod tests {
                 "AWS_ENDPOINT_URL_DYNAMODB",
                 &format!("http://127.0.0.1:{port}"),
             )]),
-            &[Component::DynamoDb],
+            &[Part::DynamoDb],
         )
         .expect_err("nothing listens");
         assert!(matches!(err, TestEnvError::Unreachable { .. }), "{err:?}");
@@ -473,7 +473,7 @@ mod tests {
     fn from_vars_rejects_a_bad_endpoint() {
         let err = TestEnv::from_vars(
             vars(&[("KAFKA_BOOTSTRAP_SERVERS", "kafka")]),
-            &[Component::Kafka],
+            &[Part::Kafka],
         )
         .expect_err("no port");
         assert!(matches!(err, TestEnvError::BadEndpoint { .. }), "{err:?}");
@@ -489,7 +489,7 @@ mod tests {
                 ("AWS_ENDPOINT_URL_DYNAMODB", &format!("http://{addr}")),
                 ("AWS_REGION", "eu-central-1"),
             ]),
-            &[Component::Kafka, Component::DynamoDb],
+            &[Part::Kafka, Part::DynamoDb],
         )
         .expect("both reachable");
         assert_eq!(env.kafka_bootstrap_servers(), addr.to_string());
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn errors_read_as_a_chain() {
         let err = TestEnvError::Unreachable {
-            component: Component::Kafka,
+            component: Part::Kafka,
             addr: "127.0.0.1:1".to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
         };

@@ -3,11 +3,11 @@
 use aws_sdk_applicationautoscaling::Client;
 use aws_sdk_applicationautoscaling::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 
 #[tokio::test]
 async fn register_scalable_target_then_describe_returns_it() {
-    let Some(env) = TestEnv::get_for(&[Component::ApplicationAutoScaling]) else {
+    let Some(env) = TestEnv::get_for(&[Part::ApplicationAutoScaling]) else {
         return;
     };
     let config = aws_sdk_applicationautoscaling::Config::builder()

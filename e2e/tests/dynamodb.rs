@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, WriteRequest,
 };
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 
 /// Bound on waiting for the table, so a broken environment fails the test
 /// instead of hanging it. Not a performance assertion.
@@ -125,7 +125,7 @@ async fn item_count(client: &Client, table: &str) -> i32 {
 
 #[tokio::test]
 async fn batch_write_of_26_items_is_rejected_and_writes_nothing() {
-    let Some(env) = TestEnv::get_for(&[Component::DynamoDb]) else {
+    let Some(env) = TestEnv::get_for(&[Part::DynamoDb]) else {
         return;
     };
     let client = client(&env);
@@ -166,7 +166,7 @@ async fn batch_write_of_26_items_is_rejected_and_writes_nothing() {
 
 #[tokio::test]
 async fn batch_write_with_duplicate_keys_is_rejected_and_writes_nothing() {
-    let Some(env) = TestEnv::get_for(&[Component::DynamoDb]) else {
+    let Some(env) = TestEnv::get_for(&[Part::DynamoDb]) else {
         return;
     };
     let client = client(&env);
@@ -195,7 +195,7 @@ async fn batch_write_with_duplicate_keys_is_rejected_and_writes_nothing() {
 
 #[tokio::test]
 async fn query_pages_with_last_evaluated_key() {
-    let Some(env) = TestEnv::get_for(&[Component::DynamoDb]) else {
+    let Some(env) = TestEnv::get_for(&[Part::DynamoDb]) else {
         return;
     };
     let client = client(&env);

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -67,7 +67,7 @@ async fn produce(producer: &FutureProducer, topic: &str, prefix: &str, n: usize)
 
 #[tokio::test]
 async fn produce_and_consume_with_a_consumer_group_and_committed_offsets() {
-    let Some(env) = TestEnv::get_for(&[Component::Kafka]) else {
+    let Some(env) = TestEnv::get_for(&[Part::Kafka]) else {
         return;
     };
     let bootstrap = env.kafka_bootstrap_servers();

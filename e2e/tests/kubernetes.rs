@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, ResourceExt as _};
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 use serde_json::json;
 
 /// Bound on waiting for the cluster, so a broken environment fails the test
@@ -96,7 +96,7 @@ fn pod_is_ready(pod: &Pod) -> bool {
 
 #[tokio::test]
 async fn deployment_becomes_available_on_kwok_nodes_and_is_garbage_collected() {
-    let Some(env) = TestEnv::get_for(&[Component::Kubernetes]) else {
+    let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
     let client = client(&env).await;
@@ -187,7 +187,7 @@ async fn deployment_becomes_available_on_kwok_nodes_and_is_garbage_collected() {
 
 #[tokio::test]
 async fn crd_cel_rule_rejects_an_invalid_object_with_the_rule_message() {
-    let Some(env) = TestEnv::get_for(&[Component::Kubernetes]) else {
+    let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
     let client = client(&env).await;

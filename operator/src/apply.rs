@@ -192,11 +192,27 @@ impl Applier {
         desired: &[Child],
         kinds: &[ChildKind],
     ) -> Result<SyncReport, ApplyError> {
-        let selector = children_selector(group);
-        let lp = ListParams::default().labels(&selector);
-        let mut live: HashMap<(ChildKind, String), ObjectMeta> = HashMap::new();
         let mut report = SyncReport::default();
+        let live = self.list_live(namespace, group, kinds, &mut report).await?;
+        self.apply_changed(namespace, group, desired, &live, &mut report)
+            .await?;
+        let stale = stale(&live, desired, owner_uid);
+        self.prune(namespace, group, stale, &mut report).await?;
+        Ok(report)
+    }
+
+    /// The metadata of the group's live children of `kinds`; Deployments whole, into the report.
+    async fn list_live(
+        &self,
+        namespace: &str,
+        group: &str,
+        kinds: &[ChildKind],
+        report: &mut SyncReport,
+    ) -> Result<Live, ApplyError> {
+        let lp = ListParams::default().labels(&children_selector(group));
+        let mut live = Live::new();
         for &kind in kinds {
+            // Deployments are read whole: the status is summarised from them.
             if kind == ChildKind::Deployment {
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
                 let list = api
@@ -220,7 +236,18 @@ impl Applier {
                 }
             }
         }
+        Ok(live)
+    }
 
+    /// Applies each desired child that is not already as rendered (see the module docs).
+    async fn apply_changed(
+        &self,
+        namespace: &str,
+        group: &str,
+        desired: &[Child],
+        live: &Live,
+        report: &mut SyncReport,
+    ) -> Result<(), ApplyError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for child in desired {
             let key = Key {
@@ -272,17 +299,17 @@ impl Applier {
                 report.reapplied += 1;
             }
         }
+        Ok(())
+    }
 
-        let wanted: HashSet<(ChildKind, &str)> =
-            desired.iter().map(|c| (c.kind, c.name.as_str())).collect();
-        let mut stale: Vec<(ChildKind, String)> = live
-            .iter()
-            .filter(|((kind, name), meta)| {
-                !wanted.contains(&(*kind, name.as_str())) && controlled_by(meta, owner_uid)
-            })
-            .map(|((kind, name), _)| (*kind, name.clone()))
-            .collect();
-        stale.sort();
+    /// Deletes `stale` children; one already gone counts as deleted.
+    async fn prune(
+        &self,
+        namespace: &str,
+        group: &str,
+        stale: Vec<(ChildKind, String)>,
+        report: &mut SyncReport,
+    ) -> Result<(), ApplyError> {
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
@@ -309,6 +336,75 @@ impl Applier {
             }
             report.pruned.push((kind, name));
         }
-        Ok(report)
+        Ok(())
+    }
+}
+
+/// The live children by (kind, name).
+type Live = HashMap<(ChildKind, String), ObjectMeta>;
+
+/// Live children that are controlled by `owner_uid` but not desired, in a stable order.
+fn stale(live: &Live, desired: &[Child], owner_uid: &str) -> Vec<(ChildKind, String)> {
+    let wanted: HashSet<(ChildKind, &str)> =
+        desired.iter().map(|c| (c.kind, c.name.as_str())).collect();
+    let mut stale: Vec<(ChildKind, String)> = live
+        .iter()
+        .filter(|((kind, name), meta)| {
+            !wanted.contains(&(*kind, name.as_str())) && controlled_by(meta, owner_uid)
+        })
+        .map(|((kind, name), _)| (*kind, name.clone()))
+        .collect();
+    stale.sort();
+    stale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    fn owned_by(uid: &str, controller: bool) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                uid: uid.into(),
+                controller: Some(controller),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn child(kind: ChildKind, name: &str) -> Child {
+        Child {
+            kind,
+            name: name.into(),
+            object: json!({}),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_undesired_children_the_group_controls_are_stale_in_a_stable_order() {
+        let live: Live = [
+            ((ChildKind::Service, "g-products"), owned_by("u1", true)),
+            ((ChildKind::Service, "g-old"), owned_by("u1", true)),
+            ((ChildKind::ConfigMap, "g-old"), owned_by("u1", true)),
+            ((ChildKind::Service, "someone-elses"), owned_by("u2", true)),
+            ((ChildKind::Service, "merely-owned"), owned_by("u1", false)),
+            ((ChildKind::Service, "orphan"), ObjectMeta::default()),
+        ]
+        .into_iter()
+        .map(|((k, n), m)| ((k, n.to_string()), m))
+        .collect();
+        let desired = [child(ChildKind::Service, "g-products")];
+        assert_eq!(
+            stale(&live, &desired, "u1"),
+            vec![
+                (ChildKind::ConfigMap, "g-old".to_string()),
+                (ChildKind::Service, "g-old".to_string()),
+            ]
+        );
+        assert_eq!(stale(&live, &[], "u3"), Vec::new());
     }
 }

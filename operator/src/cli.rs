@@ -108,14 +108,7 @@ pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use prapi_common::logs::LogFormat;
 
 /// `prapi-operator run`.
 #[derive(Debug, Clone, Args)]

@@ -1,82 +1,33 @@
-//! `/healthz`, `/readyz` and `/metrics` of the operator.
+//! `/healthz`, `/readyz` and `/metrics` of the operator ([`prapi_common::ops`]).
 
 use crate::metrics::Metrics;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use prapi_common::ops::Readiness;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
-/// Readiness shared between the run loop and the HTTP server.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-}
-
-impl Health {
-    /// Marks the instance ready (connected, and leading or standing by) or not.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    /// Whether the instance is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-/// The router: `/healthz` (process alive), `/readyz` (connected and leading or standing by),
+/// The router: `/healthz` (process alive), `/readyz` (connected, and leading or standing by),
 /// `/metrics` (Prometheus text format).
-pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<AppState>| async move {
-                if s.health.is_ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<AppState>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    s.metrics.encode(),
-                )
-                    .into_response()
-            }),
-        )
-        .with_state(AppState { metrics, health })
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    prapi_common::ops::router(
+        move || metrics.encode(),
+        readiness,
+        || (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+    )
 }
 
 /// Binds `addr` and serves until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    axum::serve(listener, router(metrics, health))
-        .with_graceful_shutdown(shutdown)
-        .await
+    prapi_common::ops::serve(listener, router(metrics, readiness), shutdown).await
 }
 
 #[cfg(test)]
@@ -100,14 +51,14 @@ mod tests {
     #[tokio::test]
     async fn health_readiness_and_metrics() {
         let metrics = Arc::new(Metrics::default());
-        let health = Arc::new(Health::default());
-        let r = router(metrics.clone(), health.clone());
+        let readiness = Readiness::default();
+        let r = router(metrics.clone(), readiness.clone());
         assert_eq!(get(r.clone(), "/healthz").await.0, StatusCode::OK);
         assert_eq!(
             get(r.clone(), "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        health.set_ready(true);
+        readiness.set(true);
         assert_eq!(get(r.clone(), "/readyz").await.0, StatusCode::OK);
         metrics.reconciled(std::time::Duration::from_millis(5), Some("InvalidSpec"));
         let (status, body) = get(r.clone(), "/metrics").await;

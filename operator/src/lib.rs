@@ -21,5 +21,4 @@ pub mod render;
 pub mod routes;
 pub mod run;
 pub mod status;
-pub mod steps;
 pub mod validate;

@@ -2,22 +2,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use prapi_operator::cli::{Cli, Command, LogFormat, RenderAutoscaler};
+use prapi_operator::cli::{Cli, Command, RenderAutoscaler};
 use prapi_operator::offline;
 use prapi_operator::render::autoscaling::UpdaterAutoscaler;
 use std::io::Read;
-use tracing_subscriber::EnvFilter;
-
-fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -63,7 +51,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            init_logs(args.log_format);
+            prapi_common::logs::init(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -120,8 +120,8 @@ pub fn render_extras(
     gateway: Option<(String, String)>,
     store: bool,
 ) -> Result<String, OfflineError> {
-    use crate::aws::planner::{self, Action};
-    use crate::aws::{LagReading, Observed, ScalingState, TAG_BOOTSTRAPPED, TableState};
+    use crate::aws::planner::{self, AwsAction};
+    use crate::aws::{AwsState, LagReading, ScalingState, TAG_BOOTSTRAPPED, TableState};
     use crate::render::routing::{self, Applied, RouteOptions};
     let mut plans = Vec::new();
     for (i, mg) in parse_manifests(text)?.iter().enumerate() {
@@ -192,7 +192,7 @@ pub fn render_extras(
             let lag = LagReading::Unknown("offline".into());
             let first = planner::plan(
                 &spec,
-                &Observed {
+                &AwsState {
                     table: None,
                     scaling: ScalingState::default(),
                     lag: lag.clone(),
@@ -200,7 +200,7 @@ pub fn render_extras(
                 now,
             );
             let mut n = 0;
-            let mut line = |a: &Action, out: &mut String| {
+            let mut line = |a: &AwsAction, out: &mut String| {
                 n += 1;
                 out.push_str(&format!("#   {n}. {a:?}\n"));
             };
@@ -212,7 +212,7 @@ pub fn render_extras(
                 spec.tags().into_iter().collect();
             tags.insert(TAG_BOOTSTRAPPED.into(), "true".into());
             let (read, write) = match first.actions.first() {
-                Some(Action::CreateTable { read, write, .. }) => (*read, *write),
+                Some(AwsAction::CreateTable { read, write, .. }) => (*read, *write),
                 _ => (0, 0),
             };
             let active = TableState {
@@ -232,7 +232,7 @@ pub fn render_extras(
             };
             let next = planner::plan(
                 &spec,
-                &Observed {
+                &AwsState {
                     table: Some(active),
                     scaling: ScalingState::default(),
                     lag: LagReading::Known(0),

@@ -2,23 +2,21 @@
 
 use crate::cli::RunArgs;
 use crate::crd::MarketGroup;
-use crate::http::{self, Health};
+use crate::http;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, Settings};
+use crate::reconcile::{self, Context, Settings, Steps};
+use crate::render::ChildKind;
 use crate::render::meta::{FIELD_MANAGER, LABEL_MANAGED_BY};
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use kube_lease_manager::LeaseManagerBuilder;
+use prapi_common::ops::Readiness;
+use prapi_common::shutdown::shutdown_signal;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -30,34 +28,6 @@ use tracing::{debug, info, warn};
 /// with both compiled in rustls cannot choose by itself. Installing twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -78,15 +48,14 @@ enum Stop {
     LostLeadership,
 }
 
-/// Adds the routing and store steps the flags ask for; the finalizer drains routes before it
-/// removes autoscaling and tables.
-pub async fn add_steps(ctx: &mut Context, client: &Client, args: &RunArgs) -> anyhow::Result<()> {
+/// The routing and store steps the flags ask for.
+pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
     use crate::cli::{RoutingChoice, StoreChoice};
     if args.routing == RoutingChoice::GatewayApi && args.gateway.is_none() {
         bail!("--routing gateway-api needs --gateway NAMESPACE/NAME");
     }
-    if args.routing != RoutingChoice::None {
-        let routes = Arc::new(crate::routes::RoutesStep::new(
+    let routes = (args.routing != RoutingChoice::None).then(|| {
+        crate::routes::RoutesStep::new(
             client.clone(),
             args.routing.provider(),
             crate::render::routing::RouteOptions {
@@ -95,21 +64,16 @@ pub async fn add_steps(ctx: &mut Context, client: &Client, args: &RunArgs) -> an
             },
             args.default_image.clone(),
             args.store == StoreChoice::Aws,
-        ));
-        ctx.external
-            .push(Arc::new(crate::steps::RoutesCleanup(routes.clone())));
-        ctx.routes = Some(routes);
-    }
-    if args.store == StoreChoice::Aws {
-        let store = Arc::new(
+        )
+    });
+    let store = match args.store {
+        StoreChoice::Aws => Some(
             crate::aws::store::StoreStep::from_sdk(crate::aws::store::AwsEndpoints::default())
                 .await,
-        );
-        ctx.external
-            .push(Arc::new(crate::steps::StoreCleanup(store.clone())));
-        ctx.store = Some(store);
-    }
-    Ok(())
+        ),
+        _ => None,
+    };
+    Ok(Steps::new(store, routes))
 }
 
 /// Runs the controller until `stop` fires.
@@ -127,34 +91,35 @@ async fn run_controller(
     // readiness, its deletion) must be seen by the others' reconciles, which own their HPA floors.
     let groups = controller.store();
     let routing = args.routing != crate::cli::RoutingChoice::None;
+    let controller = controller.watches(
+        api::<MarketGroup>(&client, ns),
+        watcher::Config::default(),
+        move |mg: MarketGroup| {
+            let ns = mg.metadata.namespace.clone();
+            let name = mg.metadata.name.clone();
+            let peers: Vec<kube::runtime::reflector::ObjectRef<MarketGroup>> = if routing {
+                groups
+                    .state()
+                    .iter()
+                    .filter(|g| g.metadata.namespace == ns && g.metadata.name != name)
+                    .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            peers
+        },
+    );
+    // Every kind the groups own, so an edit or deletion of a child by someone else is repaired.
+    let controller = ChildKind::watched().fold(controller, |c, kind| {
+        let ar = kind.api_resource();
+        let api = match ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        };
+        c.owns_with(api, ar, children.clone())
+    });
     controller
-        .watches(
-            api::<MarketGroup>(&client, ns),
-            watcher::Config::default(),
-            move |mg: MarketGroup| {
-                let ns = mg.metadata.namespace.clone();
-                let name = mg.metadata.name.clone();
-                let peers: Vec<kube::runtime::reflector::ObjectRef<MarketGroup>> = if routing {
-                    groups
-                        .state()
-                        .iter()
-                        .filter(|g| g.metadata.namespace == ns && g.metadata.name != name)
-                        .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                peers
-            },
-        )
-        .owns(api::<Deployment>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<ConfigMap>(&client, ns), children.clone())
-        .owns(api::<ServiceAccount>(&client, ns), children.clone())
-        .owns(api::<Role>(&client, ns), children.clone())
-        .owns(api::<RoleBinding>(&client, ns), children.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, ns), children)
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.await;
@@ -169,127 +134,26 @@ async fn run_controller(
         .await;
 }
 
-/// `prapi-operator run`.
+/// `prapi-operator run`: connect, serve the ops endpoints, check access, build the context, run
+/// the controller (as the leader, or alone), shut down.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     install_crypto_provider();
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (kubeconfig or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-
-    let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(
-        args.listen,
-        metrics.clone(),
-        health.clone(),
-        async move {
-            let _ = server_stop_rx.await;
-        },
-    ));
-
-    // Fail early and clearly when the CRD is missing or RBAC forbids reading groups.
-    api::<MarketGroup>(&client, args.watch_namespace.as_deref())
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .context(
-            "listing MarketGroups (is the CRD installed? does the operator's role allow it?)",
-        )?;
-
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "prapi-operator".into()),
-            std::process::id()
-        )
-    });
-    let settings = Settings {
-        default_image: args.default_image.clone(),
-        data_plane_env: args.data_plane_env.clone(),
-        updater_autoscaler: args.updater_autoscaler,
-        resync: Duration::from_secs(args.resync_seconds.max(1)),
-    };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(identity.clone()),
-        },
-    );
-    let mut ctx = Context::new(client.clone(), settings, recorder, metrics.clone());
-    crate::run::add_steps(&mut ctx, &client, &args).await?;
-    let ctx = Arc::new(ctx);
-
+    let readiness = Readiness::default();
+    let (server_stop, server) = spawn_ops_server(&args, metrics.clone(), readiness.clone());
+    check_access(&client, &args).await?;
+    let identity = identity(&args);
+    let ctx = Arc::new(context(&client, &args, &identity, metrics.clone()).await?);
     let stop = if args.leader_election {
-        let lease_ns = args
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&lease_ns)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration_seconds.max(2))
-            .with_grace(
-                args.lease_grace_seconds
-                    .min(args.lease_duration_seconds.saturating_sub(1)),
-            )
-            .build()
-            .await
-            .context("setting up leader election")?;
-        let (mut leading, lease_task) = manager.watch().await;
-        health.set_ready(true);
-        info!(%identity, lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for leadership");
-        let signal = shutdown_signal();
-        tokio::pin!(signal);
-        let stop = loop {
-            if *leading.borrow_and_update() {
-                break None;
-            }
-            tokio::select! {
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        bail!("leader election stopped unexpectedly");
-                    }
-                }
-                _ = &mut signal => break Some(Stop::Signal),
-            }
-        };
-        let stop = match stop {
-            Some(s) => s,
-            None => {
-                info!(%identity, "became the leader");
-                metrics.leader.set(1);
-                let stop = lead(client.clone(), &args, ctx, &mut leading, signal).await;
-                metrics.leader.set(0);
-                stop
-            }
-        };
-        // Closing the channel makes the lease task release the lease, so a standby takes over at
-        // once instead of waiting for it to expire.
-        drop(leading);
-        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-            Ok(Ok(Ok(_))) => info!("lease released"),
-            Ok(Ok(Err(e))) => warn!(error = %e, "releasing the lease"),
-            Ok(Err(e)) => warn!(error = %e, "lease task failed"),
-            Err(_) => warn!("releasing the lease timed out"),
-        }
-        stop
+        run_as_leader(&client, &args, &identity, ctx, &metrics, &readiness).await?
     } else {
-        health.set_ready(true);
-        metrics.leader.set(1);
-        let (tx, rx) = oneshot::channel();
-        let signal = tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = tx.send(());
-        });
-        run_controller(client.clone(), &args, ctx, rx).await;
-        signal.abort();
-        Stop::Signal
+        run_alone(&client, &args, ctx, &metrics, &readiness).await
     };
-
-    health.set_ready(false);
-    let _ = server_stop_tx.send(());
+    readiness.set(false);
+    let _ = server_stop.send(());
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "health server failed"),
@@ -303,6 +167,160 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Exit non-zero so the pod restarts as a clean standby.
         Stop::LostLeadership => bail!("lost leadership"),
     }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until the returned sender fires.
+fn spawn_ops_server(
+    args: &RunArgs,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(args.listen, metrics, readiness, async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, server)
+}
+
+/// Fails early and clearly when the CRD is missing or RBAC forbids reading groups.
+async fn check_access(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
+    api::<MarketGroup>(client, args.watch_namespace.as_deref())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .context(
+            "listing MarketGroups (is the CRD installed? does the operator's role allow it?)",
+        )?;
+    Ok(())
+}
+
+/// This instance's name in leader election and Events: `--identity`, or `$HOSTNAME-<pid>`.
+fn identity(args: &RunArgs) -> String {
+    args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "prapi-operator".into()),
+            std::process::id()
+        )
+    })
+}
+
+/// What every reconcile shares.
+async fn context(
+    client: &Client,
+    args: &RunArgs,
+    identity: &str,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Context> {
+    let settings = Settings {
+        default_image: args.default_image.clone(),
+        data_plane_env: args.data_plane_env.clone(),
+        updater_autoscaler: args.updater_autoscaler,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    let steps = steps(client, args).await?;
+    Ok(Context::new(
+        client.clone(),
+        settings,
+        recorder,
+        metrics,
+        steps,
+    ))
+}
+
+/// Stands by until this instance leads, runs the controller while it does, then releases the
+/// lease.
+async fn run_as_leader(
+    client: &Client,
+    args: &RunArgs,
+    identity: &str,
+    ctx: Arc<Context>,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> anyhow::Result<Stop> {
+    let lease_ns = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&lease_ns)
+        .with_identity(identity)
+        .with_duration(args.lease_duration_seconds.max(2))
+        .with_grace(
+            args.lease_grace_seconds
+                .min(args.lease_duration_seconds.saturating_sub(1)),
+        )
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leading, lease_task) = manager.watch().await;
+    readiness.set(true);
+    info!(%identity, lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for leadership");
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let stop = loop {
+        if *leading.borrow_and_update() {
+            break None;
+        }
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    bail!("leader election stopped unexpectedly");
+                }
+            }
+            _ = &mut signal => break Some(Stop::Signal),
+        }
+    };
+    let stop = match stop {
+        Some(s) => s,
+        None => {
+            info!(%identity, "became the leader");
+            metrics.leader.set(1);
+            let stop = lead(client.clone(), args, ctx, &mut leading, signal).await;
+            metrics.leader.set(0);
+            stop
+        }
+    };
+    // Closing the channel makes the lease task release the lease, so a standby takes over at
+    // once instead of waiting for it to expire.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => info!("lease released"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "releasing the lease"),
+        Ok(Err(e)) => warn!(error = %e, "lease task failed"),
+        Err(_) => warn!("releasing the lease timed out"),
+    }
+    Ok(stop)
+}
+
+/// Runs the controller without leader election until a signal arrives.
+async fn run_alone(
+    client: &Client,
+    args: &RunArgs,
+    ctx: Arc<Context>,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Stop {
+    readiness.set(true);
+    metrics.leader.set(1);
+    let (tx, rx) = oneshot::channel();
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(());
+    });
+    run_controller(client.clone(), args, ctx, rx).await;
+    signal.abort();
+    Stop::Signal
 }
 
 /// Runs the controller while leading; returns when leadership is lost or a signal arrives.

@@ -10,7 +10,9 @@
 //! them. `Degraded` deliberately does not clear `Ready`: an operator-side error must not look like the
 //! group stopped serving (routing only sends traffic to Ready groups).
 
-use crate::crd::{ComponentStatus, ComponentsStatus, MarketGroupStatus, TableStatus};
+use crate::crd::{
+    ComponentStatus, ComponentsStatus, CountryTraffic, MarketGroupStatus, TableStatus,
+};
 use crate::plan::Component;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -213,6 +215,20 @@ pub struct Observed<'a> {
     pub updater_autoscaler: Option<String>,
     /// The table name, if the spec resolved.
     pub table: Option<String>,
+    /// What the store and routing steps read this time.
+    pub readings: Readings,
+}
+
+/// What the store and routing steps read: each replaces its field of the status, and one not
+/// read this time (`None`: the step is off, or failed) keeps the stored value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Readings {
+    /// The table as observed.
+    pub table: Option<TableStatus>,
+    /// The updater's lag.
+    pub updater_lag: Option<i64>,
+    /// Desired and actual traffic per country.
+    pub traffic: Option<Vec<CountryTraffic>>,
 }
 
 /// The condition updates for what was observed, in display order.
@@ -337,16 +353,26 @@ pub fn desired_status(
             batch: component(Component::Batch),
         }),
         updater_autoscaler: obs.updater_autoscaler.clone(),
-        table: obs.table.clone().map(|name| match previous_table {
-            // Keep what the store step last observed about the same table.
-            Some(t) if t.name == name => t,
-            _ => TableStatus {
-                name,
-                ..TableStatus::default()
-            },
+        table: obs.readings.table.clone().or_else(|| {
+            obs.table.clone().map(|name| match previous_table {
+                // Keep what the store step last observed about the same table.
+                Some(t) if t.name == name => t,
+                _ => TableStatus {
+                    name,
+                    ..TableStatus::default()
+                },
+            })
         }),
-        updater_lag: previous.and_then(|p| p.updater_lag),
-        traffic: previous.map(|p| p.traffic.clone()).unwrap_or_default(),
+        updater_lag: obs
+            .readings
+            .updater_lag
+            .or_else(|| previous.and_then(|p| p.updater_lag)),
+        traffic: obs
+            .readings
+            .traffic
+            .clone()
+            .or_else(|| previous.map(|p| p.traffic.clone()))
+            .unwrap_or_default(),
     }
 }
 
@@ -411,6 +437,7 @@ mod tests {
             routing: None,
             updater_autoscaler: Some("HorizontalPodAutoscaler".into()),
             table: Some("prapi-ns-g".into()),
+            readings: Readings::default(),
         }
     }
 
@@ -728,6 +755,42 @@ mod tests {
                 name: "other".into(),
                 ..TableStatus::default()
             })
+        );
+    }
+
+    #[test]
+    fn readings_replace_what_the_status_had_and_absent_ones_keep_it() {
+        let d = deployment(1, 1, 1, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        let mut prev = desired_status(None, &obs, t(0));
+        prev.updater_lag = Some(42);
+        prev.traffic = vec![CountryTraffic {
+            country: "de".into(),
+            desired: 100,
+            actual: Some(100),
+            reason: None,
+        }];
+        let read = TableStatus {
+            name: "prapi-ns-g".into(),
+            status: Some("UPDATING".into()),
+            read_capacity: Some(7),
+            write_capacity: Some(9),
+        };
+        obs.readings = Readings {
+            table: Some(read.clone()),
+            updater_lag: Some(7),
+            traffic: Some(Vec::new()),
+        };
+        let next = desired_status(Some(&prev), &obs, t(1));
+        assert_eq!(
+            (next.table, next.updater_lag, next.traffic),
+            (Some(read), Some(7), Vec::new())
+        );
+        obs.readings = Readings::default();
+        let kept = desired_status(Some(&prev), &obs, t(2));
+        assert_eq!(
+            (kept.updater_lag, kept.traffic),
+            (prev.updater_lag, prev.traffic)
         );
     }
 }

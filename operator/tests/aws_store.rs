@@ -6,17 +6,17 @@
 mod aws_support;
 
 use aws_support::OwnDynalite;
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 
 use async_trait::async_trait;
 use prapi_operator::aws::lag::{ConsumerGroupRef, KafkaLag, LagSource};
-use prapi_operator::aws::planner::Action;
+use prapi_operator::aws::planner::AwsAction;
 use prapi_operator::aws::store::{AwsEndpoints, StoreOutcome, StoreStep};
 use prapi_operator::aws::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const AWS: [Component; 2] = [Component::DynamoDb, Component::ApplicationAutoScaling];
+const AWS: [Part; 2] = [Part::DynamoDb, Part::ApplicationAutoScaling];
 
 /// A lag the test sets.
 struct SetLag(Mutex<LagReading>);
@@ -139,7 +139,10 @@ async fn table_is_created_tagged_and_kept_or_deleted_per_policy() {
         spec.deletion_policy = policy;
         let k = kafka_ref("g");
         let first = s.reconcile(&spec, &k).await.expect("first reconcile");
-        assert!(matches!(first.executed[..], [Action::CreateTable { .. }]));
+        assert!(matches!(
+            first.executed[..],
+            [AwsAction::CreateTable { .. }]
+        ));
         assert_eq!(first.condition.reason, "Creating");
         let out = until_ready(&s, &spec, &k).await;
         assert_eq!(out.condition.reason, "TableReady");
@@ -325,21 +328,21 @@ async fn scalable_targets_and_policies_are_registered_changed_and_removed() {
     assert_eq!(
         out.executed,
         vec![
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Read,
                 name: Dimension::Read.policy_name(&name)
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Read
             },
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Write,
                 name: Dimension::Write.policy_name(&name)
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Write
             },
-            Action::SwitchBilling {
+            AwsAction::SwitchBilling {
                 to: Billing::PayPerRequest,
                 read: 0,
                 write: 0
@@ -432,11 +435,8 @@ fn commit_all(bootstrap: &str, group: &str, topic: &str) {
 
 #[tokio::test]
 async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
-    let Some(env) = TestEnv::get_for(&[
-        Component::DynamoDb,
-        Component::ApplicationAutoScaling,
-        Component::Kafka,
-    ]) else {
+    let Some(env) = TestEnv::get_for(&[Part::DynamoDb, Part::ApplicationAutoScaling, Part::Kafka])
+    else {
         return;
     };
     let bootstrap = env.kafka_bootstrap_servers().to_string();
@@ -464,7 +464,7 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
     let mut out = s.reconcile(&spec, &k).await.expect("create");
     assert!(matches!(
         out.executed[..],
-        [Action::CreateTable { write: 400, .. }]
+        [AwsAction::CreateTable { write: 400, .. }]
     ));
     for _ in 0..60 {
         out = s.reconcile(&spec, &k).await.expect("reconcile");

@@ -9,7 +9,7 @@ mod support;
 
 use aws_support::{OwnDynalite, free_port};
 use kube::api::{Api, DeleteParams};
-use prapi_e2e::{Component, TestEnv};
+use prapi_e2e::{Part, TestEnv};
 use prapi_operator::crd::MarketGroup;
 use serde_json::json;
 use support::*;
@@ -60,11 +60,9 @@ async fn store_ready_degraded_on_outage_recovery_and_deletion() {
     let Some(c) = cluster().await else {
         return;
     };
-    let Some(env) = TestEnv::get_for(&[
-        Component::Kubernetes,
-        Component::Kafka,
-        Component::ApplicationAutoScaling,
-    ]) else {
+    let Some(env) =
+        TestEnv::get_for(&[Part::Kubernetes, Part::Kafka, Part::ApplicationAutoScaling])
+    else {
         return;
     };
     let Some(cli) = OwnDynalite::find_cli() else {

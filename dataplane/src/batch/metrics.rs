@@ -160,7 +160,8 @@ impl Collector for LbStatsCollector {
 mod tests {
     use super::*;
     use crate::batch::Failure;
-    use crate::lb::{Balancer, BalancerConfig, ClientConfig, ManualClock};
+    use crate::clock::ManualClock;
+    use crate::lb::{Balancer, BalancerConfig, ClientConfig};
     use bytes::Bytes;
 
     #[test]

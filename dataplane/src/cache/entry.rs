@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Lookup;
-use super::clock::duration_to_nanos;
 use super::config::CacheConfig;
 use super::rendered::Rendered;
+use crate::clock::saturating_nanos;
 
 /// Bytes charged per entry beyond its value and key: our entry header aside, moka keeps a node,
 /// deque links, a timer-wheel slot and a hash-table slot per entry. An estimate; bodies dominate.
@@ -89,7 +89,7 @@ impl RefreshGate {
     /// True for exactly one caller per refresh: the one that must start it.
     pub(crate) fn try_begin(&self, now: Duration) -> bool {
         let state = self.state.load(Ordering::Acquire);
-        if state > LATEST || duration_to_nanos(now) < state {
+        if state > LATEST || saturating_nanos(now) < state {
             return false;
         }
         self.state
@@ -105,7 +105,7 @@ impl RefreshGate {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         let pause = config.refresh_pause(failures);
-        let not_before = duration_to_nanos(now.saturating_add(pause)).min(LATEST);
+        let not_before = saturating_nanos(now.saturating_add(pause)).min(LATEST);
         self.state.store(not_before, Ordering::Release);
         pause
     }

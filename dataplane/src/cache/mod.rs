@@ -37,7 +37,6 @@
 //! runs inserts its result afterwards. Invalidate after the store write has landed and before the
 //! next read you care about, or accept one TTL of the older value.
 
-mod clock;
 mod config;
 mod entry;
 mod metrics;
@@ -56,8 +55,8 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 
+use crate::clock::Clock;
 use crate::store::StoreError;
-pub use clock::{Clock, ManualClock, SystemClock};
 use config::Freshness;
 pub use config::{CacheConfig, CacheConfigError};
 use entry::Entry;

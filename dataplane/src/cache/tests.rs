@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::*;
+use crate::clock::ManualClock;
 
 /// What the fake store answers for a key.
 #[derive(Debug, Clone, Copy)]

@@ -5,83 +5,40 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use super::headers::{X_FLOW_ID, flow_id, new_flow_id};
 use super::overload::LifoLimiter;
 use super::problem::{Problem, ProblemType};
 use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels, encode};
 
-/// Whether a component is ready for traffic (`/readyz`). Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the component ready or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-    }
-
-    /// Whether it is ready.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+pub use prapi_common::ops::{Readiness, serve};
 
 /// The paths [`ops_router`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
-pub const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+pub const OPS_PATHS: [&str; 3] = prapi_common::ops::PATHS;
 
-/// `/healthz` (process alive), `/readyz` (ready for traffic) and `/metrics`.
+/// `/healthz` (process alive), `/readyz` (ready for traffic) and `/metrics`; not ready answers
+/// with a problem+json 503 like the API does.
 pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
-    let [healthz, readyz, metrics] = OPS_PATHS;
-    Router::new()
-        .route(healthz, get(|| async { "ok\n" }))
-        .route(
-            readyz,
-            get(move || {
-                let ready = readiness.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n").into_response()
-                    } else {
-                        Problem::new(
-                            ProblemType::NotReady,
-                            "starting up: not ready for traffic yet",
-                        )
-                        .into_response()
-                    }
-                }
-            }),
-        )
-        .route(
-            metrics,
-            get(move || {
-                let body = encode(&registry);
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
+    prapi_common::ops::router(
+        move || encode(&registry),
+        readiness,
+        || {
+            Problem::new(
+                ProblemType::NotReady,
+                "starting up: not ready for traffic yet",
+            )
+            .into_response()
+        },
+    )
 }
 
 /// Wraps API routes (and the problem+json 404 for unknown paths) in one middleware: flow id,
@@ -238,42 +195,8 @@ fn intern(route: &str) -> &'static str {
     leaked
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Completes on SIGTERM (how Kubernetes stops pods) or Ctrl-C.
+/// Completes on SIGTERM (how Kubernetes stops pods) or Ctrl-C, and says that draining starts.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    prapi_common::shutdown::shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
 }

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use rand::Rng;
 
-use super::clock::{Clock, Nanos};
 use super::endpoint::Endpoint;
 use super::fadein::{FadeConfig, RingSet, Stage, fade_point, unit};
 use super::load::{EndpointLoad, LoadConfig, latency_weight};
 use super::p2c::p2c;
 use super::ring::{MAX_DISTINCT, hash};
+use crate::clock::{Clock, Nanos};
 
 /// Balancer parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,12 +91,6 @@ pub struct InFlight {
     started: Nanos,
 }
 
-impl std::fmt::Debug for dyn Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
-
 impl InFlight {
     /// The backend the request went to.
     pub fn backend(&self) -> &Arc<Backend> {
@@ -106,7 +100,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.load.finish(self.started, self.clock.now());
+        self.backend
+            .load
+            .finish(self.started, self.clock.now_nanos());
     }
 }
 
@@ -148,7 +144,7 @@ impl Balancer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.snapshot.load_full();
-        let now = self.clock.now();
+        let now = self.clock.now_nanos();
         let set = if old.set.endpoints().is_empty() {
             RingSet::new(endpoints, self.config.fade)
         } else {
@@ -178,7 +174,7 @@ impl Balancer {
     /// `exclude` (a pod that just failed) is passed over as if absent. `None` without pods.
     pub fn pick(&self, key: &str, exclude: Option<&Backend>) -> Option<Arc<Backend>> {
         let snap = self.snapshot.load();
-        let now = self.clock.now();
+        let now = self.clock.now_nanos();
         let stage = snap.set.stage_for(fade_point(key), now)?;
         let excluded = exclude.and_then(|x| index_of(&snap.backends, x));
         let i = bounded_pick(
@@ -196,7 +192,7 @@ impl Balancer {
     /// traffic along the same curve), then power of two choices among its pods.
     pub fn pick_any(&self, rng: &mut impl Rng, exclude: Option<&Backend>) -> Option<Arc<Backend>> {
         let snap = self.snapshot.load();
-        let now = self.clock.now();
+        let now = self.clock.now_nanos();
         let stage = snap.set.stage_for(unit(rng.random()), now)?;
         let members = stage.members();
         let excluded = exclude
@@ -216,7 +212,7 @@ impl Balancer {
         InFlight {
             backend,
             clock: Arc::clone(&self.clock),
-            started: self.clock.now(),
+            started: self.clock.now_nanos(),
         }
     }
 }
@@ -290,9 +286,9 @@ fn bounded_pick(
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::ManualClock;
     use super::super::ring::Ring;
     use super::*;
+    use crate::clock::ManualClock;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::time::Duration;
@@ -421,7 +417,7 @@ mod tests {
         let owner = b.pick(key, None).expect("pick");
         // The owner answered requests worth 3 busy seconds per second over the last 120 ms; none
         // is in flight now.
-        let now = clock.now();
+        let now = clock.now_nanos();
         for _ in 0..3 {
             owner.load().start();
             owner.load().finish(now - 120_000_000, now);

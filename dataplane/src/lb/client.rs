@@ -267,7 +267,7 @@ impl LbClient {
         match outcome {
             Ok(Ok((parts, body))) => {
                 if let Some(h) = &self.hedger {
-                    h.record(started.elapsed(), self.balancer.clock().now());
+                    h.record(started.elapsed(), self.balancer.clock().now_nanos());
                 }
                 Ok(Reply {
                     status: parts.status,
@@ -289,9 +289,9 @@ impl LbClient {
 #[cfg(test)]
 mod tests {
     use super::super::balancer::BalancerConfig;
-    use super::super::clock::{ManualClock, MonotonicClock};
     use super::super::ring::Ring;
     use super::*;
+    use crate::clock::{ManualClock, MonotonicClock};
     use axum::extract::{Path, State};
     use axum::routing::get;
     use std::sync::atomic::{AtomicU8, Ordering};

@@ -355,7 +355,7 @@ mod tests {
     fn static_endpoints_reach_the_balancer() {
         let b = Balancer::new(
             super::super::balancer::BalancerConfig::default(),
-            Arc::new(super::super::clock::ManualClock::default()),
+            Arc::new(crate::clock::ManualClock::default()),
         );
         use_static_endpoints(
             &b,

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use xxhash_rust::xxh64::xxh64;
 
-use super::clock::{Nanos, saturating_nanos};
 use super::endpoint::Endpoint;
 use super::ring::Ring;
+use crate::clock::{Nanos, saturating_nanos};
 
 /// Seed for the fade point hash, different from the ring's (seed 0) so that when a key moves is
 /// independent of where it lands.

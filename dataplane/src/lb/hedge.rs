@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::clock::{Nanos, saturating_nanos};
+use crate::clock::{Nanos, saturating_nanos};
 
 const BUCKETS: usize = 64;
 /// Upper bound of bucket 0; bucket `i` ends at `FIRST × GROWTH^i` (64 buckets reach ~5 s).

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::clock::{Nanos, saturating_nanos};
+use crate::clock::{Nanos, saturating_nanos};
 
 /// Buckets in the sliding window.
 pub const BUCKETS: usize = 5;

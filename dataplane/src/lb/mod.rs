@@ -4,11 +4,10 @@
 //! whether it arrives through the ingress or through batch, which keeps pod caches whole.
 //! [`balancer`] adds bounded load ([`load`]), fade-in of new pods ([`fadein`]) and power of two
 //! choices for keyless requests ([`p2c`]); [`client`] sends the lookups with one retry and
-//! optional [`hedge`]-ing; [`discovery`] keeps the pods current. Time comes from a [`clock::Clock`] so tests control it.
+//! optional [`hedge`]-ing; [`discovery`] keeps the pods current. Time comes from a [`crate::clock::Clock`] so tests control it.
 
 pub mod balancer;
 pub mod client;
-pub mod clock;
 pub mod discovery;
 pub mod endpoint;
 pub mod fadein;
@@ -22,7 +21,6 @@ mod skipper_vectors;
 
 pub use balancer::{Backend, Balancer, BalancerConfig, InFlight};
 pub use client::{ClientConfig, ClientStats, LbClient, LbError, Reply};
-pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use discovery::{ServiceRef, use_static_endpoints, watch_endpoint_slices};
 pub use endpoint::{Endpoint, EndpointError, parse_endpoints};
 pub use ring::Ring;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use prapi::store::dynamodb::DynamoConfig;
-use prapi_e2e::Component;
+use prapi_e2e::Part;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -83,9 +83,9 @@ impl TestEnv {
 /// The test environment with Kafka (when `kafka`) and DynamoDB, or `None` when it is not running
 /// (`prapi_e2e` prints why the test is skipped; under `make test` it panics instead).
 pub fn env(kafka: bool) -> Option<TestEnv> {
-    let mut parts = vec![Component::DynamoDb];
+    let mut parts = vec![Part::DynamoDb];
     if kafka {
-        parts.push(Component::Kafka);
+        parts.push(Part::Kafka);
     }
     let env = prapi_e2e::TestEnv::get_for(&parts)?;
     Some(TestEnv {

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
     ScalarAttributeType, Tag,
 };
+use prapi_common::table::KEYS;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -204,10 +205,16 @@ impl TableApi for SdkTables {
             .client
             .create_table()
             .table_name(name)
-            .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
-            .key_schema(key(SORT_KEY, KeyType::Range)?)
-            .attribute_definitions(attr(PARTITION_KEY)?)
-            .attribute_definitions(attr(SORT_KEY)?)
+            .set_key_schema(Some(
+                KEYS.iter()
+                    .map(|(n, role)| key(n, KeyType::from(role.as_str())))
+                    .collect::<Result<_, _>>()?,
+            ))
+            .set_attribute_definitions(Some(
+                KEYS.iter()
+                    .map(|(n, _)| attr(n))
+                    .collect::<Result<_, _>>()?,
+            ))
             .set_tags(Some(tags(tag_list)?));
         req = match billing {
             Billing::PayPerRequest => req.billing_mode(BillingMode::PayPerRequest),

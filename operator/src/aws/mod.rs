@@ -1,7 +1,7 @@
 //! The group's DynamoDB table and its capacity (docs/storage.md; docs/crd.md, spec.dynamodb;
 //! docs/operations.md, "Capacity").
 //!
-//! - [`model`]: the domain: what the group wants ([`TableSpec`]), what AWS reports ([`Observed`]).
+//! - [`model`]: the domain: what the group wants ([`TableSpec`]), what AWS reports ([`AwsState`]).
 //! - [`planner`]: pure: the actions that take the observed state towards the desired one, within
 //!   DynamoDB's limits, and the `StoreReady` condition.
 //! - [`dynamodb`], [`autoscaling`], [`lag`]: one trait per outside API with its SDK implementation

@@ -13,10 +13,8 @@ pub const MANAGED_BY: &str = "prapi-operator";
 /// Tag set to `true` once the updater caught up on the table for the first time; after it the
 /// bootstrap write floor never comes back (it is for filling a new table).
 pub const TAG_BOOTSTRAPPED: &str = "prapi.dev/bootstrapped";
-/// Partition key attribute of the store's layout: the product id (string).
-pub const PARTITION_KEY: &str = "pk";
-/// Sort key attribute: `product` or `offer#<country>#<merchant>#<sku>` (string).
-pub const SORT_KEY: &str = "sk";
+use prapi_common::table::{KEY_TYPE, KEYS};
+pub use prapi_common::table::{PARTITION_KEY, SORT_KEY};
 /// DynamoDB's default per-table throughput quota; capacities are kept at or below it.
 pub const MAX_TABLE_CAPACITY: i64 = 40_000;
 
@@ -156,7 +154,10 @@ pub struct TableState {
 impl TableState {
     /// Whether the table was made in the store's layout (`pk`/`sk`, strings).
     pub fn layout_problem(&self) -> Option<String> {
-        let want = [(PARTITION_KEY, "HASH", "S"), (SORT_KEY, "RANGE", "S")];
+        let want: Vec<(&str, &str, &str)> = KEYS
+            .iter()
+            .map(|(name, role)| (*name, role.as_str(), KEY_TYPE))
+            .collect();
         let mut have: Vec<(&str, &str, &str)> = self
             .key_schema
             .iter()
@@ -213,7 +214,7 @@ pub enum LagReading {
 
 /// Everything the planner looks at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
+pub struct AwsState {
     /// The table, if it exists.
     pub table: Option<TableState>,
     /// Autoscaling of the table.

@@ -6,7 +6,7 @@ use super::dynamodb::{SdkTables, TableApi};
 use super::error::AwsError;
 use super::lag::{ConsumerGroupRef, KafkaLag, LagSource};
 use super::model::*;
-use super::planner::{self, Action, StoreCondition};
+use super::planner::{self, AwsAction, StoreCondition};
 use crate::crd;
 use crate::plan::GroupPlan;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub struct StoreOutcome {
     /// When to look again, if sooner than the resync.
     pub requeue_after: Option<Duration>,
     /// What was done.
-    pub executed: Vec<Action>,
+    pub executed: Vec<AwsAction>,
 }
 
 /// The clock (controlled in tests).
@@ -176,14 +176,14 @@ impl StoreStep {
         &self,
         spec: &TableSpec,
         group: Option<&ConsumerGroupRef>,
-    ) -> Result<Observed, AwsError> {
+    ) -> Result<AwsState, AwsError> {
         let table = self.tables.describe(&spec.name).await?;
         let scaling = self.scaling.describe(&spec.resource_id()).await?;
         let lag = match group {
             Some(g) => self.lag.lag(g).await,
             None => LagReading::Unknown("not read".into()),
         };
-        Ok(Observed {
+        Ok(AwsState {
             table,
             scaling,
             lag,
@@ -194,11 +194,11 @@ impl StoreStep {
         &self,
         spec: &TableSpec,
         table: Option<&TableState>,
-        action: &Action,
+        action: &AwsAction,
     ) -> Result<(), AwsError> {
         let rid = spec.resource_id();
         match action {
-            Action::CreateTable {
+            AwsAction::CreateTable {
                 billing,
                 read,
                 write,
@@ -208,24 +208,24 @@ impl StoreStep {
                     .create(&spec.name, *billing, *read, *write, tags)
                     .await
             }
-            Action::TagTable { tags } => {
+            AwsAction::TagTable { tags } => {
                 let arn = table.map(|t| t.arn.as_str()).unwrap_or_default();
                 self.tables.tag(arn, tags).await
             }
-            Action::SwitchBilling { to, read, write } => {
+            AwsAction::SwitchBilling { to, read, write } => {
                 self.tables
                     .switch_billing(&spec.name, *to, *read, *write)
                     .await
             }
-            Action::SetCapacity { read, write } => {
+            AwsAction::SetCapacity { read, write } => {
                 self.tables.set_capacity(&spec.name, *read, *write).await
             }
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension,
                 min,
                 max,
             } => self.scaling.register(&rid, *dimension, *min, *max).await,
-            Action::PutPolicy {
+            AwsAction::PutPolicy {
                 dimension,
                 name,
                 target,
@@ -234,13 +234,13 @@ impl StoreStep {
                     .put_policy(&rid, *dimension, name, *target)
                     .await
             }
-            Action::DeletePolicy { dimension, name } => {
+            AwsAction::DeletePolicy { dimension, name } => {
                 self.scaling.delete_policy(&rid, *dimension, name).await
             }
-            Action::DeregisterTarget { dimension } => {
+            AwsAction::DeregisterTarget { dimension } => {
                 self.scaling.deregister(&rid, *dimension).await
             }
-            Action::DeleteTable => self.tables.delete(&spec.name).await,
+            AwsAction::DeleteTable => self.tables.delete(&spec.name).await,
         }
     }
 

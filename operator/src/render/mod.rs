@@ -54,6 +54,15 @@ impl ChildKind {
         ChildKind::ScaledObject,
     ];
 
+    /// The kinds every cluster serves, which the operator watches: all but ScaledObject, which
+    /// exists only where KEDA is installed and is looked for per reconcile instead. The Helm
+    /// chart's RBAC grants these (its test checks it).
+    pub fn watched() -> impl Iterator<Item = ChildKind> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| *k != ChildKind::ScaledObject)
+    }
+
     /// Group, version and kind.
     pub fn gvk(self) -> GroupVersionKind {
         let (g, v, k) = match self {

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt};
-use prapi_e2e::{Component, TestEnv, unique_name};
+use prapi_e2e::{Part, TestEnv, unique_name};
 use prapi_operator::crd::MarketGroup;
 use prapi_operator::render::ChildKind;
 use serde_json::{Value, json};
@@ -34,7 +34,7 @@ pub struct Cluster {
 /// The cluster, or `None` when the test environment is not running (the test is then skipped,
 /// or fails under `make test`).
 pub async fn cluster() -> Option<Cluster> {
-    let env = TestEnv::get_for(&[Component::Kubernetes])?;
+    let env = TestEnv::get_for(&[Part::Kubernetes])?;
     prapi_operator::run::install_crypto_provider();
     let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -499,7 +499,10 @@ impl Operator {
         }
         cmd.envs(vars.iter().copied());
         cmd.env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube_lease_manager=warn")
+            .env(
+                prapi_common::logs::FILTER_VAR,
+                "info,kube_lease_manager=warn",
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);

@@ -15,9 +15,9 @@ use crate::model::{Country, MerchantId, Offer, OfferKey, ProductId, Write, Write
 use crate::store::StoreError;
 
 /// Partition key attribute: the product id (string).
-pub const PK: &str = "pk";
+pub const PK: &str = prapi_common::table::PARTITION_KEY;
 /// Sort key attribute (string): [`PRODUCT_SK`] or `offer#<country>#<merchant>#<sku>`.
-pub const SK: &str = "sk";
+pub const SK: &str = prapi_common::table::SORT_KEY;
 /// Version of the last write (number).
 pub const VERSION: &str = "v";
 /// Body bytes (binary): the product document or the standard offer body. Absent on tombstones.

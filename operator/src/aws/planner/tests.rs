@@ -88,8 +88,8 @@ fn scaling(read: (i64, i64), write: (i64, i64), s: &TableSpec) -> ScalingState {
     }
 }
 
-fn observed(t: Option<TableState>, sc: ScalingState, lag: i64) -> Observed {
-    Observed {
+fn observed(t: Option<TableState>, sc: ScalingState, lag: i64) -> AwsState {
+    AwsState {
         table: t,
         scaling: sc,
         lag: LagReading::Known(lag),
@@ -102,7 +102,7 @@ fn a_missing_table_is_created_tagged_with_the_bootstrap_floor_while_lag_is_high(
     let p = plan(&s, &observed(None, ScalingState::default(), 100_000), at(0));
     assert_eq!(
         p.actions,
-        vec![Action::CreateTable {
+        vec![AwsAction::CreateTable {
             billing: Billing::Provisioned,
             read: 5,
             write: 4000,
@@ -116,13 +116,16 @@ fn a_missing_table_is_created_tagged_with_the_bootstrap_floor_while_lag_is_high(
     assert!(p.bootstrapping);
     // Nothing to catch up on: created at the normal floor.
     let p = plan(&s, &observed(None, ScalingState::default(), 0), at(0));
-    assert!(matches!(p.actions[0], Action::CreateTable { write: 5, .. }));
+    assert!(matches!(
+        p.actions[0],
+        AwsAction::CreateTable { write: 5, .. }
+    ));
     let mut ppr = spec();
     ppr.billing = Billing::PayPerRequest;
     let p = plan(&ppr, &observed(None, ScalingState::default(), 0), at(0));
     assert!(matches!(
         p.actions[0],
-        Action::CreateTable {
+        AwsAction::CreateTable {
             billing: Billing::PayPerRequest,
             ..
         }
@@ -166,22 +169,22 @@ fn an_active_owned_table_gets_its_autoscaling_and_nothing_more() {
     assert_eq!(
         p.actions,
         vec![
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension: Dimension::Read,
                 min: 5,
                 max: 1000
             },
-            Action::PutPolicy {
+            AwsAction::PutPolicy {
                 dimension: Dimension::Read,
                 name: "prapi-prapi-shop-eu-read".into(),
                 target: 70.0
             },
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension: Dimension::Write,
                 min: 5,
                 max: 1000
             },
-            Action::PutPolicy {
+            AwsAction::PutPolicy {
                 dimension: Dimension::Write,
                 name: "prapi-prapi-shop-eu-write".into(),
                 target: 70.0
@@ -222,12 +225,12 @@ fn changed_ranges_and_targets_update_targets_and_policies() {
     assert_eq!(
         p.actions,
         vec![
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension: Dimension::Read,
                 min: 5,
                 max: 2000
             },
-            Action::PutPolicy {
+            AwsAction::PutPolicy {
                 dimension: Dimension::Write,
                 name: "prapi-prapi-shop-eu-write".into(),
                 target: 50.0
@@ -242,7 +245,10 @@ fn changed_ranges_and_targets_update_targets_and_policies() {
         &observed(Some(table(5, 5)), scaling((50, 1000), (5, 1000), &s), 0),
         at(0),
     );
-    assert_eq!(p.actions, vec![Action::SetCapacity { read: 50, write: 5 }]);
+    assert_eq!(
+        p.actions,
+        vec![AwsAction::SetCapacity { read: 50, write: 5 }]
+    );
 }
 
 #[test]
@@ -259,12 +265,12 @@ fn bootstrap_floor_is_raised_while_lag_is_high_and_restored_after() {
     assert_eq!(
         p.actions,
         vec![
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension: Dimension::Write,
                 min: 4000,
                 max: 4000
             },
-            Action::SetCapacity {
+            AwsAction::SetCapacity {
                 read: 5,
                 write: 4000
             },
@@ -283,7 +289,7 @@ fn bootstrap_floor_is_raised_while_lag_is_high_and_restored_after() {
     // Unknown lag on a table not yet filled: still bootstrapping.
     let p = plan(
         &s,
-        &Observed {
+        &AwsState {
             table: Some(t.clone()),
             scaling: scaling((5, 1000), (4000, 4000), &s),
             lag: LagReading::Unknown("broker down".into()),
@@ -301,15 +307,15 @@ fn bootstrap_floor_is_raised_while_lag_is_high_and_restored_after() {
     assert_eq!(
         p.actions,
         vec![
-            Action::TagTable {
+            AwsAction::TagTable {
                 tags: vec![(TAG_BOOTSTRAPPED.into(), "true".into())]
             },
-            Action::RegisterTarget {
+            AwsAction::RegisterTarget {
                 dimension: Dimension::Write,
                 min: 5,
                 max: 1000
             },
-            Action::SetCapacity {
+            AwsAction::SetCapacity {
                 read: 5,
                 write: 1000
             },
@@ -375,7 +381,7 @@ fn decreases_keep_to_dynamodbs_budget() {
     );
     assert_eq!(
         p.actions,
-        vec![Action::SetCapacity {
+        vec![AwsAction::SetCapacity {
             read: 5,
             write: 100
         }]
@@ -395,21 +401,21 @@ fn billing_switches_keep_to_the_limits_and_move_autoscaling_first() {
     assert_eq!(
         p.actions,
         vec![
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Read,
                 name: "prapi-prapi-shop-eu-read".into()
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Read
             },
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Write,
                 name: "prapi-prapi-shop-eu-write".into()
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Write
             },
-            Action::SwitchBilling {
+            AwsAction::SwitchBilling {
                 to: Billing::PayPerRequest,
                 read: 0,
                 write: 0
@@ -438,7 +444,7 @@ fn billing_switches_keep_to_the_limits_and_move_autoscaling_first() {
     );
     assert!(matches!(
         p.actions[..],
-        [Action::SwitchBilling {
+        [AwsAction::SwitchBilling {
             to: Billing::PayPerRequest,
             ..
         }]
@@ -456,7 +462,7 @@ fn billing_switches_keep_to_the_limits_and_move_autoscaling_first() {
     );
     assert_eq!(
         p.actions,
-        vec![Action::SwitchBilling {
+        vec![AwsAction::SwitchBilling {
             to: Billing::Provisioned,
             read: 5,
             write: 5
@@ -504,18 +510,18 @@ fn cleanup_follows_the_deletion_policy() {
     assert_eq!(
         c.actions,
         vec![
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Read,
                 name: "prapi-prapi-shop-eu-read".into()
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Read
             },
-            Action::DeletePolicy {
+            AwsAction::DeletePolicy {
                 dimension: Dimension::Write,
                 name: "prapi-prapi-shop-eu-write".into()
             },
-            Action::DeregisterTarget {
+            AwsAction::DeregisterTarget {
                 dimension: Dimension::Write
             }
         ]
@@ -536,7 +542,7 @@ fn cleanup_follows_the_deletion_policy() {
     let mut del = spec();
     del.deletion_policy = DeletionPolicy::Delete;
     let c = cleanup(&del, &observed(Some(table(5, 5)), sc, 0));
-    assert_eq!(c.actions.last(), Some(&Action::DeleteTable));
+    assert_eq!(c.actions.last(), Some(&AwsAction::DeleteTable));
     assert!(!c.done_after, "done once the table is gone");
     let mut t = table(5, 5);
     t.status = "DELETING".into();
@@ -573,7 +579,7 @@ proptest! {
         if !ours { prop_assert!(p.actions.is_empty()); }
         for a in &p.actions {
             match a {
-                Action::SetCapacity { read: r, write: w } => {
+                AwsAction::SetCapacity { read: r, write: w } => {
                     // A value is either within the quota or the table's current one, unchanged
                     // (kept because DynamoDB allows no decrease now).
                     let ok = |v: i64, cur: i64| (1..=MAX_TABLE_CAPACITY).contains(&v) || v == cur;
@@ -582,13 +588,13 @@ proptest! {
                         prop_assert!(decrease_allowed(&t, now));
                     }
                 }
-                Action::RegisterTarget { min, max, .. } => {
+                AwsAction::RegisterTarget { min, max, .. } => {
                     prop_assert!(*min >= 1 && min <= max && *max <= MAX_TABLE_CAPACITY);
                 }
-                Action::SwitchBilling { to: Billing::PayPerRequest, .. } => {
+                AwsAction::SwitchBilling { to: Billing::PayPerRequest, .. } => {
                     prop_assert!(pay_per_request_allowed_at(&t, now).is_none());
                 }
-                Action::DeleteTable | Action::CreateTable { .. } => prop_assert!(false, "{a:?}"),
+                AwsAction::DeleteTable | AwsAction::CreateTable { .. } => prop_assert!(false, "{a:?}"),
                 _ => {}
             }
         }

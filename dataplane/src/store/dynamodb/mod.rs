@@ -26,6 +26,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use prapi_common::table::KEYS;
+
 use super::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 use crate::model::{Country, Offer, ProductId, Write, WriteKey};
 use crate::updater::WriterMetrics;
@@ -609,7 +611,7 @@ async fn ensure_table(client: &Client, table: &str, create: bool) -> Result<(), 
     wait_active(client, table).await
 }
 
-/// Creates `table` in the store's layout: `pk` (S) hash key, `sk` (S) range key, on-demand.
+/// Creates `table` in the store's layout ([`prapi_common::table::KEYS`]), on-demand.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
@@ -628,10 +630,18 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key(layout::PK, KeyType::Hash).map_err(build_err)?)
-        .key_schema(key(layout::SK, KeyType::Range).map_err(build_err)?)
-        .attribute_definitions(attr(layout::PK).map_err(build_err)?)
-        .attribute_definitions(attr(layout::SK).map_err(build_err)?)
+        .set_key_schema(Some(
+            KEYS.iter()
+                .map(|(name, role)| key(name, KeyType::from(role.as_str())))
+                .collect::<Result<_, _>>()
+                .map_err(build_err)?,
+        ))
+        .set_attribute_definitions(Some(
+            KEYS.iter()
+                .map(|(name, _)| attr(name))
+                .collect::<Result<_, _>>()
+                .map_err(build_err)?,
+        ))
         .send()
         .await;
     match result {

@@ -30,7 +30,7 @@ pub const SHORT_REQUEUE: Duration = Duration::from_secs(5);
 
 /// One change to make.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
+pub enum AwsAction {
     /// CreateTable in the store's layout, tagged.
     CreateTable {
         /// Capacity mode.
@@ -113,7 +113,7 @@ pub struct StoreCondition {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Actions, in order.
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
     /// The condition.
     pub condition: StoreCondition,
     /// Whether the write floor is the bootstrap floor.
@@ -233,33 +233,33 @@ fn not_owned(spec: &TableSpec, t: &TableState) -> StoreCondition {
 }
 
 /// Removes the operator's policies and every target of the table.
-fn deregister_all(spec: &TableSpec, scaling: &ScalingState) -> Vec<Action> {
+fn deregister_all(spec: &TableSpec, scaling: &ScalingState) -> Vec<AwsAction> {
     let mut out = Vec::new();
     for d in Dimension::ALL {
         let ours = d.policy_name(&spec.name);
         for p in scaling.policies.get(&d).into_iter().flatten() {
             if p.name == ours {
-                out.push(Action::DeletePolicy {
+                out.push(AwsAction::DeletePolicy {
                     dimension: d,
                     name: p.name.clone(),
                 });
             }
         }
         if scaling.targets.contains_key(&d) {
-            out.push(Action::DeregisterTarget { dimension: d });
+            out.push(AwsAction::DeregisterTarget { dimension: d });
         }
     }
     out
 }
 
 /// The plan while the group exists.
-pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
+pub fn plan(spec: &TableSpec, obs: &AwsState, now: SystemTime) -> Plan {
     let (boot, lag_message) = bootstrapping(spec, obs.table.as_ref(), &obs.lag);
     let Some(t) = &obs.table else {
         let (read, _) = wanted_range(spec, Dimension::Read, boot);
         let (write, _) = wanted_range(spec, Dimension::Write, boot);
         return Plan {
-            actions: vec![Action::CreateTable {
+            actions: vec![AwsAction::CreateTable {
                 billing: spec.billing,
                 read,
                 write,
@@ -320,7 +320,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
     let mut requeue_after = None;
     let caught_up_now = !boot && t.tags.get(TAG_BOOTSTRAPPED).is_none_or(|v| v != "true");
     if caught_up_now && matches!(obs.lag, LagReading::Known(_)) {
-        actions.push(Action::TagTable {
+        actions.push(AwsAction::TagTable {
             tags: vec![(TAG_BOOTSTRAPPED.into(), "true".into())],
         });
     }
@@ -334,7 +334,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
                     requeue_after = Some(SHORT_REQUEUE);
                     notes.push("switching to PayPerRequest once the table is ACTIVE".into());
                 }
-                None => actions.push(Action::SwitchBilling {
+                None => actions.push(AwsAction::SwitchBilling {
                     to: Billing::PayPerRequest,
                     read: 0,
                     write: 0,
@@ -353,7 +353,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
             if active {
                 let (read, _) = wanted_range(spec, Dimension::Read, boot);
                 let (write, _) = wanted_range(spec, Dimension::Write, boot);
-                actions.push(Action::SwitchBilling {
+                actions.push(AwsAction::SwitchBilling {
                     to: Billing::Provisioned,
                     read,
                     write,
@@ -379,7 +379,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
             ] {
                 let target = obs.scaling.targets.get(&dimension);
                 if target != Some(&TargetState { min, max }) {
-                    actions.push(Action::RegisterTarget {
+                    actions.push(AwsAction::RegisterTarget {
                         dimension,
                         min,
                         max,
@@ -397,7 +397,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
                         && p.metric.as_deref() == Some(dimension.metric())
                 });
                 if !up_to_date {
-                    actions.push(Action::PutPolicy {
+                    actions.push(AwsAction::PutPolicy {
                         dimension,
                         name,
                         target: cap.target_utilization,
@@ -424,7 +424,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
                 };
                 if (r, w) != (t.read_capacity, t.write_capacity) {
                     if active {
-                        actions.push(Action::SetCapacity { read: r, write: w });
+                        actions.push(AwsAction::SetCapacity { read: r, write: w });
                     } else {
                         requeue_after = Some(SHORT_REQUEUE);
                     }
@@ -472,7 +472,7 @@ pub fn plan(spec: &TableSpec, obs: &Observed, now: SystemTime) -> Plan {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CleanupPlan {
     /// Actions, in order.
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
     /// Whether nothing is left to do after them (the finalizer may go once they succeeded).
     pub done_after: bool,
     /// What happens to the table.
@@ -481,7 +481,7 @@ pub struct CleanupPlan {
 
 /// The cleanup plan: autoscaling targets go; the table goes with policy `Delete`; a table that is
 /// not the group's is left alone.
-pub fn cleanup(spec: &TableSpec, obs: &Observed) -> CleanupPlan {
+pub fn cleanup(spec: &TableSpec, obs: &AwsState) -> CleanupPlan {
     let Some(t) = &obs.table else {
         return CleanupPlan {
             actions: deregister_all(spec, &obs.scaling),
@@ -506,7 +506,7 @@ pub fn cleanup(spec: &TableSpec, obs: &Observed) -> CleanupPlan {
         DeletionPolicy::Delete => {
             let deletable = t.status == "ACTIVE";
             if deletable {
-                actions.push(Action::DeleteTable);
+                actions.push(AwsAction::DeleteTable);
             }
             CleanupPlan {
                 actions,

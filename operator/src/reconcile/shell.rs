@@ -1,0 +1,375 @@
+//! The I/O around the pure [`outcome`]: the controller's entry and error policy, the finalizer,
+//! and every read and write a reconcile makes (children, steps, status, Events).
+
+use super::context::Context;
+use super::error::Error;
+use super::outcome::{Group, Progress, outcome};
+use super::steps::CleanupProgress;
+use crate::apply::{ApplyError, SyncReport};
+use crate::cli::UpdaterAutoscalerChoice;
+use crate::crd::{API_GROUP, API_VERSION, MarketGroup, MarketGroupStatus};
+use crate::plan::GroupPlan;
+use crate::render::autoscaling::UpdaterAutoscaler;
+use crate::render::meta::{FIELD_MANAGER, children_selector};
+use crate::render::{ChildKind, RenderOptions, render};
+use crate::status;
+use crate::validate;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Finalizer the operator puts on every MarketGroup.
+pub const FINALIZER: &str = "prapi.dev/cleanup";
+
+/// The group as `namespace/name`, for logs and the backoff.
+fn key_of(mg: &MarketGroup) -> String {
+    format!("{}/{}", mg.namespace().unwrap_or_default(), mg.name_any())
+}
+
+/// Controller entry point: runs the finalizer helper around [`converge`] and [`finalize`].
+pub async fn reconcile(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    let api: Api<MarketGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let had_finalizer = mg.finalizers().iter().any(|f| f == FINALIZER);
+    // kube's finalizer helper removes the finalizer whenever the cleanup returns Ok, so external
+    // cleanup that is still under way (a route draining, a table being deleted) is waited for
+    // here, before the helper runs.
+    if had_finalizer && mg.meta().deletion_timestamp.is_some() {
+        match external_cleanup(&mg, &ctx).await {
+            Ok(Some(after)) => return Ok(Action::requeue(after)),
+            Ok(None) => {}
+            Err(e) => {
+                ctx.metrics.reconciled(started.elapsed(), Some(e.reason()));
+                return Err(e);
+            }
+        }
+    }
+    let result = finalizer(&api, FINALIZER, mg.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(mg) => converge(mg, ctx.clone()).await,
+            finalizer::Event::Cleanup(mg) => finalize(mg, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if !had_finalizer && mg.meta().deletion_timestamp.is_none() && result.is_ok() {
+        ctx.metrics.wrote("MarketGroup", "finalizer");
+    }
+    let error_reason = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled(started.elapsed(), error_reason);
+    if result.is_ok() {
+        ctx.reset_backoff(&key_of(&mg));
+    }
+    result
+}
+
+/// The group's plan with the operator's settings, or why its spec is invalid.
+fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate::InvalidSpec> {
+    validate::plan(mg, &ctx.settings.default_image, ns)
+        .map(|p| p.with_env(&ctx.settings.data_plane_env))
+}
+
+/// Controller error policy: log, and retry with exponential backoff per group.
+pub fn error_policy(mg: Arc<MarketGroup>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.next_backoff(&key_of(&mg));
+    warn!(group = %key_of(&mg), reason = err.reason(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn updater_autoscaler(ctx: &Context) -> Result<UpdaterAutoscaler, Error> {
+    Ok(match ctx.settings.updater_autoscaler {
+        UpdaterAutoscalerChoice::Keda => UpdaterAutoscaler::Keda,
+        UpdaterAutoscalerChoice::Hpa => UpdaterAutoscaler::ExternalMetricHpa,
+        UpdaterAutoscalerChoice::Auto => {
+            if keda_installed(&ctx.client).await? {
+                UpdaterAutoscaler::Keda
+            } else {
+                UpdaterAutoscaler::ExternalMetricHpa
+            }
+        }
+    })
+}
+
+/// Whether the API server serves KEDA's ScaledObject (`keda.sh/v1alpha1`).
+pub async fn keda_installed(client: &Client) -> Result<bool, Error> {
+    match client.list_api_group_resources("keda.sh/v1alpha1").await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "scaledobjects")),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::Discovery(e)),
+    }
+}
+
+fn now() -> Timestamp {
+    // The API stores condition times in whole seconds; compare like with like.
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Reads the group's Deployments (used when the spec is invalid and nothing is applied).
+async fn list_deployments(
+    client: &Client,
+    ns: &str,
+    group: &str,
+) -> Result<BTreeMap<String, Deployment>, Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&children_selector(group)))
+        .await
+        .map_err(|source| {
+            Error::Apply(ApplyError::List {
+                kind: ChildKind::Deployment,
+                source,
+            })
+        })?;
+    Ok(list.items.into_iter().map(|d| (d.name_any(), d)).collect())
+}
+
+/// A live group: validate, render, apply and prune, run the steps, write the status.
+pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    let name = mg.name_any();
+    let uid = mg.uid().ok_or(Error::MissingField("uid"))?;
+    let (deployments, progress) = match plan(&mg, &ctx, &ns) {
+        Err(invalid) => (
+            list_deployments(&ctx.client, &ns, &name).await?,
+            Progress::Invalid(invalid),
+        ),
+        Ok(plan) => {
+            let floors = ctx.steps.floors(&plan).await;
+            match sync(&ctx, &crate::routes::with_floors(&plan, floors), &uid).await {
+                Ok((report, autoscaler)) => {
+                    publish_sync_events(&ctx, &mg, &report).await;
+                    let (steps, error) = ctx
+                        .steps
+                        .run(mg.status.as_ref(), &plan, &report.deployments)
+                        .await;
+                    let progress = Progress::Synced {
+                        table: plan.table,
+                        autoscaler,
+                        steps,
+                        error,
+                    };
+                    (report.deployments, progress)
+                }
+                Err(error) => {
+                    // Report what went wrong from what exists now, then back off.
+                    let deployments = list_deployments(&ctx.client, &ns, &name)
+                        .await
+                        .unwrap_or_default();
+                    let progress = Progress::SyncFailed {
+                        table: plan.table,
+                        error,
+                    };
+                    (deployments, progress)
+                }
+            }
+        }
+    };
+    let group = Group {
+        name: &name,
+        generation: mg.meta().generation.unwrap_or(0),
+        stored_autoscaler: mg
+            .status
+            .as_ref()
+            .and_then(|s| s.updater_autoscaler.as_deref()),
+        deployments: &deployments,
+        resync: ctx.settings.resync,
+    };
+    let (observed, next) = outcome(group, progress);
+    let new_status = status::desired_status(mg.status.as_ref(), &observed, now());
+    publish_status_events(&ctx, &mg, mg.status.as_ref(), &new_status).await;
+    write_status(&ctx, &mg, &new_status).await?;
+    next
+}
+
+async fn sync(
+    ctx: &Context,
+    plan: &GroupPlan,
+    uid: &str,
+) -> Result<(SyncReport, UpdaterAutoscaler), Error> {
+    let autoscaler = updater_autoscaler(ctx).await?;
+    let desired = render(
+        plan,
+        RenderOptions {
+            updater_autoscaler: autoscaler,
+        },
+    )?;
+    // ScaledObjects can only be listed (and pruned) where KEDA is installed; when forced to HPA on a
+    // cluster with KEDA, stale ScaledObjects must still go, so check.
+    let keda = match autoscaler {
+        UpdaterAutoscaler::Keda => true,
+        UpdaterAutoscaler::ExternalMetricHpa => {
+            ctx.settings.updater_autoscaler != UpdaterAutoscalerChoice::Auto
+                && keda_installed(&ctx.client).await?
+        }
+    };
+    let kinds: Vec<ChildKind> = ChildKind::ALL
+        .into_iter()
+        .filter(|k| *k != ChildKind::ScaledObject || keda)
+        .collect();
+    let report = ctx
+        .applier
+        .sync(
+            &plan.owner.namespace,
+            &plan.owner.name,
+            uid,
+            &desired,
+            &kinds,
+        )
+        .await?;
+    if !report.applied.is_empty() || !report.pruned.is_empty() {
+        info!(
+            group = %format!("{}/{}", plan.owner.namespace, plan.owner.name),
+            applied = report.applied.len(),
+            unchanged = report.unchanged,
+            pruned = report.pruned.len(),
+            "synced children"
+        );
+    }
+    Ok((report, autoscaler))
+}
+
+/// Writes the status if it differs from the stored one (server-side apply of the status
+/// subresource with the operator's field manager).
+async fn write_status(
+    ctx: &Context,
+    mg: &MarketGroup,
+    status: &MarketGroupStatus,
+) -> Result<(), Error> {
+    if mg.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    let api: Api<MarketGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": format!("{API_GROUP}/{API_VERSION}"),
+        "kind": "MarketGroup",
+        "status": status,
+    });
+    api.patch_status(
+        &mg.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    ctx.metrics.wrote("MarketGroup", "status");
+    Ok(())
+}
+
+async fn publish(ctx: &Context, mg: &MarketGroup, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &mg.object_ref(&())).await {
+        Ok(()) => ctx.metrics.wrote("Event", "event"),
+        // Events are best effort: losing one must not fail the reconcile.
+        Err(e) => warn!(group = %key_of(mg), error = %e, "could not publish event"),
+    }
+}
+
+fn condition<'a>(
+    s: Option<&'a MarketGroupStatus>,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// Events for important transitions: Ready gained or lost, Degraded entered or its reason changed.
+async fn publish_status_events(
+    ctx: &Context,
+    mg: &MarketGroup,
+    old: Option<&MarketGroupStatus>,
+    new: &MarketGroupStatus,
+) {
+    let was_ready = status::is_true(old, status::READY);
+    let ready = status::is_true(Some(new), status::READY);
+    if ready && !was_ready {
+        publish(
+            ctx,
+            mg,
+            EventType::Normal,
+            "Ready",
+            "the market group serves".into(),
+        )
+        .await;
+    } else if was_ready && !ready {
+        let msg = condition(Some(new), status::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        publish(ctx, mg, EventType::Warning, "NotReady", msg).await;
+    }
+    let old_degraded = condition(old, status::DEGRADED).filter(|c| c.status == "True");
+    if let Some(d) = condition(Some(new), status::DEGRADED).filter(|c| c.status == "True")
+        && old_degraded.map(|o| (&o.reason, &o.message)) != Some((&d.reason, &d.message))
+    {
+        publish(ctx, mg, EventType::Warning, &d.reason, d.message.clone()).await;
+    }
+}
+
+/// Events for children created, changed or deleted.
+async fn publish_sync_events(ctx: &Context, mg: &MarketGroup, report: &SyncReport) {
+    let list = |v: &[(ChildKind, String)]| {
+        v.iter()
+            .map(|(k, n)| format!("{}/{n}", k.kind()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !report.pruned.is_empty() {
+        publish(
+            ctx,
+            mg,
+            EventType::Normal,
+            "Pruned",
+            format!(
+                "deleted objects no longer desired: {}",
+                list(&report.pruned)
+            ),
+        )
+        .await;
+    }
+}
+
+/// Removes the steps' external state; `Some(delay)` while that is still under way.
+async fn external_cleanup(mg: &MarketGroup, ctx: &Context) -> Result<Option<Duration>, Error> {
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    if !ctx.steps.any() {
+        return Ok(None);
+    }
+    match plan(mg, ctx, &ns) {
+        Ok(plan) => match ctx.steps.cleanup(&plan).await? {
+            CleanupProgress::Done => Ok(None),
+            CleanupProgress::Pending(after) => Ok(Some(after)),
+        },
+        // Nothing external can have been created from a spec that never validated.
+        Err(invalid) => {
+            warn!(group = %key_of(mg), %invalid, "deleting a group with an invalid spec");
+            Ok(None)
+        }
+    }
+}
+
+/// A deleted group: external state first, then the finalizer goes and Kubernetes garbage-collects
+/// the children through their owner references.
+pub async fn finalize(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
+    if let Some(after) = external_cleanup(&mg, &ctx).await? {
+        return Ok(Action::requeue(after));
+    }
+    ctx.applier.forget_group(&ns, &mg.name_any());
+    info!(group = %key_of(&mg), "cleaned up; children are garbage-collected");
+    Ok(Action::await_change())
+}

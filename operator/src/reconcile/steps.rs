@@ -1,0 +1,259 @@
+//! The store and routing steps inside the reconcile: after the workloads are applied, the table is
+//! reconciled (`StoreReady`), then the routes of the namespace (`RoutingReady`); what they read
+//! (the table, the updater's lag, the desired versus actual traffic) goes into the status. On
+//! deletion, the group's share drains first, then its routes' backends, autoscaling and (per
+//! policy) table go.
+//!
+//! [`Steps`] holds whichever steps the flags turned on; with none it does nothing.
+
+use super::error::Error;
+use crate::aws::store::{StoreOutcome, StoreStep, consumer_group, table_spec};
+use crate::aws::{Billing, LagReading};
+use crate::crd::{CountryTraffic, MarketGroupStatus, TableStatus};
+use crate::plan::{Component, GroupPlan};
+use crate::render::routing::{self, shift::Floors};
+use crate::routes::{Fresh, GroupRoutes, RoutesStep};
+use crate::status::{self, ConditionUpdate, ROUTING_READY, Readings, STORE_READY, Status};
+use k8s_openapi::api::apps::v1::Deployment;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::warn;
+
+/// While a traffic shift waits for replicas or a controller, look again this soon.
+const SHIFT_RECHECK: Duration = Duration::from_secs(10);
+/// While the group's share drains, look again this soon.
+const DRAIN_RECHECK: Duration = Duration::from_secs(5);
+/// While the table or its autoscaling is being removed, look again this soon.
+const TABLE_RECHECK: Duration = Duration::from_secs(2);
+
+/// What the steps observed, for the status and the requeue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepsReport {
+    /// `StoreReady`, when the store is managed.
+    pub store: Option<ConditionUpdate>,
+    /// `RoutingReady`, when routes are written.
+    pub routing: Option<ConditionUpdate>,
+    /// The table, the lag and the traffic as read this time.
+    pub readings: Readings,
+    /// Look again sooner than the resync.
+    pub requeue_after: Option<Duration>,
+}
+
+/// Progress of an external cleanup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupProgress {
+    /// Nothing left; the finalizer may go.
+    Done,
+    /// Still under way; check again after the given time.
+    Pending(Duration),
+}
+
+/// The table step (`--store aws`) and the routing step (`--routing`), each when turned on.
+#[derive(Default)]
+pub struct Steps {
+    store: Option<StoreStep>,
+    routes: Option<RoutesStep>,
+}
+
+impl Steps {
+    /// The steps to run; `None` leaves one out.
+    pub fn new(store: Option<StoreStep>, routes: Option<RoutesStep>) -> Steps {
+        Steps { store, routes }
+    }
+
+    /// The HPA floors the routing asks of this group before its share rises.
+    pub async fn floors(&self, plan: &GroupPlan) -> Option<Floors> {
+        let routes = self.routes.as_ref()?;
+        let fresh = Fresh {
+            name: plan.owner.name.clone(),
+            ready: None,
+            deleting: false,
+        };
+        match routes.floors(&plan.owner.namespace, &fresh).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(group = %plan.owner.name, error = %e, "cannot compute HPA floors; using the spec's");
+                None
+            }
+        }
+    }
+
+    /// Runs the store and routing steps for a group whose workloads were just applied. The first
+    /// error is returned next to what was observed; a failed step keeps its previous condition.
+    pub async fn run(
+        &self,
+        previous: Option<&MarketGroupStatus>,
+        plan: &GroupPlan,
+        deployments: &BTreeMap<String, Deployment>,
+    ) -> (StepsReport, Option<Error>) {
+        let mut report = StepsReport::default();
+        let mut error = None;
+        let workloads_ready = Component::ALL.iter().all(|c| {
+            deployments
+                .get(&plan.component_name(*c))
+                .is_some_and(status::available)
+        });
+
+        let mut store_ready = true;
+        if let Some(store) = &self.store {
+            match store
+                .reconcile(&table_spec(plan), &consumer_group(plan))
+                .await
+            {
+                Ok(out) => {
+                    store_ready = out.condition.ready;
+                    store_report(&mut report, plan, &out);
+                }
+                Err(e) => {
+                    // An AWS error says nothing about whether the table serves: keep what was
+                    // known, report the error as Degraded and retry with backoff.
+                    let prev = previous_condition(previous, STORE_READY).unwrap_or_else(|| {
+                        ConditionUpdate::new(
+                            STORE_READY,
+                            Status::Unknown,
+                            &e.reason(),
+                            e.to_string(),
+                        )
+                    });
+                    store_ready = prev.status == Status::True;
+                    report.store = Some(prev);
+                    error = Some(Error::Store(e));
+                }
+            }
+        }
+
+        if let Some(routes) = &self.routes {
+            let ready = workloads_ready && store_ready;
+            let fresh = Fresh {
+                name: plan.owner.name.clone(),
+                ready: Some(ready),
+                deleting: false,
+            };
+            match routes.sync(&plan.owner.namespace, &fresh).await {
+                Ok(r) => routing_report(&mut report, routes, ready, &r),
+                Err(e) => {
+                    report.routing = previous_condition(previous, ROUTING_READY);
+                    error = error.or(Some(Error::Routes(e)));
+                }
+            }
+        }
+        (report, error)
+    }
+
+    /// Removes the group's external state, routes first: its share drains and its backends leave
+    /// the routes, then its autoscaling targets and (per policy) its table go.
+    pub async fn cleanup(&self, plan: &GroupPlan) -> Result<CleanupProgress, Error> {
+        if let Some(routes) = &self.routes {
+            let fresh = Fresh {
+                name: plan.owner.name.clone(),
+                ready: None,
+                deleting: true,
+            };
+            let r = routes
+                .sync(&plan.owner.namespace, &fresh)
+                .await
+                .map_err(|e| cleanup_error("routes", Error::Routes(e)))?;
+            if r.carries_traffic {
+                // The others' floors rise first (their reconciles see this group deleting).
+                return Ok(CleanupProgress::Pending(DRAIN_RECHECK));
+            }
+        }
+        if let Some(store) = &self.store {
+            let done = store
+                .cleanup(&table_spec(plan))
+                .await
+                .map_err(|e| cleanup_error("table", Error::Store(e)))?;
+            if !done {
+                return Ok(CleanupProgress::Pending(TABLE_RECHECK));
+            }
+        }
+        Ok(CleanupProgress::Done)
+    }
+
+    /// Whether any step is on (only then is there external state to clean up).
+    pub fn any(&self) -> bool {
+        self.store.is_some() || self.routes.is_some()
+    }
+}
+
+fn cleanup_error(what: &'static str, source: Error) -> Error {
+    Error::Cleanup {
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn store_report(report: &mut StepsReport, plan: &GroupPlan, out: &StoreOutcome) {
+    report.store = Some(ConditionUpdate::new(
+        STORE_READY,
+        if out.condition.ready {
+            Status::True
+        } else {
+            Status::False
+        },
+        out.condition.reason,
+        out.condition.message.clone(),
+    ));
+    report.readings.table = Some(match &out.table {
+        Some(t) => TableStatus {
+            name: plan.table.clone(),
+            status: Some(t.status.clone()),
+            read_capacity: (t.billing == Billing::Provisioned).then_some(t.read_capacity),
+            write_capacity: (t.billing == Billing::Provisioned).then_some(t.write_capacity),
+        },
+        None => TableStatus {
+            name: plan.table.clone(),
+            ..TableStatus::default()
+        },
+    });
+    if let LagReading::Known(n) = out.lag {
+        report.readings.updater_lag = Some(n);
+    }
+    report.requeue_after = out.requeue_after;
+}
+
+fn routing_report(report: &mut StepsReport, routes: &RoutesStep, ready: bool, r: &GroupRoutes) {
+    let (ok, reason, message) = routing::routing_condition(routes.provider(), ready, &r.shares);
+    report.routing = Some(ConditionUpdate::new(
+        ROUTING_READY,
+        if ok { Status::True } else { Status::False },
+        reason,
+        message,
+    ));
+    report.readings.traffic = Some(
+        r.shares
+            .iter()
+            .map(|s| CountryTraffic {
+                country: s.country.clone(),
+                desired: s.desired,
+                actual: s.actual,
+                reason: s.reason.map(|r| r.as_str().to_string()),
+            })
+            .collect(),
+    );
+    if r.shares.iter().any(|s| s.actual != Some(s.desired)) {
+        report.requeue_after = Some(
+            report
+                .requeue_after
+                .map_or(SHIFT_RECHECK, |d| d.min(SHIFT_RECHECK)),
+        );
+    }
+}
+
+fn previous_condition(
+    previous: Option<&MarketGroupStatus>,
+    type_: &str,
+) -> Option<ConditionUpdate> {
+    let c = previous?.conditions.iter().find(|c| c.type_ == type_)?;
+    let st = match c.status.as_str() {
+        "True" => Status::True,
+        "False" => Status::False,
+        _ => Status::Unknown,
+    };
+    Some(ConditionUpdate::new(
+        type_,
+        st,
+        &c.reason,
+        c.message.clone(),
+    ))
+}
