@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use prapi::model::{Event, Write};
 use prapi::store::Store;
+use prapi::store::dynamodb::memory::{BatchedStore, MemoryTable};
+use prapi::store::dynamodb::writer::{BatchSink, WriterConfig};
 use prapi::store::dynamodb::{DynamoConfig, DynamoStore};
-use prapi::updater::memory::{BatchedStore, MemoryTable};
-use prapi::updater::writer::{BatchSink, WriterConfig};
 use prapi::updater::{UpdaterMetrics, apply_ndjson};
 
 // The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 for _ in 0..200 {
                     table.write_batch(&refs).await?;
                 }
-                Ok::<_, prapi::updater::writer::SinkError>(())
+                Ok::<_, prapi::store::dynamodb::writer::SinkError>(())
             })
         })
         .collect();

@@ -90,10 +90,9 @@ impl Loader<Key> for StoreLoader {
             }
             (_, Some(c)) => c,
             (_, None) => {
-                return Err(StoreError::Backend(format!(
-                    "{:?} key without a country for {}",
-                    key.resource, key.id
-                )));
+                return Err(StoreError::Backend(
+                    format!("{:?} key without a country for {}", key.resource, key.id).into(),
+                ));
             }
         };
         let po = self.store.product_offers(&key.id, country).await?;

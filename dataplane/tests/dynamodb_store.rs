@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prapi::model::{Country, Currency, MerchantId, Offer, OfferKey, Price, ProductId, Write};
 use prapi::store::dynamodb::DynamoStore;
+use prapi::store::dynamodb::faults::FaultySink;
+use prapi::store::dynamodb::writer::BatchSink;
 use prapi::store::{Store, StoreError};
-use prapi::updater::faults::FaultySink;
-use prapi::updater::writer::BatchSink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -321,7 +321,7 @@ async fn missing_table_is_a_clear_error() {
         .await
         .expect_err("no table, no --create-table");
     assert!(
-        matches!(&err, StoreError::Backend(m) if m.contains(&table) && m.contains("--create-table")),
+        matches!(&err, StoreError::Backend(e) if e.to_string().contains(&table) && e.to_string().contains("--create-table")),
         "{err}"
     );
 }

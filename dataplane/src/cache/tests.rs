@@ -88,9 +88,9 @@ impl Loader<String> for FakeStore {
         match reply {
             Reply::Value { version, size } => Ok(Some(render(key, version, size))),
             Reply::Missing => Ok(None),
-            Reply::Fail => Err(StoreError::Unavailable(format!(
-                "scripted failure for {key}"
-            ))),
+            Reply::Fail => Err(StoreError::Unavailable(
+                format!("scripted failure for {key}").into(),
+            )),
             Reply::Panic => panic!("scripted panic for {key}"),
         }
     }

@@ -92,18 +92,17 @@ fn offer_key(key: &OfferKey) -> String {
 }
 
 fn backend(context: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
-    move |e| StoreError::Backend(format!("{context}: {e}"))
+    move |e| StoreError::backend(context, e)
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the database `prapi.redb` in `dir`, creating the directory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("creating data dir {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::backend(format!("creating data dir {}", dir.display()), e))?;
         let path = dir.join("prapi.redb");
         let db = Database::create(&path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::backend(format!("opening {}", path.display()), e))?;
         // Create both tables up front so read transactions never see a missing table.
         let txn = db
             .begin_write()
@@ -135,7 +134,7 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::backend("store task", e))?
     }
 
     fn read_product(db: &Database, id: &ProductId) -> Result<Option<StoredProduct>, StoreError> {

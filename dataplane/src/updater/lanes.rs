@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::metrics::UpdaterMetrics;
 use super::offsets::{OffsetTracker, TopicPartition};
-use super::writer::Backoff;
 use crate::model::{ProductId, Write};
+use crate::store::dynamodb::writer::Backoff;
 use crate::store::{Store, StoreError};
 
 /// The lane of a product id among `lanes` (FNV-1a: stable across processes and versions).
@@ -273,7 +273,7 @@ mod tests {
             abort_rx,
         )
         .await;
-        assert!(matches!(result, Err(StoreError::Backend(m)) if m == "table missing"));
+        assert!(matches!(result, Err(StoreError::Backend(e)) if e.to_string() == "table missing"));
         assert_eq!(store.calls.load(Ordering::SeqCst), 4);
     }
 

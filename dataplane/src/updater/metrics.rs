@@ -1,4 +1,4 @@
-//! Prometheus metrics of the updater and its batched writer. Created unregistered (tests read
+//! Prometheus metrics of the updater (the batched writer's are in `store::dynamodb::metrics`). Created unregistered (tests read
 //! them directly); `register` adds them to the process registry that `/metrics` serves.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -7,13 +7,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-/// A retry reason label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// Why the call was retried (`throttled`, `unprocessed`, `transient`, `lookup_*`).
-    pub reason: &'static str,
-}
 
 /// An event outcome label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,83 +27,6 @@ pub struct PartitionLabels {
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
-
-/// Metrics of a [`super::writer::BatchWriter`].
-#[derive(Debug)]
-pub struct WriterMetrics {
-    /// Batch write calls made.
-    pub calls: Counter,
-    /// Duration of one batch write call.
-    pub call_seconds: Histogram,
-    /// Retries by reason.
-    pub retries: Family<ReasonLabels, Counter>,
-    /// Items a batch write call returned as unprocessed.
-    pub unprocessed_items: Counter,
-    /// Calls that failed with an error retrying cannot fix.
-    pub hard_errors: Counter,
-    /// Items written.
-    pub items_written: Counter,
-    /// Writes skipped as not newer than what was stored or batched.
-    pub items_stale: Counter,
-}
-
-impl Default for WriterMetrics {
-    fn default() -> Self {
-        Self {
-            calls: Counter::default(),
-            call_seconds: latency_histogram(),
-            retries: Family::default(),
-            unprocessed_items: Counter::default(),
-            hard_errors: Counter::default(),
-            items_written: Counter::default(),
-            items_stale: Counter::default(),
-        }
-    }
-}
-
-impl WriterMetrics {
-    /// Counts one retry for `reason`.
-    pub fn retry(&self, reason: &'static str) {
-        self.retries.get_or_create(&ReasonLabels { reason }).inc();
-    }
-
-    /// Retries for `reason` so far.
-    pub fn retries_for(&self, reason: &'static str) -> u64 {
-        self.retries.get_or_create(&ReasonLabels { reason }).get()
-    }
-
-    /// Registers under `prapi_writer_*`.
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("prapi_writer");
-        r.register("calls", "Batch write calls made", self.calls.clone());
-        r.register(
-            "call_seconds",
-            "Duration of one batch write call",
-            self.call_seconds.clone(),
-        );
-        r.register(
-            "retries",
-            "Batch write and version lookup retries, by reason",
-            self.retries.clone(),
-        );
-        r.register(
-            "unprocessed_items",
-            "Items returned unprocessed by a batch write (retried)",
-            self.unprocessed_items.clone(),
-        );
-        r.register(
-            "hard_errors",
-            "Batch writes failed with an error retrying cannot fix (progress stops)",
-            self.hard_errors.clone(),
-        );
-        r.register("items_written", "Items written", self.items_written.clone());
-        r.register(
-            "items_stale",
-            "Writes skipped as not newer than the stored or batched version",
-            self.items_stale.clone(),
-        );
-    }
 }
 
 /// Metrics of the updater pipeline.

@@ -20,20 +20,17 @@ use crate::model::Country;
 use crate::store::Store;
 
 pub mod dispatch;
-pub mod faults;
 pub mod lanes;
-pub mod memory;
 pub mod metrics;
 pub mod offsets;
 pub mod source;
-pub mod writer;
 
-pub use metrics::{UpdaterMetrics, WriterMetrics};
+pub use metrics::UpdaterMetrics;
 
+use crate::store::dynamodb::writer::Backoff;
 use dispatch::Dispatcher;
 use lanes::{LaneConfig, LaneItem};
 use offsets::OffsetTracker;
-use writer::Backoff;
 
 /// Settings of `prapi updater` (docs/cli.md).
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use super::dispatch::{Dispatcher, Incoming, Routed};
 use super::lanes::LaneItem;
 use super::metrics::{PartitionLabels, UpdaterMetrics};
 use super::offsets::{OffsetTracker, TopicPartition};
-use super::writer::Backoff;
+use crate::store::dynamodb::writer::Backoff;
 
 /// librdkafka callbacks: rebalances (finish and commit revoked partitions) and statistics
 /// (consumer lag per partition).

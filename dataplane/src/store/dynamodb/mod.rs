@@ -5,37 +5,41 @@
 //! and a small retry budget. Writes go through the batched [`BatchWriter`] on a third client
 //! whose retries the writer does itself (so they are counted and never give up). Layout and
 //! version rules: [`layout`] and docs/storage.md.
+//!
+//! Here: the configuration, the clients and the read path. The rest by concern: [`writer`] (the
+//! batched writer, backend-neutral) and [`sink`] (its calls on DynamoDB), [`table`] (checking and
+//! creating the table), [`metrics`], and for tests and benches [`memory`] (an in-memory table
+//! behind the same writer) and [`faults`] (fault injection).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
+use crate::model::{Country, Offer, ProductId, Write, WriteKey};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
-};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
 
-use prapi_common::table::KEYS;
-
-use super::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
-use crate::model::{Country, Offer, ProductId, Write, WriteKey};
-use crate::updater::WriterMetrics;
-use crate::updater::writer::{BatchSink, BatchWriter, SinkError, WriterConfig};
-
+pub mod faults;
 pub mod layout;
+pub mod memory;
+pub mod metrics;
+mod sink;
+mod table;
+pub mod writer;
+
+pub use metrics::{DynamoMetrics, WriterMetrics};
+pub use table::create_table;
 
 use layout::{Decoded, Item};
+use metrics::outcome_of;
+use sink::{DynamoSink, classify};
+use table::ensure_table;
+use writer::{BatchSink, BatchWriter, SinkError, WriterConfig};
 
 /// Settings of the DynamoDB store.
 #[derive(Debug, Clone)]
@@ -86,153 +90,6 @@ impl DynamoConfig {
     }
 }
 
-/// Labels of a request metric.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// `primary`, `fallback` or `writer`.
-    pub client: &'static str,
-    /// `get`, `query`, `batch_write`, `batch_get`.
-    pub op: &'static str,
-    /// `ok`, `timeout`, `throttled`, `transient`, `error`.
-    pub outcome: &'static str,
-}
-
-/// Labels of a latency metric.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClientLabels {
-    /// `primary`, `fallback` or `writer`.
-    pub client: &'static str,
-}
-
-/// Per-client metrics of the DynamoDB store.
-#[derive(Debug)]
-pub struct DynamoMetrics {
-    /// Requests by client, operation and outcome.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Request latency by client.
-    pub seconds: Family<ClientLabels, Histogram>,
-    /// Reads the primary could not answer and the fallback was asked.
-    pub fallbacks: Counter,
-    /// Metrics of the batched writer.
-    pub writer: Arc<WriterMetrics>,
-}
-
-impl Default for DynamoMetrics {
-    fn default() -> Self {
-        Self {
-            requests: Family::default(),
-            seconds: Family::new_with_constructor(|| {
-                // 0.5 ms .. ~4 s
-                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
-            }),
-            fallbacks: Counter::default(),
-            writer: Arc::new(WriterMetrics::default()),
-        }
-    }
-}
-
-impl DynamoMetrics {
-    /// Requests so far with these labels.
-    pub fn requests_with(
-        &self,
-        client: &'static str,
-        op: &'static str,
-        outcome: &'static str,
-    ) -> u64 {
-        self.requests
-            .get_or_create(&RequestLabels {
-                client,
-                op,
-                outcome,
-            })
-            .get()
-    }
-
-    fn record(
-        &self,
-        client: &'static str,
-        op: &'static str,
-        outcome: &'static str,
-        started: Instant,
-    ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                client,
-                op,
-                outcome,
-            })
-            .inc();
-        self.seconds
-            .get_or_create(&ClientLabels { client })
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    /// Registers under `prapi_dynamodb_*` (and the writer's under `prapi_writer_*`).
-    pub fn register(&self, registry: &mut Registry) {
-        self.writer.register(registry);
-        let r = registry.sub_registry_with_prefix("prapi_dynamodb");
-        r.register(
-            "requests",
-            "DynamoDB requests by client, operation and outcome",
-            self.requests.clone(),
-        );
-        r.register(
-            "request_seconds",
-            "DynamoDB request latency by client",
-            self.seconds.clone(),
-        );
-        r.register(
-            "read_fallbacks",
-            "Reads repeated on the fallback client",
-            self.fallbacks.clone(),
-        );
-    }
-}
-
-fn outcome_of(e: &SinkError) -> &'static str {
-    match e {
-        SinkError::Throttled(_) => "throttled",
-        SinkError::Transient(m) if m.starts_with("timeout") => "timeout",
-        SinkError::Transient(_) => "transient",
-        SinkError::Fatal(_) => "error",
-    }
-}
-
-/// Classifies an SDK error: throttling and transient failures are retried, the rest is fatal.
-fn classify<E>(e: &SdkError<E>) -> SinkError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let text = DisplayErrorContext(e).to_string();
-    match e {
-        SdkError::TimeoutError(_) => SinkError::Transient(format!("timeout: {text}")),
-        SdkError::DispatchFailure(f) if f.is_timeout() => {
-            SinkError::Transient(format!("timeout: {text}"))
-        }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => SinkError::Transient(text),
-        _ => {
-            let code = e.code().unwrap_or_default();
-            if matches!(
-                code,
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "LimitExceededException"
-            ) {
-                SinkError::Throttled(text)
-            } else if e
-                .raw_response()
-                .is_some_and(|r| r.status().is_server_error())
-                || code == "InternalServerError"
-            {
-                SinkError::Transient(text)
-            } else {
-                SinkError::Fatal(text)
-            }
-        }
-    }
-}
-
 fn client(
     base: &aws_config::SdkConfig,
     endpoint: Option<&str>,
@@ -251,125 +108,6 @@ fn client(
         b = b.endpoint_url(url);
     }
     Client::from_conf(b.build())
-}
-
-/// The table's batch operations on the writer client.
-struct DynamoSink {
-    client: Client,
-    table: String,
-    metrics: Arc<DynamoMetrics>,
-}
-
-#[async_trait]
-impl BatchSink for DynamoSink {
-    async fn write_batch(&self, writes: &[&Write]) -> Result<Vec<usize>, SinkError> {
-        let mut requests = Vec::with_capacity(writes.len());
-        let mut index: HashMap<(String, String), usize> = HashMap::with_capacity(writes.len());
-        for (i, w) in writes.iter().enumerate() {
-            let key = w.key();
-            let (pk, sk) = layout::key_strings(&key);
-            index.insert((pk.to_owned(), sk), i);
-            let put = PutRequest::builder()
-                .set_item(Some(layout::write_item(w)))
-                .build()
-                .map_err(|e| SinkError::Fatal(format!("building a put request: {e}")))?;
-            requests.push(WriteRequest::builder().put_request(put).build());
-        }
-        let started = Instant::now();
-        let result = self
-            .client
-            .batch_write_item()
-            .request_items(&self.table, requests)
-            .send()
-            .await;
-        let out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                let err = classify(&e);
-                self.metrics
-                    .record("writer", "batch_write", outcome_of(&err), started);
-                return Err(err);
-            }
-        };
-        self.metrics.record("writer", "batch_write", "ok", started);
-        let mut unprocessed = Vec::new();
-        if let Some(left) = out.unprocessed_items().and_then(|m| m.get(&self.table)) {
-            for req in left {
-                let Some(item) = req.put_request().map(PutRequest::item) else {
-                    continue;
-                };
-                let key = layout::parse_key(item).map_err(|e| SinkError::Fatal(e.to_string()))?;
-                let (pk, sk) = layout::key_strings(&key);
-                match index.get(&(pk.to_owned(), sk)) {
-                    Some(&i) => unprocessed.push(i),
-                    None => {
-                        return Err(SinkError::Fatal(
-                            "UnprocessedItems names an item that was not sent".into(),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(unprocessed)
-    }
-
-    async fn stored_versions(
-        &self,
-        keys: &[&WriteKey],
-    ) -> Result<(HashMap<WriteKey, u64>, Vec<usize>), SinkError> {
-        let mut index: HashMap<(String, String), usize> = HashMap::with_capacity(keys.len());
-        let mut request = KeysAndAttributes::builder()
-            .consistent_read(true)
-            .projection_expression("#pk, #sk, #v")
-            .expression_attribute_names("#pk", layout::PK)
-            .expression_attribute_names("#sk", layout::SK)
-            .expression_attribute_names("#v", layout::VERSION);
-        for (i, k) in keys.iter().enumerate() {
-            let (pk, sk) = layout::key_strings(k);
-            index.insert((pk.to_owned(), sk), i);
-            request = request.keys(layout::key_item(k));
-        }
-        let request = request
-            .build()
-            .map_err(|e| SinkError::Fatal(format!("building a batch get: {e}")))?;
-        let started = Instant::now();
-        let out = match self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, request)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                let err = classify(&e);
-                self.metrics
-                    .record("writer", "batch_get", outcome_of(&err), started);
-                return Err(err);
-            }
-        };
-        self.metrics.record("writer", "batch_get", "ok", started);
-        let mut found = HashMap::new();
-        if let Some(items) = out.responses().and_then(|m| m.get(&self.table)) {
-            for item in items {
-                let key = layout::parse_key(item).map_err(|e| SinkError::Fatal(e.to_string()))?;
-                let version =
-                    layout::parse_version(item).map_err(|e| SinkError::Fatal(e.to_string()))?;
-                found.insert(key, version);
-            }
-        }
-        let mut unprocessed = Vec::new();
-        if let Some(left) = out.unprocessed_keys().and_then(|m| m.get(&self.table)) {
-            for item in left.keys() {
-                let key = layout::parse_key(item).map_err(|e| SinkError::Fatal(e.to_string()))?;
-                let (pk, sk) = layout::key_strings(&key);
-                if let Some(&i) = index.get(&(pk.to_owned(), sk)) {
-                    unprocessed.push(i);
-                }
-            }
-        }
-        Ok((found, unprocessed))
-    }
 }
 
 /// The DynamoDB store.
@@ -527,7 +265,7 @@ impl DynamoStore {
             }
             Err(SinkError::Fatal(e)) => {
                 self.metrics.record("primary", op, "error", started);
-                return Err(StoreError::Backend(e));
+                return Err(StoreError::backend("reading", SinkError::Fatal(e)));
             }
             Err(e) => self.metrics.record("primary", op, outcome_of(&e), started),
         }
@@ -541,9 +279,9 @@ impl DynamoStore {
             Err(e) => {
                 self.metrics.record("fallback", op, outcome_of(&e), started);
                 match e {
-                    SinkError::Fatal(e) => Err(StoreError::Backend(e)),
-                    SinkError::Throttled(e) | SinkError::Transient(e) => {
-                        Err(StoreError::Unavailable(e))
+                    SinkError::Fatal(_) => Err(StoreError::backend("reading", e)),
+                    SinkError::Throttled(_) | SinkError::Transient(_) => {
+                        Err(StoreError::unavailable("reading", e))
                     }
                 }
             }
@@ -583,105 +321,6 @@ impl DynamoStore {
                 _ => return Ok(items),
             }
         }
-    }
-}
-
-async fn ensure_table(client: &Client, table: &str, create: bool) -> Result<(), StoreError> {
-    match client.describe_table().table_name(table).send().await {
-        Ok(out) => {
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-        }
-        Err(e) if e.code() == Some("ResourceNotFoundException") => {
-            if !create {
-                return Err(StoreError::Backend(format!(
-                    "table {table} does not exist (create it, or pass --create-table)"
-                )));
-            }
-            create_table(client, table).await?;
-        }
-        Err(e) => {
-            return Err(StoreError::Backend(format!(
-                "describing table {table}: {}",
-                DisplayErrorContext(&e)
-            )));
-        }
-    }
-    wait_active(client, table).await
-}
-
-/// Creates `table` in the store's layout ([`prapi_common::table::KEYS`]), on-demand.
-pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-    };
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let build_err = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(e.to_string());
-    let result = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_key_schema(Some(
-            KEYS.iter()
-                .map(|(name, role)| key(name, KeyType::from(role.as_str())))
-                .collect::<Result<_, _>>()
-                .map_err(build_err)?,
-        ))
-        .set_attribute_definitions(Some(
-            KEYS.iter()
-                .map(|(name, _)| attr(name))
-                .collect::<Result<_, _>>()
-                .map_err(build_err)?,
-        ))
-        .send()
-        .await;
-    match result {
-        Ok(_) => {
-            tracing::info!(table, "table created");
-            Ok(())
-        }
-        // Someone else created it meanwhile.
-        Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
-        Err(e) => Err(StoreError::Backend(format!(
-            "creating table {table}: {}",
-            DisplayErrorContext(&e)
-        ))),
-    }
-}
-
-async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "describing table {table}: {}",
-                    DisplayErrorContext(&e)
-                ))
-            })?;
-        let status = out.table().and_then(|t| t.table_status()).cloned();
-        if status == Some(TableStatus::Active) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(StoreError::Unavailable(format!(
-                "table {table} is not ACTIVE after 120 s (status {status:?})"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

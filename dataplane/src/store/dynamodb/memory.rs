@@ -241,10 +241,10 @@ impl Store for BatchedStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::faults::FaultySink;
+    use super::super::writer::Backoff;
     use super::*;
     use crate::model::{Currency, MerchantId, OfferKey, Price};
-    use crate::updater::faults::FaultySink;
-    use crate::updater::writer::Backoff;
     use bytes::Bytes;
 
     fn product(id: &str, version: u64) -> Write {
@@ -372,7 +372,7 @@ mod tests {
         let writes: Vec<Write> = (0..30).map(|i| offer("C", i, 1)).collect();
         let err = store.apply(&writes).await.expect_err("refused");
         assert!(
-            matches!(&err, StoreError::Backend(m) if m.contains("AccessDenied")),
+            matches!(&err, StoreError::Backend(e) if e.to_string().contains("AccessDenied")),
             "{err}"
         );
         assert_eq!(

@@ -306,8 +306,8 @@ impl BatchWriter {
                                 .filter_map(|&i| pending.get(i).copied())
                                 .collect();
                         }
-                        Err(SinkError::Fatal(e)) => {
-                            return Err(StoreError::Backend(format!("reading versions: {e}")));
+                        Err(e @ SinkError::Fatal(_)) => {
+                            return Err(StoreError::backend("reading versions", e));
                         }
                         Err(SinkError::Throttled(_)) => self.metrics.retry("lookup_throttled"),
                         Err(SinkError::Transient(_)) => self.metrics.retry("lookup_transient"),
@@ -356,9 +356,9 @@ impl BatchWriter {
                         return Ok(());
                     }
                 }
-                Err(SinkError::Fatal(e)) => {
+                Err(e @ SinkError::Fatal(_)) => {
                     self.metrics.hard_errors.inc();
-                    return Err(StoreError::Backend(format!("batch write: {e}")));
+                    return Err(StoreError::backend("batch write", e));
                 }
                 Err(SinkError::Throttled(e)) => {
                     self.metrics.retry("throttled");
