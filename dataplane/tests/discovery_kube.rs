@@ -8,59 +8,16 @@ mod batch_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use prapi::clock::MonotonicClock;
 use prapi::lb::discovery::{DEFAULT_DEBOUNCE, SERVICE_NAME_LABEL};
 use prapi::lb::{Balancer, BalancerConfig, ServiceRef, watch_endpoint_slices};
-use prapi_e2e::{Part, TestEnv, unique_name};
+use prapi_e2e::kit::{PATIENCE, TestNamespace};
+use prapi_e2e::{Part, TestEnv};
 use serde_json::{Value, json};
-
-/// Bound on waiting for the cluster and the debounce; a safety net, not a timing check.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn kube_client(env: &TestEnv) -> Client {
-    // kube (ring) and the AWS SDK (aws-lc-rs) both bring a rustls provider; pick one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig to client config");
-    Client::try_from(config).expect("kube client")
-}
-
-/// A namespace of the test's own; [`TestNamespace::delete`] at the end (a failed test leaves it
-/// behind under its unique name, for inspection).
-struct TestNamespace {
-    client: Client,
-    name: String,
-}
-
-impl TestNamespace {
-    async fn create(client: &Client, prefix: &str) -> Self {
-        let name = unique_name(prefix);
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create namespace");
-        Self {
-            client: client.clone(),
-            name,
-        }
-    }
-
-    async fn delete(self) {
-        Api::<Namespace>::all(self.client)
-            .delete(&self.name, &DeleteParams::background())
-            .await
-            .expect("delete namespace");
-    }
-}
 
 /// A selector-less Service (so no Kubernetes controller manages its slices) named `name`.
 async fn service(client: &Client, ns: &str, name: &str) {
@@ -151,10 +108,10 @@ async fn discovered_pods_follow_endpoint_slices() {
     let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
-    let client = kube_client(&env).await;
-    let ns = TestNamespace::create(&client, "lbdisc").await;
-    service(&client, &ns.name, "products").await;
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+    let client = env.kube_client().await;
+    let ns = TestNamespace::create(&env, &client, "lbdisc").await;
+    service(&client, ns.name(), "products").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.name());
     // Another service's slice in the same namespace: never part of the ring.
     put(
         &slices,
@@ -176,7 +133,7 @@ async fn discovered_pods_follow_endpoint_slices() {
         BalancerConfig::default(),
         Arc::new(MonotonicClock::new()),
     ));
-    let service_ref = ServiceRef::parse(&format!("{}/products", ns.name)).expect("service ref");
+    let service_ref = ServiceRef::parse(&format!("{}/products", ns.name())).expect("service ref");
     let watch = tokio::spawn(watch_endpoint_slices(
         client.clone(),
         service_ref,
@@ -277,7 +234,7 @@ async fn discovered_pods_follow_endpoint_slices() {
     wait_for(&balancer, &["http://10.0.0.2:8080"], "slice b deleted").await;
 
     watch.abort();
-    ns.delete().await;
+    drop(ns);
 }
 
 /// `prapi batch --products-service NAMESPACE/NAME` watches the Service's EndpointSlices with the
@@ -293,10 +250,10 @@ async fn batch_process_is_ready_only_with_discovered_pods() {
     let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
-    let client = kube_client(&env).await;
-    let ns = TestNamespace::create(&client, "lbbatch").await;
-    service(&client, &ns.name, "products").await;
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+    let client = env.kube_client().await;
+    let ns = TestNamespace::create(&env, &client, "lbbatch").await;
+    service(&client, ns.name(), "products").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.name());
 
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = env.kubeconfig().display().to_string();
@@ -310,7 +267,7 @@ async fn batch_process_is_ready_only_with_discovered_pods() {
             "--countries",
             "de",
             "--products-service",
-            &format!("{}/products", ns.name),
+            &format!("{}/products", ns.name()),
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
@@ -381,7 +338,7 @@ async fn batch_process_is_ready_only_with_discovered_pods() {
     )
     .await;
     wait_readyz(503, "the only pod not ready").await;
-    ns.delete().await;
+    drop(ns);
 }
 
 struct KillOnDrop(std::process::Child);

@@ -131,9 +131,9 @@ fn caught_up(bootstrap: &str, t: &Topics) -> bool {
 }
 
 async fn wait_caught_up(bootstrap: &str, t: &Topics) {
-    support::eventually(
-        "the group to commit every offset",
+    support::eventually_within(
         Duration::from_secs(600),
+        "the group to commit every offset",
         || {
             let ok = caught_up(bootstrap, t);
             async move { ok.then_some(()) }
@@ -153,7 +153,7 @@ fn updater_config(bootstrap: &str, t: &Topics) -> UpdaterConfig {
     c
 }
 
-async fn store(env: &support::TestEnv, table: &str) -> Arc<dyn Store> {
+async fn store(env: &support::Backends, table: &str) -> Arc<dyn Store> {
     Arc::new(
         DynamoStore::connect(env.dynamo_config(table))
             .await
@@ -187,9 +187,9 @@ async fn twenty_thousand_events_converge_to_the_model() {
     wait_caught_up(&env.kafka, &t).await;
     // The lag the autoscaler reads: one series per partition, all down to 0 once caught up
     // (librdkafka reports it every second).
-    support::eventually(
-        "consumer lag 0 on all 8 partitions",
+    support::eventually_within(
         Duration::from_secs(60),
+        "consumer lag 0 on all 8 partitions",
         || {
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
@@ -229,7 +229,7 @@ async fn child_updater_process() {
     let spec =
         std::env::var(CHILD_ENV).expect("started by sigkill_at_random_moments_loses_nothing");
     let (env_line, names) = spec.split_once(',').expect("env,names");
-    let env = support::TestEnv::decode(env_line);
+    let env = support::Backends::decode(env_line);
     let parts: Vec<&str> = names.split(',').collect();
     let [products, offers, group, table] = parts[..] else {
         panic!("bad {CHILD_ENV}: {spec}");
@@ -252,7 +252,7 @@ async fn child_updater_process() {
     .expect("child updater");
 }
 
-fn spawn_child(env: &support::TestEnv, t: &Topics) -> Child {
+fn spawn_child(env: &support::Backends, t: &Topics) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "child_updater_process",
@@ -301,9 +301,9 @@ async fn sigkill_at_random_moments_loses_nothing() {
     thresholds.sort_by(f64::total_cmp);
     for (i, share) in thresholds.iter().enumerate() {
         let mut child = spawn_child(&env, &t);
-        support::eventually(
-            "progress past the kill threshold",
+        support::eventually_within(
             Duration::from_secs(600),
+            "progress past the kill threshold",
             || {
                 let p = progress(&env.kafka, &t);
                 async move {

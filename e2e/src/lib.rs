@@ -22,6 +22,8 @@
 //! `make test`), in which case it panics with the reason.
 
 mod envfile;
+#[cfg(feature = "kit")]
+pub mod kit;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -10,11 +10,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, WriteRequest,
 };
+use prapi_e2e::kit::PATIENCE;
 use prapi_e2e::{Part, TestEnv, unique_name};
-
-/// Bound on waiting for the table, so a broken environment fails the test
-/// instead of hanging it. Not a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn client(env: &TestEnv) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()

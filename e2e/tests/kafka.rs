@@ -2,9 +2,9 @@
 //! group and keeps the group's committed offsets.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use futures::StreamExt as _;
+use prapi_e2e::kit::PATIENCE;
 use prapi_e2e::{Part, TestEnv, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -12,10 +12,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-
-/// Bound on waiting for the broker, so a broken environment fails the test
-/// instead of hanging it. Not a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn consumer(bootstrap: &str, group: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()

@@ -1,76 +1,27 @@
 //! Kubernetes smoke tests: the control plane schedules and runs workloads on
 //! kwok's fake nodes, garbage-collects owned objects and validates CRDs with CEL.
 
-use std::future::Future;
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Config, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
+use prapi_e2e::kit::{PATIENCE, TestNamespace, eventually};
 use prapi_e2e::{Part, TestEnv, unique_name};
 use serde_json::json;
 
-/// Bound on waiting for the cluster, so a broken environment fails the test
-/// instead of hanging it. Not a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(120);
-
-async fn client(env: &TestEnv) -> Client {
-    // The AWS SDK (aws-lc-rs) and kube (ring) both enable a rustls crypto
-    // provider in this package, so rustls cannot pick one by itself. Losing
-    // the race to another test that installed it first is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig to client config");
-    Client::try_from(config).expect("kube client")
-}
-
-/// Polls `check` until it returns `Some`, within PATIENCE.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("gave up waiting: {what}"))
-}
-
-/// A namespace of the test's own, usable once its default service account exists.
-async fn namespace(client: &Client) -> String {
-    let name = unique_name("smoke");
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+/// A namespace of the test's own, usable once its default service account exists; deleted when
+/// dropped.
+async fn namespace(env: &TestEnv, client: &Client) -> TestNamespace {
+    let ns = TestNamespace::create(env, client, "smoke").await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     eventually("default service account", || async {
         sas.get_opt("default").await.expect("get service account")
     })
     .await;
-    name
-}
-
-async fn delete_namespace(client: &Client, name: &str) {
-    Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::background())
-        .await
-        .expect("delete namespace");
+    ns
 }
 
 fn is_available(d: &Deployment, replicas: i32) -> bool {
@@ -99,8 +50,8 @@ async fn deployment_becomes_available_on_kwok_nodes_and_is_garbage_collected() {
     let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
-    let client = client(&env).await;
-    let ns = namespace(&client).await;
+    let client = env.kube_client().await;
+    let ns = namespace(&env, &client).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -182,7 +133,7 @@ async fn deployment_becomes_available_on_kwok_nodes_and_is_garbage_collected() {
     })
     .await;
 
-    delete_namespace(&client, &ns).await;
+    drop(ns);
 }
 
 #[tokio::test]
@@ -190,7 +141,7 @@ async fn crd_cel_rule_rejects_an_invalid_object_with_the_rule_message() {
     let Some(env) = TestEnv::get_for(&[Part::Kubernetes]) else {
         return;
     };
-    let client = client(&env).await;
+    let client = env.kube_client().await;
     let group = format!("{}.e2e.prapi.test", unique_name("cel"));
     let crd_name = format!("ranges.{group}");
     let message = "spec.min must not be greater than spec.max";

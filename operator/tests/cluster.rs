@@ -42,6 +42,19 @@ fn expected_children(
     .expect("renders")
 }
 
+/// Checks that every child rendered for `mg` (HPA for the updater) is live with at least the
+/// rendered fields; returns how many children are live and how many are rendered.
+async fn live_as_rendered(client: &kube::Client, ns: &str, mg: &MarketGroup) -> (usize, usize) {
+    let name = mg.metadata.name.clone().expect("name");
+    let expected = expected_children(mg, UpdaterAutoscaler::ExternalMetricHpa);
+    let live = children(client, ns, &name, &ChildKind::ALL).await;
+    for child in &expected {
+        let obj = serde_json::to_value(&live[&(child.kind, child.name.clone())]).expect("json");
+        is_subset(&child.object, &obj, &child.name).expect("live object as rendered");
+    }
+    (live.len(), expected.len())
+}
+
 async fn get_group(client: &kube::Client, ns: &str, name: &str) -> MarketGroup {
     Api::<MarketGroup>::namespaced(client.clone(), ns)
         .get(name)
@@ -60,8 +73,7 @@ fn deployment_args(d: &Deployment) -> Vec<String> {
 #[tokio::test]
 async fn apply_creates_every_child_as_rendered_and_becomes_ready() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-apply").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-apply").await;
     let _op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
     create_group(
         &c.client,
@@ -175,17 +187,11 @@ async fn apply_creates_every_child_as_rendered_and_becomes_ready() {
 
 #[tokio::test]
 async fn spec_edits_roll_out_exactly_what_changed() {
-    let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-edit").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
-    let _op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
-    create_group(
-        &c.client,
-        &ns,
-        &group(&ns, "g", json!({"countries": ["de"]})),
-    )
-    .await;
-    wait_ready(&c.client, &ns, "g").await;
+    let Some(ReadyGroup { c, ns, op: _op, .. }) =
+        ready_group("mg-edit", &forced_hpa(), json!({"countries": ["de"]})).await
+    else {
+        return;
+    };
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &ns);
     let generations = || async {
         let mut out = Vec::new();
@@ -287,8 +293,7 @@ fn invalid_fixtures() -> Vec<(String, Value, String)> {
 #[tokio::test]
 async fn the_api_server_rejects_invalid_manifests_with_the_cel_message() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-invalid").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-invalid").await;
     let api: Api<DynamicObject> = Api::namespaced_with(
         c.client.clone(),
         &ns,
@@ -323,7 +328,7 @@ async fn the_api_server_rejects_invalid_manifests_with_the_cel_message() {
     let full: Value =
         serde_norway::from_str(include_str!("fixtures/valid/full.yaml")).expect("yaml");
     let mut full: DynamicObject = serde_json::from_value(full).expect("object");
-    full.metadata.namespace = Some(ns.clone());
+    full.metadata.namespace = Some(ns.to_string());
     api.create(&Default::default(), &full)
         .await
         .expect("full fixture accepted");
@@ -331,17 +336,11 @@ async fn the_api_server_rejects_invalid_manifests_with_the_cel_message() {
 
 #[tokio::test]
 async fn deleting_a_group_removes_the_finalizer_and_garbage_collects_children() {
-    let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-delete").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
-    let _op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
-    create_group(
-        &c.client,
-        &ns,
-        &group(&ns, "g", json!({"countries": ["de"]})),
-    )
-    .await;
-    wait_ready(&c.client, &ns, "g").await;
+    let Some(ReadyGroup { c, ns, op: _op, .. }) =
+        ready_group("mg-delete", &forced_hpa(), json!({"countries": ["de"]})).await
+    else {
+        return;
+    };
     assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 16);
 
     let api: Api<MarketGroup> = Api::namespaced(c.client.clone(), &ns);
@@ -387,17 +386,11 @@ async fn settled(op: &Operator) -> (f64, f64) {
 
 #[tokio::test]
 async fn an_unchanged_group_is_reconciled_without_writes() {
-    let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-idle").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
-    let mut op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
-    create_group(
-        &c.client,
-        &ns,
-        &group(&ns, "g", json!({"countries": ["de"]})),
-    )
-    .await;
-    wait_ready(&c.client, &ns, "g").await;
+    let Some(ReadyGroup { c, ns, mut op, .. }) =
+        ready_group("mg-idle", &forced_hpa(), json!({"countries": ["de"]})).await
+    else {
+        return;
+    };
     // Steady: the autoscalers have brought every component to its floor and the status says so
     // (until then, status writes are due to real changes).
     eventually("components at their floors in the status", || async {
@@ -472,8 +465,7 @@ async fn an_unchanged_group_is_reconciled_without_writes() {
 #[tokio::test]
 async fn an_operator_killed_mid_reconcile_converges_after_restart() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-kill").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-kill").await;
     let mut op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
     op.wait_up().await;
     create_group(
@@ -511,20 +503,14 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() {
         mg.status.as_ref().and_then(|s| s.observed_generation),
         Some(2)
     );
-    let expected = expected_children(&mg, UpdaterAutoscaler::ExternalMetricHpa);
-    let live = children(&c.client, &ns, "g", &ChildKind::ALL).await;
-    assert_eq!(live.len(), expected.len());
-    for child in &expected {
-        let obj = serde_json::to_value(&live[&(child.kind, child.name.clone())]).expect("json");
-        is_subset(&child.object, &obj, &child.name).expect("converged to the rendered object");
-    }
+    let (live, rendered) = live_as_rendered(&c.client, &ns, &mg).await;
+    assert_eq!(live, rendered);
 }
 
 #[tokio::test]
 async fn one_leader_of_two_and_failover_after_the_leader_is_killed() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-leader").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-leader").await;
     let flags = [
         "--updater-autoscaler",
         "hpa",
@@ -643,8 +629,7 @@ async fn set_keda_crd(client: &kube::Client, present: bool) {
 #[tokio::test]
 async fn keda_present_or_absent_picks_the_updater_autoscaler() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-keda").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-keda").await;
     set_keda_crd(&c.client, false).await;
     let _op = Operator::start(&c.env, &ns, "op-a", &["--updater-autoscaler", "auto"]);
     create_group(
@@ -719,8 +704,7 @@ async fn keda_present_or_absent_picks_the_updater_autoscaler() {
 #[tokio::test]
 async fn offline_render_matches_what_the_operator_applies() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-render").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-render").await;
     let _op = Operator::start(&c.env, &ns, "op-a", &forced_hpa());
     let text = include_str!("fixtures/valid/full.yaml")
         .replace("namespace: shop", &format!("namespace: {ns}"));
@@ -731,11 +715,7 @@ async fn offline_render_matches_what_the_operator_applies() {
         .await
         .expect("create");
     let mg = wait_ready(&c.client, &ns, &name).await;
-    let live = children(&c.client, &ns, &name, &ChildKind::ALL).await;
-    for child in expected_children(&mg, UpdaterAutoscaler::ExternalMetricHpa) {
-        let obj = serde_json::to_value(&live[&(child.kind, child.name.clone())]).expect("json");
-        is_subset(&child.object, &obj, &child.name).expect("live object as rendered");
-    }
+    live_as_rendered(&c.client, &ns, &mg).await;
 }
 
 /// The Helm chart's RBAC is all the operator needs: its ServiceAccount, Roles and bindings are
@@ -744,8 +724,7 @@ async fn offline_render_matches_what_the_operator_applies() {
 #[tokio::test]
 async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-chart").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-chart").await;
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/prapi-operator");
     let rendered = std::process::Command::new("helm")
         .args([
@@ -768,6 +747,29 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
         "{}",
         String::from_utf8_lossy(&rendered.stderr)
     );
+    // The chart grants watching exactly what the operator owns (ChildKind::watched).
+    let rules: Vec<serde_json::Value> = String::from_utf8_lossy(&rendered.stdout)
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        .flat_map(|o| o["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    for kind in ChildKind::watched() {
+        let group = kind.gvk().group;
+        let granted = |verb: &str| {
+            rules.iter().any(|r| {
+                let has = |field: &str, want: &str| {
+                    r[field]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|x| x == want))
+                };
+                has("apiGroups", &group) && has("resources", kind.plural()) && has("verbs", verb)
+            })
+        };
+        for verb in ["list", "watch"] {
+            assert!(granted(verb), "the chart does not grant {verb} on {kind:?}");
+        }
+    }
     let mut apply = std::process::Command::new("kubectl")
         .args(["-n", &ns, "apply", "-f", "-"])
         .env("KUBECONFIG", c.env.kubeconfig())
@@ -845,8 +847,7 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
 #[ignore = "measurement; run explicitly"]
 async fn measure_fifty_groups() {
     let Some(c) = cluster().await else { return };
-    let ns = namespace(&c.client, "mg-fifty").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("mg-fifty").await;
     let op = Operator::start(&c.env, &ns, "op-a", &["--updater-autoscaler", "hpa"]);
     op.wait_up().await;
     eventually("leader", || async {
@@ -873,9 +874,7 @@ async fn measure_fifty_groups() {
 
     // Watch every object of the namespace (the groups, their children, the operator's Lease)
     // through the idle minute: each event is a write that changed an object, by anyone.
-    let mut kinds: Vec<ApiResourceKind> = ChildKind::ALL
-        .into_iter()
-        .filter(|k| *k != ChildKind::ScaledObject)
+    let mut kinds: Vec<ApiResourceKind> = ChildKind::watched()
         .map(|k| (k.kind(), k.api_resource()))
         .collect();
     kinds.push(("MarketGroup".into(), ApiResource::erase::<MarketGroup>(&())));
@@ -885,7 +884,12 @@ async fn measure_fifty_groups() {
         ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&()),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let counter = tokio::spawn(count_changes(c.client.clone(), ns.clone(), kinds, stop_rx));
+    let counter = tokio::spawn(count_changes(
+        c.client.clone(),
+        ns.to_string(),
+        kinds,
+        stop_rx,
+    ));
     tokio::time::sleep(Duration::from_secs(5)).await; // the watches have listed
     let mut versions = Vec::new();
     let mut rvs = Vec::new();

@@ -118,8 +118,7 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
     let Some(c) = cluster().await else {
         return;
     };
-    let ns = namespace(&c.client, "rt-gw").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("rt-gw").await;
     let _op = Operator::start(
         &c.env,
         &ns,
@@ -303,8 +302,7 @@ async fn skipper_route_groups_segments_unready_groups_and_deletion() {
         return;
     };
     install_routegroup_crd(&c.client).await;
-    let ns = namespace(&c.client, "rt-sk").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("rt-sk").await;
     let _op = Operator::start(
         &c.env,
         &ns,

@@ -73,8 +73,7 @@ async fn store_ready_degraded_on_outage_recovery_and_deletion() {
         return;
     };
     let mut dynalite = OwnDynalite::start(cli, free_port());
-    let ns = namespace(&c.client, "st").await;
-    let _cleanup = Cleanup::new(&c.env, &ns);
+    let ns = c.namespace("st").await;
     let kafka = env.kafka_bootstrap_servers().to_string();
     let products = format!("{ns}-products");
     let offers = format!("{ns}-offers");

@@ -178,8 +178,10 @@ fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// Waits (by yielding, never sleeping) until `done()` holds. The timeout is a hang guard only.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+/// Waits by yielding until `done()` holds: the cache's own tasks run in between, and unlike the
+/// integration tests' `eventually` nothing sleeps, so a unit test takes microseconds. The timeout
+/// is a hang guard only.
+async fn spin_until(what: &str, mut done: impl FnMut() -> bool) {
     let wait = async {
         while !done() {
             tokio::task::yield_now().await;
@@ -192,7 +194,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Waits until the background refresh of `entry` has finished (successfully or not).
 async fn refresh_finished(entry: &Entry) {
-    eventually("the background refresh to finish", || {
+    spin_until("the background refresh to finish", || {
         !entry.refresh().is_in_flight()
     })
     .await;
@@ -244,7 +246,7 @@ async fn stale_hits_serve_the_old_value_and_start_exactly_one_refresh() {
     let stats = h.stats();
     assert_eq!(stats.refreshes, 1, "{stats:?}");
     assert_eq!((stats.hits, stats.stale_hits, stats.misses), (100, 100, 1));
-    eventually("the refresh to reach the store", || h.store.reads() == 2).await;
+    spin_until("the refresh to reach the store", || h.store.reads() == 2).await;
 
     let stale = h.entry("a").await;
     h.store.open_gate();
@@ -330,7 +332,7 @@ async fn concurrent_misses_of_a_key_cause_one_store_read() {
         })
         .collect();
     // Every request has missed and is waiting before the one read may finish.
-    eventually("64 misses", || h.stats().misses == 64).await;
+    spin_until("64 misses", || h.stats().misses == 64).await;
     assert_eq!(h.store.reads(), 1);
     h.store.open_gate();
     for result in join_all(tasks).await {
@@ -355,7 +357,7 @@ async fn concurrent_lookups_of_an_expired_key_cause_one_store_read() {
             tokio::spawn(async move { h.get("a").await })
         })
         .collect();
-    eventually("64 more misses", || h.stats().misses == 65).await;
+    spin_until("64 more misses", || h.stats().misses == 65).await;
     h.store.open_gate();
     for result in join_all(tasks).await {
         assert_eq!(result.expect("task"), "a@v2");
@@ -397,7 +399,7 @@ async fn ttl_is_counted_from_the_start_of_the_load() {
         let h = Arc::clone(&h);
         async move { h.get("a").await }
     });
-    eventually("the read to start", || h.store.reads() == 1).await;
+    spin_until("the read to start", || h.store.reads() == 1).await;
     h.advance(secs(10));
     h.store.open_gate();
     assert_eq!(load.await.expect("task"), "a@v1");
@@ -504,7 +506,7 @@ async fn load_errors_reach_every_waiter_and_are_not_cached() {
             tokio::spawn(async move { h.cache.get(&key).await })
         })
         .collect();
-    eventually("16 misses", || h.stats().misses == 16).await;
+    spin_until("16 misses", || h.stats().misses == 16).await;
     h.store.open_gate();
     let errors: Vec<Arc<StoreError>> = join_all(tasks)
         .await
@@ -554,7 +556,7 @@ async fn a_refresh_does_not_undo_an_invalidate() {
     h.advance(secs(50));
     let stale = h.entry("a").await;
     assert_eq!(h.get("a").await, "a@v1");
-    eventually("the refresh read to start", || h.store.reads() == 2).await;
+    spin_until("the refresh read to start", || h.store.reads() == 2).await;
 
     // The key is invalidated while the refresh (which read v2) is in flight, and changes again.
     h.cache.invalidate(&"a".to_owned()).await;

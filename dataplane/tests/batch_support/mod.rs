@@ -16,8 +16,7 @@ use prapi::store::embedded::EmbeddedStore;
 use reqwest::StatusCode;
 
 pub const PRAPI: &str = env!("CARGO_BIN_EXE_prapi");
-/// Bound on a process becoming ready; a safety net against hangs, not a timing check.
-pub const PATIENCE: Duration = Duration::from_secs(90);
+pub use prapi_e2e::kit::PATIENCE;
 
 /// A child process, killed by its PID when dropped (also when the test fails).
 pub struct Proc {

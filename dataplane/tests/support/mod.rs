@@ -1,10 +1,9 @@
 //! Shared helpers of the store and updater integration tests: the test environment's endpoints,
 //! a deterministic event generator, the independent model of what the table must hold, and a
 //! reader of the whole table.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, unused_imports)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use prapi::store::dynamodb::DynamoConfig;
@@ -13,9 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-/// Endpoints and credentials of the shared test environment (`make testenv`).
+/// The Kafka and DynamoDB endpoints and credentials of the test environment (`make testenv`), in
+/// a form a child process can be handed.
 #[derive(Debug, Clone)]
-pub struct TestEnv {
+pub struct Backends {
     pub kafka: String,
     pub dynamodb: String,
     pub region: String,
@@ -23,7 +23,7 @@ pub struct TestEnv {
     pub secret_key: String,
 }
 
-impl TestEnv {
+impl Backends {
     /// A store configuration for `table` on this environment (created when missing).
     pub fn dynamo_config(&self, table: &str) -> DynamoConfig {
         let mut c = DynamoConfig::new(table);
@@ -64,7 +64,7 @@ impl TestEnv {
         .join("|")
     }
 
-    /// Reads back [`TestEnv::encode`].
+    /// Reads back [`Backends::encode`].
     pub fn decode(line: &str) -> Self {
         let parts: Vec<&str> = line.split('|').collect();
         let [kafka, dynamodb, region, access_key, secret_key] = parts[..] else {
@@ -82,13 +82,13 @@ impl TestEnv {
 
 /// The test environment with Kafka (when `kafka`) and DynamoDB, or `None` when it is not running
 /// (`prapi_e2e` prints why the test is skipped; under `make test` it panics instead).
-pub fn env(kafka: bool) -> Option<TestEnv> {
+pub fn env(kafka: bool) -> Option<Backends> {
     let mut parts = vec![Part::DynamoDb];
     if kafka {
         parts.push(Part::Kafka);
     }
     let env = prapi_e2e::TestEnv::get_for(&parts)?;
-    Some(TestEnv {
+    Some(Backends {
         kafka: if kafka {
             env.kafka_bootstrap_servers().to_owned()
         } else {
@@ -344,21 +344,4 @@ pub fn assert_same(
     );
 }
 
-/// Polls `f` until it returns `Some`, failing after `limit` (a safety bound, not a timing check).
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use prapi_e2e::kit::eventually_within;

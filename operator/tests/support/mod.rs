@@ -1,27 +1,24 @@
-//! Helpers for the cluster tests: a client for the test environment, namespaces, the operator as a
-//! real process (killed by PID when dropped), metrics scraping, and waiting with a bound.
+//! Helpers of the cluster tests: the cluster with the CRD installed, the operator as a real process
+//! (killed by PID when dropped), the "operator and one Ready group" fixture, and metrics scraping.
+//! Waiting, the client and namespaces come from [`prapi_e2e::kit`].
 
-#![allow(dead_code)]
+// Each test crate uses a part of the helpers and of what they re-export.
+#![allow(dead_code, unused_imports)]
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt};
-use prapi_e2e::{Part, TestEnv, unique_name};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::{Client, CustomResourceExt};
+pub use prapi_e2e::kit::{PATIENCE, TestNamespace, eventually, eventually_within};
+use prapi_e2e::{Part, TestEnv};
 use prapi_operator::crd::MarketGroup;
 use prapi_operator::render::ChildKind;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Bound on waiting for the cluster, so a broken environment fails the test instead of hanging it.
-/// Not a performance assertion.
-pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The test environment's cluster, with the CRD installed.
 pub struct Cluster {
@@ -35,12 +32,7 @@ pub struct Cluster {
 /// or fails under `make test`).
 pub async fn cluster() -> Option<Cluster> {
     let env = TestEnv::get_for(&[Part::Kubernetes])?;
-    prapi_operator::run::install_crypto_provider();
-    let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the testenv kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig to client config");
-    let client = Client::try_from(config).expect("kube client");
+    let client = env.kube_client().await;
     install_crd(&client).await;
     Some(Cluster { env, client })
 }
@@ -71,111 +63,35 @@ pub async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) 
     .await;
 }
 
-/// Polls `check` until it returns `Some`, within [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    eventually_within(PATIENCE, what, check).await
-}
-
-/// Polls `check` until it returns `Some`, within `limit`.
-pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    tokio::time::timeout(limit, async {
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("gave up waiting ({limit:?}): {what}"))
-}
-
-/// A fresh namespace for one test.
-pub async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = unique_name(prefix);
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
-        .await
-        .expect("create namespace");
-    name
-}
-
-/// Deletes a namespace (and with it everything the test left). The groups' finalizers are removed
-/// first: the operator that would remove them may be gone already.
-pub async fn delete_namespace(client: &Client, name: &str) {
-    let groups: Api<MarketGroup> = Api::namespaced(client.clone(), name);
-    if let Ok(list) = groups.list_metadata(&ListParams::default()).await {
-        for mg in list.items {
-            let _ = groups
-                .patch(
-                    mg.metadata.name.as_deref().unwrap_or_default(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-    }
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::background())
-        .await;
-}
-
-/// Deletes the test's namespace when dropped, also when the test panics (on a thread of its own,
-/// with a client of its own: the test's runtime may be unwinding).
-pub struct Cleanup {
-    kubeconfig: PathBuf,
-    namespace: String,
-}
-
-impl Cleanup {
-    /// Cleans up `namespace` when dropped.
-    pub fn new(env: &TestEnv, namespace: &str) -> Cleanup {
-        Cleanup {
-            kubeconfig: env.kubeconfig(),
-            namespace: namespace.to_string(),
-        }
+impl Cluster {
+    /// A fresh namespace for one test, deleted (MarketGroup finalizers first) when dropped.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        TestNamespace::create(&self.env, &self.client, prefix)
+            .await
+            .strip_finalizers_of(ApiResource::erase::<MarketGroup>(&()))
     }
 }
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let kubeconfig = self.kubeconfig.clone();
-        let ns = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                prapi_operator::run::install_crypto_provider();
-                let Ok(kc) = Kubeconfig::read_from(&kubeconfig) else {
-                    return;
-                };
-                let Ok(config) =
-                    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-                else {
-                    return;
-                };
-                let Ok(client) = Client::try_from(config) else {
-                    return;
-                };
-                delete_namespace(&client, &ns).await;
-            });
-        })
-        .join();
-    }
+/// The operator (with `flags`) watching a fresh namespace, and group `g` of `spec` once Ready.
+pub struct ReadyGroup {
+    /// The cluster.
+    pub c: Cluster,
+    /// The operator; dropped (killed) before the namespace goes.
+    pub op: Operator,
+    /// The group as it became Ready.
+    pub mg: MarketGroup,
+    /// The namespace.
+    pub ns: TestNamespace,
+}
+
+/// [`ReadyGroup`] in a namespace named after `prefix`; `None` when the environment is not running.
+pub async fn ready_group(prefix: &str, flags: &[&str], spec: Value) -> Option<ReadyGroup> {
+    let c = cluster().await?;
+    let ns = c.namespace(prefix).await;
+    let op = Operator::start(&c.env, &ns, "op-a", flags);
+    create_group(&c.client, &ns, &group(&ns, "g", spec)).await;
+    let mg = wait_ready(&c.client, &ns, "g").await;
+    Some(ReadyGroup { c, op, mg, ns })
 }
 
 /// A MarketGroup manifest in `ns`.
@@ -274,12 +190,9 @@ pub async fn children(
     out
 }
 
-/// Kinds without the KEDA one.
+/// The kinds every cluster serves (without KEDA's), as the operator watches them.
 pub fn core_kinds() -> Vec<ChildKind> {
-    ChildKind::ALL
-        .into_iter()
-        .filter(|k| *k != ChildKind::ScaledObject)
-        .collect()
+    ChildKind::watched().collect()
 }
 
 /// `(kind, name) -> what only a write by the operator changes`: the resourceVersion for kinds
