@@ -5,10 +5,10 @@
 //!
 //! Reads `target/kind/env` (or the process environment when `PRAPI_KIND=1`). Without it the tests
 //! are skipped with a note, unless `PRAPI_REQUIRE_KIND=1` (set by `make e2e`), when they fail.
-//! Every wait is bounded by [`PATIENCE`]; each test removes the namespace and topics it made.
+//! Every wait is bounded (the test kit's `PATIENCE`); each test removes the namespace and topics
+//! it made.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,19 +19,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::{Client, Config, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
+use prapi_e2e::kit::{eventually, kube_client_for};
 use prapi_e2e::{parse_env_file, unique_name, workspace_root};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-
-/// Bound on every wait: a broken environment fails the test instead of hanging it. Pods start
-/// from images on kind nodes that share two cores, so this is generous. Not a performance figure.
-const PATIENCE: Duration = Duration::from_secs(300);
 
 /// The variable that makes the suite fail instead of skipping when kind is not up.
 const REQUIRE_VAR: &str = "PRAPI_REQUIRE_KIND";
@@ -72,13 +68,9 @@ impl Kind {
             parse_env_file(&text).map_err(|e| format!("{}: {e}", path.display()))?
         };
         let kubeconfig = vars.get("KUBECONFIG").ok_or("no KUBECONFIG")?;
-        // kube (ring) and the AWS SDK (aws-lc-rs) both enable a rustls provider here.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{kubeconfig}: {e}"))?;
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        let client = kube_client_for(Path::new(kubeconfig))
             .await
             .map_err(|e| format!("{kubeconfig}: {e}"))?;
-        let client = Client::try_from(config).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -118,24 +110,6 @@ impl Kind {
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }
-}
-
-/// Polls `check` until it returns `Some`, within PATIENCE; panics with `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("gave up after {PATIENCE:?} waiting for {what}"))
 }
 
 /// The `prapi` binary `make e2e` builds (for `gen` and `local`).
@@ -195,15 +169,7 @@ impl Drop for TestNamespace {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let Ok(kc) = Kubeconfig::read_from(&kubeconfig) else {
-                    return;
-                };
-                let Ok(config) =
-                    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-                else {
-                    return;
-                };
-                let Ok(client) = Client::try_from(config) else {
+                let Ok(client) = kube_client_for(Path::new(&kubeconfig)).await else {
                     return;
                 };
                 let groups = marketgroups(&client, &name);
