@@ -842,6 +842,45 @@ async fn wait_status(kind: &Kind, path: &str, headers: &[(&str, &str)], status: 
     .await;
 }
 
+/// Two groups' Kafka input for telling them apart: one catalogue of `products` products for
+/// `countries`, all of it on the first topics, only its first half on the second.
+struct TwoCatalogues {
+    _dir: tempfile::TempDir,
+    catalogue: Catalogue,
+    full: Topics,
+    half: Topics,
+}
+
+impl TwoCatalogues {
+    async fn produce(kind: &Kind, products: u32, countries: &str) -> TwoCatalogues {
+        let bootstrap = kind.var("KAFKA_BOOTSTRAP_SERVERS");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalogue = generate_catalogue(dir.path(), products, countries);
+        let all = catalogue.product_ids.len();
+        let (full, half) = (
+            Topics::create(bootstrap, 4).await,
+            Topics::create(bootstrap, 4).await,
+        );
+        produce(&full, &catalogue, all).await;
+        produce(&half, &catalogue, all / 2).await;
+        TwoCatalogues {
+            _dir: dir,
+            catalogue,
+            full,
+            half,
+        }
+    }
+
+    /// A product both groups hold, and one only the full catalogue's group holds.
+    fn shared_and_full_only(&self) -> (String, String) {
+        let ids = &self.catalogue.product_ids;
+        (
+            format!("/product-offers/{}", ids[0]),
+            format!("/product-offers/{}", ids[ids.len() - 1]),
+        )
+    }
+}
+
 /// docs/examples/two-groups-90-10.yaml: both groups Ready; Austria goes to `eu` alone, German
 /// requests are split between the two. The groups hold different catalogues (eu-next only the
 /// first half of the products), so a product of the second half answers 404 exactly when eu-next
@@ -853,17 +892,9 @@ async fn two_groups_split_a_country_and_keep_the_other_apart() {
         return;
     };
     let ns = TestNamespace::create(&kind, "e2e-split").await;
-    let bootstrap = kind.var("KAFKA_BOOTSTRAP_SERVERS");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let catalogue = generate_catalogue(dir.path(), 20, "de,at");
-    let all = catalogue.product_ids.len();
-    let (eu_topics, next_topics) = (
-        Topics::create(bootstrap, 4).await,
-        Topics::create(bootstrap, 4).await,
-    );
-    produce(&eu_topics, &catalogue, all).await;
-    produce(&next_topics, &catalogue, all / 2).await;
-    let groups = example(&kind, "two-groups-90-10.yaml", &eu_topics);
+    let input = TwoCatalogues::produce(&kind, 20, "de,at").await;
+    let next_topics = &input.half;
+    let groups = example(&kind, "two-groups-90-10.yaml", &input.full);
     assert_eq!(groups.len(), 2);
     for mut g in groups {
         if g["metadata"]["name"] == "eu-next" {
@@ -876,8 +907,7 @@ async fn two_groups_split_a_country_and_keep_the_other_apart() {
     wait_ready(&kind.client, &ns.name, "eu").await;
     wait_ready(&kind.client, &ns.name, "eu-next").await;
 
-    let shared = format!("/product-offers/{}", catalogue.product_ids[0]);
-    let eu_only = format!("/product-offers/{}", catalogue.product_ids[all - 1]);
+    let (shared, eu_only) = input.shared_and_full_only();
     // Both groups have written their catalogues once the shared product answers everywhere.
     wait_status(&kind, &shared, &[("x-country", "at")], 200).await;
     eventually("both groups serving the shared product", || async {
@@ -910,25 +940,15 @@ async fn a_segment_group_gets_only_requests_with_its_header() {
         return;
     };
     let ns = TestNamespace::create(&kind, "e2e-segment").await;
-    let bootstrap = kind.var("KAFKA_BOOTSTRAP_SERVERS");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let catalogue = generate_catalogue(dir.path(), 20, "de,at,ch");
-    let all = catalogue.product_ids.len();
-    let (main_topics, canary_topics) = (
-        Topics::create(bootstrap, 4).await,
-        Topics::create(bootstrap, 4).await,
-    );
-    produce(&main_topics, &catalogue, all).await;
-    produce(&canary_topics, &catalogue, all / 2).await;
-    let main = example(&kind, "one-group.yaml", &main_topics);
-    let canary = example(&kind, "segment-test-group.yaml", &canary_topics);
+    let input = TwoCatalogues::produce(&kind, 20, "de,at,ch").await;
+    let main = example(&kind, "one-group.yaml", &input.full);
+    let canary = example(&kind, "segment-test-group.yaml", &input.half);
     let main_name = apply_group(&kind.client, &ns.name, &main[0]).await;
     let canary_name = apply_group(&kind.client, &ns.name, &canary[0]).await;
     wait_ready(&kind.client, &ns.name, &main_name).await;
     wait_ready(&kind.client, &ns.name, &canary_name).await;
 
-    let shared = format!("/product-offers/{}", catalogue.product_ids[0]);
-    let main_only = format!("/product-offers/{}", catalogue.product_ids[all - 1]);
+    let (shared, main_only) = input.shared_and_full_only();
     let segment = [("x-country", "de"), ("x-traffic-segment", "canary")];
     wait_status(&kind, &shared, &segment, 200).await;
     wait_status(&kind, &main_only, &[("x-country", "de")], 200).await;
