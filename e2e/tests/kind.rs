@@ -952,6 +952,14 @@ async fn a_segment_group_gets_only_requests_with_its_header() {
     let segment = [("x-country", "de"), ("x-traffic-segment", "canary")];
     wait_status(&kind, &shared, &segment, 200).await;
     wait_status(&kind, &main_only, &[("x-country", "de")], 200).await;
+    // Routes reach the ingress eventually (the operator writes them once both groups are Ready,
+    // each Skipper replica polls them): first every replica has the segment route, then a fresh
+    // sample is measured.
+    eventually("the segment route in effect on the ingress", || async {
+        let counts = statuses(&kind, &main_only, &segment, 20).await;
+        (counts.get(&404) == Some(&20)).then_some(())
+    })
+    .await;
     let with = statuses(&kind, &main_only, &segment, 250).await;
     assert_eq!(
         with,
