@@ -130,6 +130,38 @@ pub struct OverloadArgs {
     pub queue_timeout_ms: u64,
 }
 
+/// Connection limits, timeouts and the shutdown sequence of a serving component (docs/cli.md,
+/// "Connections and shutdown").
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of a second listener serving only `/healthz`, `/readyz` and `/metrics`, with its
+    /// own connection cap, so probes get through when the API connections are all taken.
+    #[arg(long, env = "PRAPI_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+    /// API connections served at once (lowered to stay under the open file limit); more wait in
+    /// the accept backlog.
+    #[arg(long, env = "PRAPI_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Milliseconds a connection has to send a complete request head, the first or the next one
+    /// on a kept-alive connection (so also the idle timeout).
+    #[arg(long, env = "PRAPI_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a response write may make no progress (the client does not read) before the
+    /// connection is closed.
+    #[arg(long, env = "PRAPI_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Longest request head in bytes; longer ones are answered 431 (414 for the request line).
+    #[arg(long, env = "PRAPI_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Milliseconds the component keeps serving, not ready, after SIGTERM (endpoint propagation).
+    #[arg(long, env = "PRAPI_SHUTDOWN_DELAY_MS", default_value_t = 5_000)]
+    pub shutdown_delay_ms: u64,
+    /// Milliseconds open connections get to finish after that delay; then they are cut and the
+    /// process exits.
+    #[arg(long, env = "PRAPI_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
+}
+
 /// Which store backs a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -190,6 +222,9 @@ pub struct LocalArgs {
     /// Overload settings.
     #[command(flatten)]
     pub overload: OverloadArgs,
+    /// Connections and shutdown.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `prapi products`.
@@ -210,6 +245,9 @@ pub struct ProductsArgs {
     /// Overload settings.
     #[command(flatten)]
     pub overload: OverloadArgs,
+    /// Connections and shutdown.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `prapi batch`.
@@ -245,6 +283,9 @@ pub struct BatchArgs {
     /// Overload settings.
     #[command(flatten)]
     pub overload: OverloadArgs,
+    /// Connections and shutdown.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `prapi updater`.
@@ -315,6 +356,7 @@ mod tests {
             "products --listen 0.0.0.0:8080 --countries de --store dynamodb --table t --create-table",
             "batch --listen 0.0.0.0:8080 --countries de,at --products-service ns/products",
             "batch --countries de --endpoints http://127.0.0.1:1,http://127.0.0.1:2",
+            "batch --countries de --endpoints http://127.0.0.1:1 --ops-listen 0.0.0.0:9090 --max-connections 100 --header-timeout-ms 500 --write-timeout-ms 500 --max-header-bytes 8192 --shutdown-delay-ms 0 --drain-timeout-ms 100",
             "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de,at --store dynamodb --table t",
             "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de --store embedded --data-dir d",
             "gen --products 10 --countries de,at --seed 7",

@@ -51,6 +51,8 @@
 use std::io::Read as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::http::chain::Chain;
 use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, FlushCompress};
 
@@ -216,22 +218,28 @@ pub fn rejoinable(gz: Bytes) -> Option<Bytes> {
     Some(member(&plain, Compression::fast()))
 }
 
-/// Builds one gzip member out of [`Part`]s and literal bytes, in order. See the module docs.
+/// Builds one gzip member out of [`Part`]s and literal bytes, in order, as a [`Chain`]: the
+/// parts' deflate data are the cached members' own buffers, and the literals (stored blocks of
+/// the JSON framing), header and trailer share one small buffer. See the module docs.
 pub struct Joiner {
-    out: BytesMut,
+    out: Chain,
+    /// Stored blocks and trailer not yet in `out`: split off (no copy) before each part.
+    scratch: BytesMut,
     /// CRC-32 of everything appended so far, and its length.
     crc: u32,
     len: u64,
 }
 
 impl Joiner {
-    /// A joiner whose output buffer starts with room for `capacity` bytes (the parts' compressed
-    /// lengths plus the literals plus a little framing avoid every regrowth).
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut out = BytesMut::with_capacity(capacity + PLAIN_HEADER.len() + 16);
-        out.put_slice(&PLAIN_HEADER);
+    /// A joiner for `parts` parts whose literals take `literal_bytes` ([`Joiner::literal_len`]
+    /// of each): sized so that the framing never reallocates.
+    pub fn with_capacity(parts: usize, literal_bytes: usize) -> Self {
+        let mut scratch =
+            BytesMut::with_capacity(PLAIN_HEADER.len() + literal_bytes + FINAL_BLOCK.len() + 8);
+        scratch.put_slice(&PLAIN_HEADER);
         Self {
-            out,
+            out: Chain::with_capacity(2 * parts + 2),
+            scratch,
             crc: 0,
             len: 0,
         }
@@ -245,26 +253,28 @@ impl Joiner {
     /// Appends `data` uncompressed (stored blocks). For the small JSON framing between parts,
     /// where compression would gain a few bytes at the cost of a compressor per request.
     pub fn literal(&mut self, data: &[u8]) {
-        stored(data, &mut self.out);
+        stored(data, &mut self.scratch);
         let mut h = crc32fast::Hasher::new_with_initial_len(self.crc, self.len);
         h.update(data);
         self.crc = h.finalize();
         self.len += data.len() as u64;
     }
 
-    /// Appends a part's compressed data as it is.
+    /// Appends a part's compressed data as it is (a reference to the member's buffer).
     pub fn part(&mut self, part: &Part) {
-        self.out.put_slice(&part.deflate);
+        self.out.push(self.scratch.split().freeze());
+        self.out.push(part.deflate.clone());
         self.crc = crc32_combine(self.crc, part.crc, u64::from(part.len));
         self.len += u64::from(part.len);
     }
 
     /// Ends the member: the empty final block, the CRC-32 and the length of everything appended.
-    pub fn finish(mut self) -> Bytes {
-        self.out.put_slice(&FINAL_BLOCK);
-        self.out.put_u32_le(self.crc);
-        self.out.put_slice(&isize_field(self.len));
-        self.out.freeze()
+    pub fn finish(mut self) -> Chain {
+        self.scratch.put_slice(&FINAL_BLOCK);
+        self.scratch.put_u32_le(self.crc);
+        self.scratch.put_slice(&isize_field(self.len));
+        self.out.push(self.scratch.split().freeze());
+        self.out
     }
 }
 
@@ -419,20 +429,20 @@ pub(crate) mod tests {
     #[test]
     fn stored_blocks_split_at_the_limit() {
         let big = vec![b'x'; 2 * MAX_STORED + 7];
-        let mut j = Joiner::with_capacity(0);
+        let mut j = Joiner::with_capacity(0, 0);
         j.literal(&big);
         j.literal(b"");
         let out = j.finish();
-        assert_eq!(gunzip_one(&out), big);
+        assert_eq!(gunzip_one(&out.to_bytes()), big);
         assert_eq!(
-            out.len(),
+            out.len() as usize,
             PLAIN_HEADER.len() + Joiner::literal_len(big.len()) + 2 + TRAILER_LEN
         );
     }
 
     #[test]
     fn an_empty_join_is_an_empty_member() {
-        assert!(gunzip_one(&Joiner::with_capacity(0).finish()).is_empty());
+        assert!(gunzip_one(&Joiner::with_capacity(0, 0).finish().to_bytes()).is_empty());
     }
 
     /// Bodies that exercise the compressor: empty, tiny, repetitive JSON, random bytes
@@ -456,9 +466,9 @@ pub(crate) mod tests {
         fn a_member_of_anything_decodes_alone_and_joined(data in body(), level in 0u32..=9) {
             let m = member(&data, Compression::new(level));
             prop_assert_eq!(gunzip_one(&m), data.clone());
-            let mut j = Joiner::with_capacity(0);
+            let mut j = Joiner::with_capacity(0, 0);
             j.part(&Part::parse(&m).expect("joinable"));
-            prop_assert_eq!(gunzip_one(&j.finish()), data);
+            prop_assert_eq!(gunzip_one(&j.finish().to_bytes()), data);
         }
 
         /// Any sequence of parts and literals, at any level, joins into one member that decodes
@@ -468,7 +478,7 @@ pub(crate) mod tests {
             pieces in proptest::collection::vec((any::<bool>(), body(), 0u32..=9), 0..8),
         ) {
             let mut expected = Vec::new();
-            let mut j = Joiner::with_capacity(0);
+            let mut j = Joiner::with_capacity(0, 0);
             for (is_part, data, level) in &pieces {
                 if *is_part {
                     let m = member(data, Compression::new(*level));
@@ -478,7 +488,7 @@ pub(crate) mod tests {
                 }
                 expected.extend_from_slice(data);
             }
-            prop_assert_eq!(gunzip_one(&j.finish()), expected);
+            prop_assert_eq!(gunzip_one(&j.finish().to_bytes()), expected);
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -274,7 +275,19 @@ fn request_key(
 /// The handler of `resource`'s route.
 fn item(resource: Resource) -> MethodRouter<Arc<ProductsApi>> {
     get(
-        move |State(api): State<Arc<ProductsApi>>, Path(id): Path<String>, req: Request| async move {
+        move |State(api): State<Arc<ProductsApi>>,
+              id: Result<Path<String>, PathRejection>,
+              req: Request| async move {
+            // The only way this one-segment path fails to extract is an id that does not
+            // percent-decode to UTF-8 (`%FF`): an invalid id like any other, not axum's
+            // plain-text 400.
+            let Ok(Path(id)) = id else {
+                return Problem::new(
+                    ProblemType::InvalidProductId,
+                    "the product id is not valid UTF-8 once percent-decoded",
+                )
+                .into_response();
+            };
             let headers = req.headers();
             match request_key(&api, resource, &id, headers) {
                 Ok(key) => api.serve(key, headers).await,

@@ -15,13 +15,16 @@ use tokio::net::TcpListener;
 use crate::batch::{BatchApi, BatchConfig, BatchMetrics, CacheSource, LbSource, LbStatsCollector};
 use crate::cache::{ByteCache, CacheConfig, CacheMetrics};
 use crate::cli::{
-    BatchArgs, CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, StoreArgs,
-    StoreKind, UpdaterArgs,
+    BatchArgs, CacheArgs, GenArgs, LocalArgs, OverloadArgs, ProductsArgs, RingArgs, ServeArgs,
+    StoreArgs, StoreKind, UpdaterArgs,
 };
 use crate::clock::MonotonicClock;
+use crate::http::connections::{ConnectionMetrics, ServeConfig, Server};
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
-use crate::http::server::{Readiness, api_layers, ops_router, serve, shutdown_signal};
+use crate::http::server::{
+    Readiness, api_layers, ops_router, problem_for_405, serve, shutdown_signal,
+};
 use crate::lb::discovery::DEFAULT_DEBOUNCE;
 use crate::lb::{
     Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, use_static_endpoints,
@@ -57,6 +60,37 @@ impl From<&OverloadArgs> for OverloadConfig {
             max_queue: a.max_queue,
             queue_timeout: Duration::from_millis(a.queue_timeout_ms),
         }
+    }
+}
+
+impl From<&ServeArgs> for ServeConfig {
+    fn from(a: &ServeArgs) -> Self {
+        ServeConfig {
+            max_connections: a.max_connections,
+            header_timeout: Duration::from_millis(a.header_timeout_ms),
+            write_timeout: Duration::from_millis(a.write_timeout_ms),
+            max_header_bytes: a.max_header_bytes,
+            shutdown_delay: Duration::from_millis(a.shutdown_delay_ms),
+            drain_timeout: Duration::from_millis(a.drain_timeout_ms),
+        }
+    }
+}
+
+/// The server of a component: its connection settings, the readiness it withdraws on shutdown,
+/// its connection metrics.
+fn server(args: &ServeArgs, readiness: Readiness, metrics: ConnectionMetrics) -> Server {
+    Server {
+        config: args.into(),
+        readiness,
+        metrics,
+    }
+}
+
+/// The `--ops-listen` listener, when asked for.
+async fn bind_ops(args: &ServeArgs) -> anyhow::Result<Option<TcpListener>> {
+    match args.ops_listen {
+        Some(addr) => Ok(Some(bind(addr).await?)),
+        None => Ok(None),
     }
 }
 
@@ -136,9 +170,10 @@ impl ProductsServer {
             routes = routes.merge(crate::batch::routes(Arc::new(batch_api)));
         }
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
-        Ok(app
-            .merge(ops_router(Arc::new(registry), readiness))
-            .merge(crate::http::openapi::routes()))
+        Ok(problem_for_405(
+            app.merge(ops_router(Arc::new(registry), readiness))
+                .merge(crate::http::openapi::routes()),
+        ))
     }
 }
 
@@ -158,7 +193,16 @@ impl BatchServer {
     /// Builds the router (batch API with middleware, plus `/healthz`, `/readyz`, `/metrics`),
     /// fanning out to the pods that `balancer` knows.
     pub fn router(self, balancer: Arc<Balancer>, readiness: Readiness) -> axum::Router {
-        let mut registry = Registry::with_prefix("prapi");
+        self.router_with_registry(balancer, readiness, Registry::with_prefix("prapi"))
+    }
+
+    /// Like [`BatchServer::router`], exporting `registry` too (metrics registered by the caller).
+    pub fn router_with_registry(
+        self,
+        balancer: Arc<Balancer>,
+        readiness: Readiness,
+        mut registry: Registry,
+    ) -> axum::Router {
         let http_metrics = HttpMetrics::new(&mut registry);
         let client = Arc::new(LbClient::new(balancer, self.client));
         registry.register_collector(Box::new(LbStatsCollector(Arc::clone(&client))));
@@ -170,7 +214,7 @@ impl BatchServer {
         );
         let routes = crate::batch::routes(Arc::new(api));
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
-        app.merge(ops_router(Arc::new(registry), readiness))
+        problem_for_405(app.merge(ops_router(Arc::new(registry), readiness)))
     }
 }
 
@@ -215,6 +259,7 @@ async fn open_store(args: &StoreArgs, registry: &mut Registry) -> anyhow::Result
 pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("prapi");
     let store = open_store(&args.store, &mut registry).await?;
+    let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
     let app = ProductsServer {
         countries: args.countries.0.clone(),
@@ -222,10 +267,12 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
         overload: (&args.overload).into(),
     }
     .router_with_registry(store, readiness.clone(), registry)?;
-    let listener = bind(args.listen).await?;
+    let api = bind(args.listen).await?;
+    let ops = bind_ops(&args.serve).await?;
     tracing::info!(listen = %args.listen, countries = %args.countries, "products serving");
     readiness.set(true);
-    serve(listener, app, shutdown_signal())
+    server(&args.serve, readiness, connections)
+        .serve(api, ops, app, shutdown_signal())
         .await
         .context("serving")
 }
@@ -290,8 +337,10 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         use_static_endpoints(&balancer, &args.endpoints).context("--endpoints")?;
         None
     };
+    let mut registry = Registry::with_prefix("prapi");
+    let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
-    let _ready = AbortOnDrop(tokio::spawn(track_readiness(
+    let ready = AbortOnDrop(tokio::spawn(track_readiness(
         Arc::clone(&balancer),
         readiness.clone(),
     )));
@@ -307,10 +356,18 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         },
         overload: (&args.overload).into(),
     }
-    .router(balancer, readiness);
-    let listener = bind(args.listen).await?;
+    .router_with_registry(balancer, readiness.clone(), registry);
     tracing::info!(listen = %args.listen, countries = %args.countries, "batch serving");
-    serve(listener, app, shutdown_signal())
+    let api = bind(args.listen).await?;
+    let ops = bind_ops(&args.serve).await?;
+    // Readiness follows the known products pods (`track_readiness`) until the shutdown signal;
+    // then the server withdraws it and the tracker must not put it back.
+    let signal = async move {
+        shutdown_signal().await;
+        drop(ready);
+    };
+    server(&args.serve, readiness, connections)
+        .serve(api, ops, app, signal)
         .await
         .context("serving")
 }
@@ -459,18 +516,15 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         stats.invalid,
         store.path().display()
     );
+    let mut registry = Registry::with_prefix("prapi");
+    let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
     let app = ProductsServer {
         countries: countries.clone(),
         cache: (&args.cache).into(),
         overload: (&args.overload).into(),
     }
-    .router_with_batch(
-        store,
-        readiness.clone(),
-        Registry::with_prefix("prapi"),
-        BatchConfig::default(),
-    )?;
+    .router_with_batch(store, readiness.clone(), registry, BatchConfig::default())?;
     let listener = bind(args.listen).await?;
     let base = format!("http://{}", listener.local_addr().unwrap_or(args.listen));
     let id = stats.first_product.as_ref().map_or("P1", ProductId::as_str);
@@ -490,8 +544,10 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
     );
     eprintln!("  curl -s -H 'X-Country: {country}' '{base}/product-offers?ids={id},no-such-id'");
     eprintln!("  curl -s {base}/metrics");
+    let ops = bind_ops(&args.serve).await?;
     readiness.set(true);
-    serve(listener, app, shutdown_signal())
+    server(&args.serve, readiness, connections)
+        .serve(listener, ops, app, shutdown_signal())
         .await
         .context("serving")
 }

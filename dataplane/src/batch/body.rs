@@ -1,16 +1,20 @@
 //! The batch response body, `{"items":[...],"missing":[...],"failed":[...]}`, assembled from the
 //! item bodies as the products pods sent them.
 //!
-//! Identity: the item bodies are copied between the framing bytes. Gzip: the body is **one** gzip
-//! member, joined by [`crate::gzip::Joiner`] from the items' cached members (their compressed
-//! blocks copied as they are, their CRC-32s combined) and the JSON framing between them (stored
-//! uncompressed: a few bytes per item). Nothing is decompressed or compressed per request, and
-//! clients that read only one gzip member (OkHttp, many zlib-based readers) get the whole body.
+//! Both bodies are a [`Chain`]: the cached item buffers themselves with the framing between them,
+//! never copied into one buffer (see [`crate::http::chain`] for why that bounds the memory of
+//! clients that do not read). Identity: the item bodies between the framing bytes. Gzip: the body
+//! is **one** gzip member, joined by [`crate::gzip::Joiner`] from the items' cached members (their
+//! compressed blocks sent as they are, their CRC-32s combined) and the JSON framing between them
+//! (stored uncompressed: a few bytes per item). Nothing is decompressed or compressed per
+//! request, and clients that read only one gzip member (OkHttp, many zlib-based readers) get the
+//! whole body.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{Failure, Item};
 use crate::gzip::{Joiner, Part};
+use crate::http::chain::Chain;
 use crate::model::ProductId;
 
 const HEAD: &[u8] = br#"{"items":["#;
@@ -49,19 +53,17 @@ fn found(items: &[Item]) -> impl Iterator<Item = &Bytes> {
 }
 
 /// The identity body: item bodies (identity coding) between the framing.
-pub fn identity_body(ids: &[ProductId], items: &[Item]) -> Bytes {
-    let tail = tail(ids, items);
-    let len = HEAD.len() + found(items).map(|b| b.len() + 1).sum::<usize>() + tail.len();
-    let mut out = BytesMut::with_capacity(len);
-    out.put_slice(HEAD);
+pub fn identity_body(ids: &[ProductId], items: &[Item]) -> Chain {
+    let mut out = Chain::with_capacity(2 * items.len() + 2);
+    out.push(Bytes::from_static(HEAD));
     for (n, b) in found(items).enumerate() {
         if n > 0 {
-            out.put_slice(COMMA);
+            out.push(Bytes::from_static(COMMA));
         }
-        out.put_slice(b);
+        out.push(b.clone());
     }
-    out.put_slice(&tail);
-    out.freeze()
+    out.push(Bytes::from(tail(ids, items)));
+    out
 }
 
 /// The gzip body: one member that decodes to exactly [`identity_body`] when each found item
@@ -70,16 +72,23 @@ pub fn identity_body(ids: &[ProductId], items: &[Item]) -> Bytes {
 /// The batch sources hand over only joinable members ([`super::classify`] converts any other
 /// gzip body, [`super::CacheSource`] serves the cache's own). Should an item still not be one,
 /// it is answered as JSON `null` rather than corrupting the whole body, and logged.
-pub fn gzip_body(ids: &[ProductId], items: &[Item]) -> Bytes {
+pub fn gzip_body(ids: &[ProductId], items: &[Item]) -> Chain {
     let tail = tail(ids, items);
     let parts: Vec<Option<Part>> = found(items).map(Part::parse).collect();
-    let len = Joiner::literal_len(HEAD.len())
+    let literals = Joiner::literal_len(HEAD.len())
         + parts
             .iter()
-            .map(|p| p.as_ref().map_or(16, Part::compressed_len) + Joiner::literal_len(1))
+            .map(|p| {
+                Joiner::literal_len(COMMA.len())
+                    + if p.is_none() {
+                        Joiner::literal_len(4)
+                    } else {
+                        0
+                    }
+            })
             .sum::<usize>()
         + Joiner::literal_len(tail.len());
-    let mut joiner = Joiner::with_capacity(len);
+    let mut joiner = Joiner::with_capacity(parts.len(), literals);
     joiner.literal(HEAD);
     for (n, part) in parts.iter().enumerate() {
         if n > 0 {
@@ -181,7 +190,7 @@ mod tests {
             ("F1", None),
             ("M0", None),
         ]);
-        let body = identity_body(&ids, &plain);
+        let body = identity_body(&ids, &plain).to_bytes();
         assert_eq!(
             std::str::from_utf8(&body).expect("utf-8"),
             r#"{"items":[{"id":"P2"},{"id":"P1","n":[1,2]}],"missing":["M1","M0"],"failed":["F1"]}"#
@@ -200,10 +209,10 @@ mod tests {
     fn nothing_found_is_still_a_document() {
         let (ids, plain, gz) = items_of(&[("M1", None), ("F2", None)]);
         let expected = br#"{"items":[],"missing":["M1"],"failed":["F2"]}"#;
-        assert_eq!(&identity_body(&ids, &plain)[..], expected);
-        assert_eq!(gunzip(&gzip_body(&ids, &gz)), expected);
+        assert_eq!(&identity_body(&ids, &plain).to_bytes()[..], expected);
+        assert_eq!(gunzip(&gzip_body(&ids, &gz).to_bytes()), expected);
         assert_eq!(
-            &identity_body(&[], &[])[..],
+            &identity_body(&[], &[]).to_bytes()[..],
             br#"{"items":[],"missing":[],"failed":[]}"#
         );
         assert!(!no_endpoints(&[]));
@@ -222,7 +231,7 @@ mod tests {
             ("M1", None),
             ("P2", Some(r#"{"b":"two"}"#)),
         ]);
-        let body = gzip_body(&ids, &gz);
+        let body = gzip_body(&ids, &gz).to_bytes();
         for member in found(&gz) {
             let blocks = &member[crate::gzip::MARKED_HEADER.len()..member.len() - 10];
             assert!(
@@ -236,6 +245,43 @@ mod tests {
         );
     }
 
+    /// Every found item goes out as the cached buffer itself (identity) or a slice of it (gzip):
+    /// a response copies nothing, so a client that does not read pins no memory of its own.
+    #[tokio::test]
+    async fn bodies_send_the_cached_buffers_without_copying() {
+        use http_body_util::BodyExt;
+        let (ids, plain, gz) = items_of(&[
+            ("P1", Some(r#"{"a":1}"#)),
+            ("M1", None),
+            ("P2", Some(r#"{"b":"two"}"#)),
+        ]);
+        let frames = |mut body: Chain| async move {
+            let mut out = Vec::new();
+            while let Some(f) = body.frame().await {
+                out.push(f.expect("infallible").into_data().expect("data"));
+            }
+            out
+        };
+        let sent = frames(identity_body(&ids, &plain)).await;
+        for item in found(&plain) {
+            assert!(
+                sent.iter()
+                    .any(|f| f.as_ptr() == item.as_ptr() && f.len() == item.len()),
+                "identity item copied"
+            );
+        }
+        let sent = frames(gzip_body(&ids, &gz)).await;
+        for member in found(&gz) {
+            let blocks = member
+                .as_ptr()
+                .wrapping_add(crate::gzip::MARKED_HEADER.len());
+            assert!(
+                sent.iter().any(|f| f.as_ptr() == blocks),
+                "gzip item blocks copied"
+            );
+        }
+    }
+
     #[test]
     fn an_item_that_is_not_joinable_becomes_null() {
         let ids = [pid("P1"), pid("P2")];
@@ -245,7 +291,7 @@ mod tests {
             Item::Found(Bytes::from_static(b"\x1f\x8b garbage")),
         ];
         assert_eq!(
-            gunzip(&gzip_body(&ids, &items)),
+            gunzip(&gzip_body(&ids, &items).to_bytes()),
             br#"{"items":[{},null],"missing":[],"failed":[]}"#
         );
     }
@@ -293,8 +339,8 @@ mod tests {
             let borrowed: Vec<(&str, Option<&str>)> =
                 named.iter().map(|(i, b)| (i.as_str(), b.as_deref())).collect();
             let (ids, plain, gz) = items_of(&borrowed);
-            let identity = identity_body(&ids, &plain);
-            prop_assert_eq!(gunzip(&gzip_body(&ids, &gz)), identity.to_vec());
+            let identity = identity_body(&ids, &plain).to_bytes();
+            prop_assert_eq!(gunzip(&gzip_body(&ids, &gz).to_bytes()), identity.to_vec());
             let doc: Value = serde_json::from_slice(&identity).expect("valid JSON");
             let items: Vec<Value> = named
                 .iter()
@@ -332,7 +378,7 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(gunzip(&gzip_body(&ids, &gz)), identity_body(&ids, &plain).to_vec());
+            prop_assert_eq!(gunzip(&gzip_body(&ids, &gz).to_bytes()), identity_body(&ids, &plain).to_bytes().to_vec());
         }
     }
 }

@@ -314,7 +314,7 @@ impl BatchApi {
                     (header::CACHE_CONTROL, no_store()),
                     (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
                 ],
-                body::gzip_body(&ids, &items),
+                axum::body::Body::new(body::gzip_body(&ids, &items)),
             )
                 .into_response()
         } else {
@@ -325,7 +325,7 @@ impl BatchApi {
                     (header::VARY, vary),
                     (header::CACHE_CONTROL, no_store()),
                 ],
-                body::identity_body(&ids, &items),
+                axum::body::Body::new(body::identity_body(&ids, &items)),
             )
                 .into_response()
         }

@@ -1,7 +1,9 @@
-//! HTTP plumbing shared by the serving components: problem+json errors, overload protection,
-//! request headers (country, flow id, conditional and encoding negotiation).
+//! HTTP plumbing shared by the serving components: connections (limits, timeouts, drain),
+//! problem+json errors, overload protection, request headers (country, flow id, conditional and encoding negotiation).
 
 pub mod caching;
+pub mod chain;
+pub mod connections;
 pub mod headers;
 pub mod openapi;
 pub mod overload;

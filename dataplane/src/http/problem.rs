@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::caching::no_store;
+use crate::model::truncate;
 
 /// Media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -28,6 +29,8 @@ pub enum ProblemType {
     NotFound,
     /// 404: no such endpoint.
     NoRoute,
+    /// 405: the endpoint does not serve the method (`Allow` lists what it does).
+    MethodNotAllowed,
     /// 406: nothing in `Accept` can be served.
     NotAcceptable,
     /// 421: this market group does not serve the country.
@@ -46,7 +49,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type.
-    pub const ALL: [ProblemType; 14] = [
+    pub const ALL: [ProblemType; 15] = [
         ProblemType::InvalidProductId,
         ProblemType::MissingCountry,
         ProblemType::InvalidCountry,
@@ -54,6 +57,7 @@ impl ProblemType {
         ProblemType::TooManyIds,
         ProblemType::NotFound,
         ProblemType::NoRoute,
+        ProblemType::MethodNotAllowed,
         ProblemType::NotAcceptable,
         ProblemType::CountryNotServed,
         ProblemType::Internal,
@@ -73,6 +77,7 @@ impl ProblemType {
             ProblemType::TooManyIds => "too-many-ids",
             ProblemType::NotFound => "not-found",
             ProblemType::NoRoute => "no-route",
+            ProblemType::MethodNotAllowed => "method-not-allowed",
             ProblemType::NotAcceptable => "not-acceptable",
             ProblemType::CountryNotServed => "country-not-served",
             ProblemType::Internal => "internal",
@@ -92,6 +97,7 @@ impl ProblemType {
             | ProblemType::MissingIds
             | ProblemType::TooManyIds => StatusCode::BAD_REQUEST,
             ProblemType::NotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
+            ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemType::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ProblemType::CountryNotServed => StatusCode::MISDIRECTED_REQUEST,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,6 +118,7 @@ impl ProblemType {
             ProblemType::TooManyIds => "Too many ids",
             ProblemType::NotFound => "Product not found",
             ProblemType::NoRoute => "No such endpoint",
+            ProblemType::MethodNotAllowed => "Method not allowed",
             ProblemType::NotAcceptable => "Not acceptable",
             ProblemType::CountryNotServed => "Country not served here",
             ProblemType::Internal => "Internal error",
@@ -172,14 +179,17 @@ impl Problem {
 
     /// 404: unknown product.
     pub fn not_found(id: &str) -> Self {
-        Self::new(ProblemType::NotFound, format!("no product with id {id:?}"))
+        Self::new(
+            ProblemType::NotFound,
+            format!("no product with id {:?}", truncate(id)),
+        )
     }
 
     /// 404 for paths outside the API.
     pub fn no_route(path: &str) -> Self {
         Self::new(
             ProblemType::NoRoute,
-            format!("{path} is not an endpoint of this API"),
+            format!("{} is not an endpoint of this API", truncate(path)),
         )
     }
 
@@ -188,7 +198,8 @@ impl Problem {
         Self::new(
             ProblemType::NotAcceptable,
             format!(
-                "cannot serve {accept:?}; supported media types: {}",
+                "cannot serve {:?}; supported media types: {}",
+                truncate(accept),
                 supported.join(", ")
             ),
         )
@@ -198,7 +209,10 @@ impl Problem {
     pub fn country_not_served(country: &str, served: &str) -> Self {
         Self::new(
             ProblemType::CountryNotServed,
-            format!("this market group serves {served}, not {country}"),
+            format!(
+                "this market group serves {served}, not {}",
+                truncate(country)
+            ),
         )
     }
 

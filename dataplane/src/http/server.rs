@@ -1,5 +1,6 @@
 //! Serving plumbing every HTTP component shares: operational endpoints, the middleware stack of
-//! API routes (flow id → metrics → overload), and graceful shutdown.
+//! API routes (flow id → metrics → overload), problem+json for methods a route does not serve,
+//! and serving with the limits of [`super::connections`].
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -11,16 +12,61 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use tokio::net::TcpListener;
+
+use super::connections::{ServeConfig, Server};
 use super::headers::{X_FLOW_ID, flow_id, new_flow_id};
 use super::overload::LifoLimiter;
 use super::problem::{Problem, ProblemType};
 use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels, encode};
 
-pub use prapi_common::ops::{Readiness, serve};
+pub use prapi_common::ops::Readiness;
+
+/// Serves `app` on `listener` with the default limits of [`Server`] until `shutdown`, then
+/// drains (tests and benchmarks; the components configure a [`Server`]).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    Server {
+        config: ServeConfig {
+            shutdown_delay: std::time::Duration::ZERO,
+            ..ServeConfig::default()
+        },
+        ..Server::default()
+    }
+    .serve(listener, None, app, shutdown)
+    .await
+}
+
+/// Answers axum's bare `405` (no body, only `Allow`) as the `method-not-allowed` problem, keeping
+/// `Allow`. Layered over a whole component's router, so every route, ops included, answers alike.
+pub fn problem_for_405(app: Router) -> Router {
+    app.layer(axum::middleware::map_response(
+        |resp: Response| async move {
+            if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+                return resp;
+            }
+            let allow = resp.headers().get(header::ALLOW).cloned();
+            let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+                Some(a) => format!("this endpoint serves {a} only"),
+                None => "this endpoint does not serve this method".to_string(),
+            };
+            let mut problem = Problem::new(ProblemType::MethodNotAllowed, detail).into_response();
+            if let Some(a) = allow {
+                problem.headers_mut().insert(header::ALLOW, a);
+            }
+            problem
+        },
+    ))
+}
 
 /// The paths [`ops_router`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
 pub const OPS_PATHS: [&str; 3] = prapi_common::ops::PATHS;
@@ -130,20 +176,19 @@ where
             let ApiShared { limiter, metrics } = &*shared;
             // The queued gauge moves only for requests that wait: on the fast path it would be
             // two more contended atomic writes per request.
+            // The gauges go down in drop guards: this future is dropped mid-way when the client
+            // resets the connection, and a decrement after the `.await` would then never run.
             let admitted = match limiter.try_acquire() {
                 Some(permit) => Ok(permit),
                 None => {
-                    metrics.queued.inc();
-                    let admitted = limiter.acquire().await;
-                    metrics.queued.dec();
-                    admitted
+                    let _queued = GaugeGuard::up(&metrics.queued);
+                    limiter.acquire().await
                 }
             };
             let mut resp = match admitted {
                 Ok(permit) => {
-                    metrics.in_flight.inc();
+                    let _in_flight = GaugeGuard::up(&metrics.in_flight);
                     let Ok(resp) = handler.await;
-                    metrics.in_flight.dec();
                     drop(permit);
                     resp
                 }
@@ -175,6 +220,22 @@ where
             resp.headers_mut().insert(X_FLOW_ID, flow);
             Ok(resp)
         })
+    }
+}
+
+/// A gauge raised for as long as the guard lives.
+struct GaugeGuard<'a>(&'a Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn up(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -5,6 +5,18 @@ use serde_json::{Map, Value};
 
 use super::{Country, Currency, MerchantId, Offer, OfferKey, Price, ProductId, ValidationError};
 
+/// Highest version an event may carry: 2^63 − 1. A write is applied only above the stored
+/// version, so a key written at the very top of the range could never change again; this leaves
+/// room above any real version (timestamps, sequence numbers) and fits a signed 64-bit integer,
+/// which is what many producers (Java's `long`) have.
+pub const MAX_VERSION: u64 = i64::MAX as u64;
+
+/// Largest product document, in bytes as stored (compact JSON with `id` and `version` set).
+/// DynamoDB refuses items over 400 KB (409,600 bytes, attribute names included); a product item
+/// is the document plus its keys and version, well under 9,600 bytes. An event over it would fail
+/// its write on every retry and stall its partition, so it is refused when parsed.
+pub const MAX_PRODUCT_BYTES: usize = 400_000;
+
 /// Why a message could not be turned into an event. Never fatal to a stream: callers count,
 /// log and dead-letter it.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +175,16 @@ impl Event {
                 }
                 document.insert("id".into(), Value::String(id.to_string()));
                 document.insert("version".into(), Value::from(version));
+                let size = stored_size(&document);
+                if size > MAX_PRODUCT_BYTES {
+                    return Err(ValidationError::new(
+                        "product",
+                        format!(
+                            "is {size} bytes as stored; the most a product document may take is {MAX_PRODUCT_BYTES}"
+                        ),
+                    )
+                    .into());
+                }
                 Ok(Event::Product {
                     id,
                     version,
@@ -256,11 +278,36 @@ fn str_field<'a>(
 }
 
 fn version(obj: &Map<String, Value>) -> Result<u64, ValidationError> {
-    match obj.get("version") {
+    let version = match obj.get("version") {
         Some(Value::Number(n)) => n.as_u64(),
         _ => None,
     }
-    .ok_or_else(|| ValidationError::new("version", "must be a non-negative integer"))
+    .ok_or_else(|| ValidationError::new("version", "must be a non-negative integer"))?;
+    if version > MAX_VERSION {
+        return Err(ValidationError::new(
+            "version",
+            format!("{version} is above the highest version, {MAX_VERSION} (2^63 - 1)"),
+        ));
+    }
+    Ok(version)
+}
+
+/// Bytes of `document` as [`Event::into_write`] stores it, counted without building it.
+fn stored_size(document: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Map of Values to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, document);
+    count.0
 }
 
 fn offer_key(obj: &Map<String, Value>) -> Result<OfferKey, ValidationError> {
@@ -316,6 +363,38 @@ mod tests {
             Event::parse(br#"{"type":"offer_deleted","product_id":"P1","merchant_id":"m1","country":"de","sku":"P1-40","version":6}"#),
             Ok(Event::OfferDeleted { version: 6, .. })
         ));
+    }
+
+    /// Events the store could not hold, or whose key could never change again, are refused when
+    /// parsed (so they are dead-lettered, never retried against the store).
+    #[test]
+    fn limits_of_size_and_version() {
+        let product = |name_len: usize, version: u64| {
+            format!(
+                r#"{{"type":"product","id":"P1","version":{version},"product":{{"name":"{}"}}}}"#,
+                "x".repeat(name_len)
+            )
+        };
+        // `{"name":"…","id":"P1","version":1}` is the stored document: 32 bytes around the name.
+        let overhead = r#"{"name":"","id":"P1","version":1}"#.len();
+        assert!(Event::parse(product(MAX_PRODUCT_BYTES - overhead, 1).as_bytes()).is_ok());
+        match Event::parse(product(MAX_PRODUCT_BYTES - overhead + 1, 1).as_bytes()) {
+            Err(EventError::Invalid(v)) => {
+                assert_eq!(v.field, "product");
+                assert!(v.to_string().contains("400001 bytes"), "{v}");
+            }
+            other => panic!("oversized product accepted: {other:?}"),
+        }
+        assert!(Event::parse(product(1, MAX_VERSION).as_bytes()).is_ok());
+        for v in [MAX_VERSION + 1, u64::MAX] {
+            assert_eq!(field_of(&product(1, v)), "version", "version {v}");
+            assert_eq!(
+                field_of(&format!(
+                    r#"{{"type":"product_deleted","id":"P1","version":{v}}}"#
+                )),
+                "version"
+            );
+        }
     }
 
     #[test]

@@ -96,8 +96,9 @@ id_type!(
     "merchant id"
 );
 
-/// Cuts long input for error messages so a hostile id cannot blow up logs.
-pub(crate) fn truncate(s: &str) -> &str {
+/// Cuts long input for error messages (80 characters) so hostile input cannot blow up logs or
+/// be echoed back whole.
+pub fn truncate(s: &str) -> &str {
     match s.char_indices().nth(80) {
         Some((i, _)) => &s[..i],
         None => s,

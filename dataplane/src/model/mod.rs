@@ -8,8 +8,8 @@ mod ids;
 mod offer;
 mod product;
 
-pub use event::{Event, EventError, Write, WriteKey};
-pub use ids::{Country, MAX_ID_LEN, MAX_SKU_LEN, MerchantId, ProductId};
+pub use event::{Event, EventError, MAX_PRODUCT_BYTES, MAX_VERSION, Write, WriteKey};
+pub use ids::{Country, MAX_ID_LEN, MAX_SKU_LEN, MerchantId, ProductId, truncate};
 pub use offer::{Currency, Offer, OfferKey, Price};
 pub use product::ProductDoc;
 
