@@ -154,6 +154,8 @@ const NON_READING_CLIENTS: usize = 1000;
 
 #[tokio::test]
 async fn non_reading_batch_clients_do_not_pin_their_responses() {
+    // This process holds 1,000 sockets too: a soft limit of 1024 would not do.
+    prapi::http::connections::raise_fd_limit();
     let products = 1000;
     // The write timeout is set far out: this measures what an unread response holds, not how
     // soon the server gives up on it.

@@ -42,6 +42,18 @@ fn parse(plan: &GroupPlan, c: Component) -> Command {
         .command
 }
 
+/// The ops listener the probes use and the shutdown settings the grace period is made for.
+fn serving(a: &prapi::cli::ServeArgs) {
+    assert_eq!(
+        a.ops_listen.map(|l| l.to_string()).as_deref(),
+        Some(w::OPS_LISTEN_ADDR)
+    );
+    assert_eq!(
+        (a.shutdown_delay_ms, a.drain_timeout_ms),
+        (w::SHUTDOWN_DELAY_MS, w::DRAIN_TIMEOUT_MS)
+    );
+}
+
 fn check(plan: &GroupPlan) {
     let countries = plan.countries.join(",");
     match parse(plan, Component::Products) {
@@ -60,6 +72,7 @@ fn check(plan: &GroupPlan) {
                 plan.products.cache_stale_seconds as u64
             );
             assert_eq!(a.cache.cache_max_bytes, plan.products.cache_max_bytes);
+            serving(&a.serve);
         }
         other => panic!("products parsed as {other:?}"),
     }
@@ -71,6 +84,7 @@ fn check(plan: &GroupPlan) {
             assert_eq!(a.products_service.as_deref(), Some(service.as_str()));
             assert!(a.endpoints.is_empty());
             assert_eq!(a.max_items, plan.batch.max_items as usize);
+            serving(&a.serve);
         }
         other => panic!("batch parsed as {other:?}"),
     }

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use prapi_operator::crd::MarketGroup;
 use prapi_operator::offline;
 use prapi_operator::plan::{Component, GroupPlan};
@@ -98,6 +99,12 @@ fn command_lines_follow_design_section_1() {
             "dynamodb",
             "--table",
             "prapi-shop-dach",
+            "--ops-listen",
+            "0.0.0.0:9090",
+            "--shutdown-delay-ms",
+            "5000",
+            "--drain-timeout-ms",
+            "20000",
         ])
     );
     assert_eq!(
@@ -110,6 +117,12 @@ fn command_lines_follow_design_section_1() {
             "de,at",
             "--products-service",
             "shop/dach-products-headless",
+            "--ops-listen",
+            "0.0.0.0:9090",
+            "--shutdown-delay-ms",
+            "5000",
+            "--drain-timeout-ms",
+            "20000",
         ])
     );
 }
@@ -131,7 +144,11 @@ fn command_lines_use_custom_names() {
         let i = u.iter().position(|a| a == flag).expect(flag);
         assert_eq!(u[i + 1], value, "{flag}");
     }
-    assert!(w::products_args(&p).ends_with(&strings(&["--table", "my-table"])));
+    assert!(
+        w::products_args(&p)
+            .windows(2)
+            .any(|w| w == strings(&["--table", "my-table"]))
+    );
 }
 
 #[test]
@@ -193,6 +210,53 @@ fn deployments_have_image_probes_resources_and_restricted_security() {
         assert_eq!(probe_path(&ctr.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(probe_path(&ctr.liveness_probe).as_deref(), Some("/healthz"));
         assert_eq!(probe_path(&ctr.startup_probe).as_deref(), Some("/healthz"));
+        // Serving components are probed on their ops listener (its own connection cap), the
+        // updater on its one port.
+        let ports: Vec<(Option<&str>, i32)> = ctr
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        let probe_port = |pr: &Option<k8s_openapi::api::core::v1::Probe>| {
+            pr.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| h.port.clone())
+        };
+        let expected_probe_port = if c == Component::Updater {
+            assert_eq!(ports, vec![(Some("http"), 8080)]);
+            "http"
+        } else {
+            assert_eq!(ports, vec![(Some("http"), 8080), (Some("ops"), 9090)]);
+            "ops"
+        };
+        for probe in [
+            &ctr.readiness_probe,
+            &ctr.liveness_probe,
+            &ctr.startup_probe,
+        ] {
+            assert_eq!(
+                probe_port(probe),
+                Some(IntOrString::String(expected_probe_port.into())),
+                "{c:?}"
+            );
+        }
+        // The grace period covers the rendered shutdown delay and drain deadline (5 s + 20 s)
+        // with margin, so the kubelet never kills a pod that drains within its deadline.
+        let grace = pod(&d).termination_grace_period_seconds;
+        assert_eq!(grace, Some(30), "{c:?}");
+        if c != Component::Updater {
+            let args = w::args(&p, c);
+            let flag = |name: &str| -> i64 {
+                let at = args.iter().position(|a| a == name).expect(name);
+                args[at + 1].parse().expect("milliseconds")
+            };
+            let drained = (flag("--shutdown-delay-ms") + flag("--drain-timeout-ms")) / 1000;
+            assert!(
+                grace.is_some_and(|g| g > drained),
+                "grace {grace:?} vs {drained} s"
+            );
+        }
 
         let sc = ctr.security_context.as_ref().expect("container security");
         assert_eq!(sc.allow_privilege_escalation, Some(false));

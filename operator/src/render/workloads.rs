@@ -26,6 +26,50 @@ pub const HTTP_PORT: i32 = 8080;
 pub const HTTP_PORT_NAME: &str = "http";
 /// Address the components listen on inside the pod.
 pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
+/// Port of the ops listener of products and batch (`--ops-listen`): `/healthz`, `/readyz` and
+/// `/metrics` with a connection cap of their own, so the probes are answered when the API
+/// connections are all taken.
+pub const OPS_PORT: i32 = 9090;
+/// Name of that port.
+pub const OPS_PORT_NAME: &str = "ops";
+/// Address of the ops listener inside the pod.
+pub const OPS_LISTEN_ADDR: &str = "0.0.0.0:9090";
+/// `--shutdown-delay-ms` of products and batch: time to keep serving, not ready, after SIGTERM
+/// while the endpoint removal reaches kube-proxy, the ingress and batch's load balancer.
+pub const SHUTDOWN_DELAY_MS: u64 = 5_000;
+/// `--drain-timeout-ms` of products and batch: time open connections get after that delay.
+pub const DRAIN_TIMEOUT_MS: u64 = 20_000;
+/// Seconds of `terminationGracePeriodSeconds` beyond delay + drain (the process's own exit).
+pub const GRACE_MARGIN_SECONDS: i64 = 5;
+/// `terminationGracePeriodSeconds` of the updater, whose shutdown is the consumer's drain.
+pub const UPDATER_GRACE_SECONDS: i64 = 30;
+
+/// `terminationGracePeriodSeconds` of a component: for products and batch the rendered shutdown
+/// delay plus drain deadline plus a margin, so the kubelet never kills a pod that is draining
+/// within its deadline.
+pub fn termination_grace_seconds(component: Component) -> i64 {
+    match component {
+        Component::Updater => UPDATER_GRACE_SECONDS,
+        Component::Products | Component::Batch => {
+            let seconds = (SHUTDOWN_DELAY_MS + DRAIN_TIMEOUT_MS).div_ceil(1000);
+            i64::try_from(seconds).unwrap_or(i64::MAX) + GRACE_MARGIN_SECONDS
+        }
+    }
+}
+
+/// The connection and shutdown flags of products and batch (docs/cli.md, "Connections and
+/// shutdown").
+fn serving_flags() -> [String; 6] {
+    [
+        "--ops-listen".to_string(),
+        OPS_LISTEN_ADDR.to_string(),
+        "--shutdown-delay-ms".to_string(),
+        SHUTDOWN_DELAY_MS.to_string(),
+        "--drain-timeout-ms".to_string(),
+        DRAIN_TIMEOUT_MS.to_string(),
+    ]
+}
+
 /// Binary inside the image.
 pub const BINARY: &str = "prapi";
 /// Non-root user and group the pods run as (the distroless `nonroot` id).
@@ -69,7 +113,9 @@ pub fn products_args(plan: &GroupPlan) -> Vec<String> {
         &plan.table,
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    .chain(serving_flags())
+    .collect()
 }
 
 /// Arguments of `prapi batch` (docs/cli.md), after the binary name: products pods are discovered
@@ -86,7 +132,9 @@ pub fn batch_args(plan: &GroupPlan) -> Vec<String> {
         &service,
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    .chain(serving_flags())
+    .collect()
 }
 
 /// Arguments of a component's container.
@@ -145,11 +193,11 @@ pub fn config_map(plan: &GroupPlan) -> ConfigMap {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+fn http_probe(port: &str, path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -239,6 +287,24 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         ..EnvVar::default()
     });
     let env = operator_env.chain(installation_env).collect();
+    let port = |name: &str, number: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    // Serving components answer probes on their ops listener; the updater serves only the ops
+    // endpoints, on its one port.
+    let (ports, probe_port) = match component {
+        Component::Updater => (vec![port(HTTP_PORT_NAME, HTTP_PORT)], HTTP_PORT_NAME),
+        Component::Products | Component::Batch => (
+            vec![
+                port(HTTP_PORT_NAME, HTTP_PORT),
+                port(OPS_PORT_NAME, OPS_PORT),
+            ],
+            OPS_PORT_NAME,
+        ),
+    };
     let container = Container {
         name: component.as_str().into(),
         image: Some(plan.image.clone()),
@@ -246,15 +312,10 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         command: Some(vec![BINARY.into()]),
         args: Some(args(plan, component)),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some(HTTP_PORT_NAME.into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
-        startup_probe: Some(http_probe("/healthz", 2, 60)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        ports: Some(ports),
+        startup_probe: Some(http_probe(probe_port, "/healthz", 2, 60)),
+        liveness_probe: Some(http_probe(probe_port, "/healthz", 10, 3)),
+        readiness_probe: Some(http_probe(probe_port, "/readyz", 5, 3)),
         resources: Some(resource_requirements(resources_of(plan, component))),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![VolumeMount {
@@ -304,7 +365,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
                     // Only batch talks to the Kubernetes API (EndpointSlices).
                     automount_service_account_token: Some(component == Component::Batch),
                     security_context: Some(restricted_pod_security()),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(component)),
                     containers: vec![container],
                     topology_spread_constraints: spread,
                     volumes: Some(vec![Volume {
