@@ -1,10 +1,12 @@
 //! What the prapi operator and data plane must agree on, written once: the countries a group may
 //! serve ([`countries`]), the DynamoDB table's key layout ([`table`]), how logs are set up
-//! ([`logs`]), the operational endpoints `/healthz`, `/readyz` and `/metrics` ([`ops`]), and the
-//! signals that stop a process ([`shutdown`]).
+//! ([`logs`]), the operational endpoints `/healthz`, `/readyz` and `/metrics` ([`ops`]), the
+//! build and process metrics every process exports ([`metrics`]), and the signals that stop a
+//! process ([`shutdown`]).
 
 pub mod countries;
 pub mod logs;
+pub mod metrics;
 pub mod ops;
 pub mod shutdown;
 pub mod table;

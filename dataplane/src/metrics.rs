@@ -1,6 +1,8 @@
 //! Prometheus metrics shared by the serving components: HTTP latency by route and status, store
-//! latency by operation, overload rejections. Components register into one [`Registry`] at start;
-//! `/metrics` encodes it in the text format.
+//! latency by operation, overload rejections. Each subcommand makes one [`registry`] at start (the
+//! `prapi_` namespace), its components register their unprefixed names into it, and `/metrics`
+//! encodes it after the build and process metrics every process exports
+//! ([`prapi_common::metrics`]). docs/metrics.md lists every name.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::http::overload::Rejected;
 use crate::model::{Country, Offer, ProductId, Write};
 use crate::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 
@@ -65,6 +68,12 @@ impl HttpMetrics {
             "HTTP request latency",
             m.requests.clone(),
         );
+        // Both reasons exist from the start, so a rate over them is 0, not absent.
+        for r in [Rejected::QueueFull, Rejected::Timeout] {
+            let _ = m.rejected.get_or_create(&RejectLabels {
+                reason: r.as_label(),
+            });
+        }
         registry.register(
             "http_overload_rejected",
             "Requests rejected by overload protection",
@@ -154,10 +163,14 @@ impl Store for MeteredStore {
     }
 }
 
-/// Encodes the registry in the Prometheus text format.
+/// The registry of a `prapi` process: components register `http_…`, `updater_…` and so on, and
+/// export `prapi_http_…`, `prapi_updater_…`.
+pub fn registry() -> Registry {
+    Registry::with_prefix("prapi")
+}
+
+/// Encodes `registry` in the Prometheus text format, without the process metrics (tests of one
+/// component's metrics read this).
 pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
-    out
+    prapi_common::metrics::encode(&[registry])
 }

@@ -111,7 +111,7 @@ impl ProductsServer {
         store: Arc<dyn Store>,
         readiness: Readiness,
     ) -> anyhow::Result<axum::Router> {
-        self.router_with_registry(store, readiness, Registry::with_prefix("prapi"))
+        self.router_with_registry(store, readiness, crate::metrics::registry())
     }
 
     /// Like [`ProductsServer::router`], exporting `registry` too (store metrics registered by the
@@ -193,7 +193,7 @@ impl BatchServer {
     /// Builds the router (batch API with middleware, plus `/healthz`, `/readyz`, `/metrics`),
     /// fanning out to the pods that `balancer` knows.
     pub fn router(self, balancer: Arc<Balancer>, readiness: Readiness) -> axum::Router {
-        self.router_with_registry(balancer, readiness, Registry::with_prefix("prapi"))
+        self.router_with_registry(balancer, readiness, crate::metrics::registry())
     }
 
     /// Like [`BatchServer::router`], exporting `registry` too (metrics registered by the caller).
@@ -257,7 +257,7 @@ async fn open_store(args: &StoreArgs, registry: &mut Registry) -> anyhow::Result
 
 /// `prapi products`.
 pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = crate::metrics::registry();
     let store = open_store(&args.store, &mut registry).await?;
     let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
@@ -337,7 +337,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         use_static_endpoints(&balancer, &args.endpoints).context("--endpoints")?;
         None
     };
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = crate::metrics::registry();
     let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
     let ready = AbortOnDrop(tokio::spawn(track_readiness(
@@ -516,7 +516,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         stats.invalid,
         store.path().display()
     );
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = crate::metrics::registry();
     let connections = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
     let app = ProductsServer {
@@ -552,16 +552,26 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         .context("serving")
 }
 
+/// The updater's `/healthz`, `/readyz` and `/metrics`: its pipeline's metrics added to `registry`
+/// (which holds the store's, with DynamoDB).
+pub fn updater_ops_router(
+    mut registry: Registry,
+    metrics: &UpdaterMetrics,
+    readiness: Readiness,
+) -> axum::Router {
+    metrics.register(&mut registry);
+    ops_router(Arc::new(registry), readiness)
+}
+
 /// `prapi updater`: consumes Kafka into the store; serves `/healthz`, `/readyz` and `/metrics`
 /// (including the per-partition consumer lag the autoscaler reads) on `--listen`.
 pub async fn updater(args: UpdaterArgs) -> anyhow::Result<()> {
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = crate::metrics::registry();
     let store = open_store(&args.store, &mut registry).await?;
     let metrics = Arc::new(UpdaterMetrics::default());
-    metrics.register(&mut registry);
     let readiness = Readiness::default();
     let listener = bind(args.listen).await?;
-    let ops = ops_router(Arc::new(registry), readiness.clone());
+    let ops = updater_ops_router(registry, &metrics, readiness.clone());
     let ops_server = tokio::spawn(serve(listener, ops, std::future::pending()));
     let mut config = UpdaterConfig::new(
         args.kafka_bootstrap,

@@ -428,7 +428,7 @@ async fn local_mode_batches_from_its_own_cache() {
     .router_with_batch(
         Arc::new(store),
         readiness,
-        prometheus_client::registry::Registry::with_prefix("prapi"),
+        prapi::metrics::registry(),
         BatchConfig {
             max_items: 5,
             deadline: Duration::from_secs(20),

@@ -20,7 +20,6 @@ use prapi::model::{Country, Offer, ProductId, Write};
 use prapi::run::ProductsServer;
 use prapi::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 use prapi_e2e::kit::{eventually, eventually_within};
-use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -305,7 +304,7 @@ async fn serve_products(
     overload: OverloadConfig,
     config: ServeConfig,
 ) -> InProcess {
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = prapi::metrics::registry();
     let metrics = ConnectionMetrics::new(&mut registry);
     let readiness = Readiness::default();
     readiness.set(true);

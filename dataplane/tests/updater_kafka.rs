@@ -173,7 +173,7 @@ async fn twenty_thousand_events_converge_to_the_model() {
 
     let store = store(&env, &t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = prapi::metrics::registry();
     metrics.register(&mut registry);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let updater = tokio::spawn(run_updater(

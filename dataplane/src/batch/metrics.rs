@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn outcomes_sizes_and_lb_counters_are_exported() {
-        let mut registry = Registry::with_prefix("prapi");
+        let mut registry = crate::metrics::registry();
         let m = BatchMetrics::new(&mut registry);
         let balancer = Arc::new(Balancer::new(
             BalancerConfig::default(),

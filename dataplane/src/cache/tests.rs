@@ -589,7 +589,7 @@ async fn metrics_are_exported_with_what_happened() {
         max_bytes: 50_000,
         ..CacheConfig::default()
     });
-    let mut registry = Registry::with_prefix("prapi");
+    let mut registry = crate::metrics::registry();
     h.cache.metrics().register(&mut registry);
 
     h.store.set("a", v(1));

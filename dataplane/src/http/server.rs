@@ -24,7 +24,7 @@ use super::connections::{ServeConfig, Server};
 use super::headers::{X_FLOW_ID, flow_id, new_flow_id};
 use super::overload::LifoLimiter;
 use super::problem::{Problem, ProblemType};
-use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels, encode};
+use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels};
 
 pub use prapi_common::ops::Readiness;
 
@@ -74,8 +74,9 @@ pub const OPS_PATHS: [&str; 3] = prapi_common::ops::PATHS;
 /// `/healthz` (process alive), `/readyz` (ready for traffic) and `/metrics`; not ready answers
 /// with a problem+json 503 like the API does.
 pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+    let process = Arc::new(prapi_common::metrics::registry("prapi"));
     prapi_common::ops::router(
-        move || encode(&registry),
+        move || prapi_common::metrics::encode(&[&process, &registry]),
         readiness,
         || {
             Problem::new(

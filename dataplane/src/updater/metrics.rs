@@ -74,9 +74,10 @@ impl UpdaterMetrics {
         self.events.get_or_create(&OutcomeLabels { outcome }).get()
     }
 
-    /// Registers under `prapi_updater_*`.
+    /// Registers under `updater_*`, which the process registry's `prapi` prefix makes
+    /// `prapi_updater_*`.
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("prapi_updater");
+        let r = registry.sub_registry_with_prefix("updater");
         r.register("events", "Events by outcome", self.events.clone());
         r.register(
             "dead_letters",

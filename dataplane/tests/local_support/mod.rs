@@ -51,7 +51,7 @@ pub async fn start(products: usize, seed: u64) -> Local {
     .router_with_batch(
         store,
         readiness,
-        prometheus_client::registry::Registry::with_prefix("prapi"),
+        prapi::metrics::registry(),
         BatchConfig::default(),
     )
     .expect("router");

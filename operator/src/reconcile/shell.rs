@@ -186,6 +186,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
     };
     let (observed, next) = outcome(group, progress);
     let new_status = status::desired_status(mg.status.as_ref(), &observed, now());
+    ctx.metrics.observe_group(&ns, &name, &new_status);
     publish_status_events(&ctx, &mg, mg.status.as_ref(), &new_status).await;
     write_status(&ctx, &mg, &new_status).await?;
     next
@@ -370,6 +371,7 @@ pub async fn finalize(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::requeue(after));
     }
     ctx.applier.forget_group(&ns, &mg.name_any());
+    ctx.metrics.forget_group(&ns, &mg.name_any());
     info!(group = %key_of(&mg), "cleaned up; children are garbage-collected");
     Ok(Action::await_change())
 }

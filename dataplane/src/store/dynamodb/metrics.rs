@@ -93,10 +93,11 @@ impl DynamoMetrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Registers under `prapi_dynamodb_*` (and the writer's under `prapi_writer_*`).
+    /// Registers under `dynamodb_*` (and the writer's under `writer_*`), which the process
+    /// registry's `prapi` prefix makes `prapi_dynamodb_*` and `prapi_writer_*`.
     pub fn register(&self, registry: &mut Registry) {
         self.writer.register(registry);
-        let r = registry.sub_registry_with_prefix("prapi_dynamodb");
+        let r = registry.sub_registry_with_prefix("dynamodb");
         r.register(
             "requests",
             "DynamoDB requests by client, operation and outcome",
@@ -177,9 +178,9 @@ impl WriterMetrics {
         self.retries.get_or_create(&ReasonLabels { reason }).get()
     }
 
-    /// Registers under `prapi_writer_*`.
+    /// Registers under `writer_*` (`prapi_writer_*` in the process registry).
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("prapi_writer");
+        let r = registry.sub_registry_with_prefix("writer");
         r.register("calls", "Batch write calls made", self.calls.clone());
         r.register(
             "call_seconds",
