@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use prapi::batch::BatchConfig;
 use prapi::cache::CacheConfig;
 use prapi::clock::MonotonicClock;
-use prapi::http::connections::ConnectionMetrics;
+use prapi::http::connections::{ConnectionErrorLabels, ConnectionMetrics};
 use prapi::http::overload::OverloadConfig;
 use prapi::http::server::Readiness;
 use prapi::lb::{Balancer, BalancerConfig, ClientConfig};
@@ -100,6 +100,13 @@ fn record_store_calls(m: &DynamoMetrics) {
     m.writer.retry("throttled");
 }
 
+/// Records a connection error as the server does for a reset connection.
+fn record_connection_error(m: &ConnectionMetrics) {
+    m.errors
+        .get_or_create(&ConnectionErrorLabels { reason: "io" })
+        .inc();
+}
+
 /// The exposition of each component, scraped from the routers the subcommands serve. Families
 /// with labels only appear once they have a series, so each component first serves a request of
 /// each kind (or, where the work needs Kafka or DynamoDB, records what that work records).
@@ -108,7 +115,7 @@ async fn expositions() -> Vec<(&'static str, String)> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let (mut registry, products_store) = dynamodb_registry();
     record_store_calls(&products_store);
-    let _ = ConnectionMetrics::new(&mut registry);
+    record_connection_error(&ConnectionMetrics::new(&mut registry));
     let products = products_server()
         .router_with_registry(Arc::clone(&store), Readiness::default(), registry)
         .expect("products router");
@@ -117,7 +124,7 @@ async fn expositions() -> Vec<(&'static str, String)> {
         Arc::new(MonotonicClock::new()),
     ));
     let mut registry = prapi::metrics::registry();
-    let _ = ConnectionMetrics::new(&mut registry);
+    record_connection_error(&ConnectionMetrics::new(&mut registry));
     let batch = BatchServer {
         countries: countries(),
         batch: BatchConfig::default(),
@@ -143,9 +150,14 @@ async fn expositions() -> Vec<(&'static str, String)> {
         .get_or_create(&partition)
         .set(7);
     let mut registry = prapi::metrics::registry();
-    let _ = ConnectionMetrics::new(&mut registry);
+    record_connection_error(&ConnectionMetrics::new(&mut registry));
     let local = products_server()
-        .router_with_batch(store, Readiness::default(), registry, BatchConfig::default())
+        .router_with_batch(
+            store,
+            Readiness::default(),
+            registry,
+            BatchConfig::default(),
+        )
         .expect("local router");
     let operator_metrics = Arc::new(Metrics::default());
     operator_metrics.reconciled(Duration::from_millis(3), Some("ApplyFailed"));

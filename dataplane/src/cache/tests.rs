@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::future::join_all;
-use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::*;
