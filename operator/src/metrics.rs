@@ -307,10 +307,14 @@ mod tests {
         }
     }
 
+    /// The group series, sorted (a family's series come in hash order).
     fn series(text: &str) -> Vec<&str> {
-        text.lines()
+        let mut v: Vec<&str> = text
+            .lines()
             .filter(|l| l.starts_with("prapi_operator_group_"))
-            .collect()
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     #[test]
@@ -326,9 +330,9 @@ mod tests {
         assert_eq!(
             series(&text),
             [
-                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="de"} 100"#,
-                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="at"} 50"#,
                 r#"prapi_operator_group_actual_traffic_weight{namespace="shop",group="eu-next",country="de"} 20"#,
+                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="at"} 50"#,
+                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="de"} 100"#,
                 r#"prapi_operator_group_ready{namespace="shop",group="eu-next"} 0"#,
             ]
         );
@@ -340,8 +344,8 @@ mod tests {
         assert_eq!(
             series(&text),
             [
-                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="de"} 100"#,
                 r#"prapi_operator_group_actual_traffic_weight{namespace="shop",group="eu-next",country="de"} 40"#,
+                r#"prapi_operator_group_desired_traffic_weight{namespace="shop",group="eu-next",country="de"} 100"#,
                 r#"prapi_operator_group_ready{namespace="shop",group="eu-next"} 1"#,
             ]
         );
