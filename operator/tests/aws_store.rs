@@ -162,7 +162,7 @@ async fn table_is_created_tagged_and_kept_or_deleted_per_policy() {
         // Deletion: autoscaling always goes; the table per policy.
         let mut done = false;
         for _ in 0..60 {
-            done = s.cleanup(&spec).await.expect("cleanup");
+            done = s.cleanup(&spec).await.expect("cleanup").done;
             if done {
                 break;
             }
@@ -219,7 +219,7 @@ async fn a_foreign_table_with_the_same_name_is_left_alone() {
         "{}",
         out.condition.message
     );
-    assert!(s.cleanup(&mine).await.expect("cleanup"));
+    assert!(s.cleanup(&mine).await.expect("cleanup").done);
     assert!(
         table_exists(&client, &name).await,
         "a foreign table must survive"
@@ -361,7 +361,7 @@ async fn scalable_targets_and_policies_are_registered_changed_and_removed() {
     assert_eq!(target(&sc, Dimension::Write), Some((5, 100)));
     spec.deletion_policy = DeletionPolicy::Delete;
     for _ in 0..60 {
-        if s.cleanup(&spec).await.expect("cleanup") {
+        if s.cleanup(&spec).await.expect("cleanup").done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -119,7 +119,7 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         return;
     };
     let ns = c.namespace("rt-gw").await;
-    let _op = Operator::start(
+    let op = Operator::start(
         &c.env,
         &ns,
         "op",
@@ -234,6 +234,39 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         },
     )
     .await;
+    // The step is on b as an Event (from → to) and in the operator's gauges.
+    let notes = shift_notes(&c.client, &ns, "b").await;
+    assert!(
+        notes.iter().any(|n| n.starts_with("de: ")
+            && n.ends_with("→ 50% of the country's traffic (desired 50%)")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.ends_with("→ 10% of the country's traffic (desired 10%)")),
+        "{notes:?}"
+    );
+    let namespace: &str = &ns;
+    let b_de = [("namespace", namespace), ("group", "b"), ("country", "de")];
+    eventually("the gauges say 50/50 for b", || async {
+        let desired = op
+            .metric("prapi_operator_group_desired_traffic_weight", &b_de)
+            .await?;
+        let actual = op
+            .metric("prapi_operator_group_actual_traffic_weight", &b_de)
+            .await?;
+        (desired == 50.0 && actual == 50.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        op.metric(
+            "prapi_operator_group_ready",
+            &[("namespace", namespace), ("group", "b")]
+        )
+        .await,
+        Some(1.0)
+    );
 
     // 0/100: a leaves the route entirely.
     patch_group(
@@ -260,6 +293,20 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         (traffic(&get(&c.client, &ns, "a").await, "de") == Some((0, Some(0), None))).then_some(())
     })
     .await;
+}
+
+/// The notes of the operator's `TrafficShifted` Events on `group`.
+async fn shift_notes(client: &kube::Client, ns: &str, group: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&Default::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("TrafficShifted")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(group)
+        })
+        .filter_map(|e| e.note)
+        .collect()
 }
 
 /// RouteGroup routes of the first pool whose predicates mention `segment` (or none).

@@ -68,6 +68,15 @@ pub struct StoreOutcome {
     pub executed: Vec<AwsAction>,
 }
 
+/// What a store cleanup did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreCleanup {
+    /// Nothing is left: the finalizer may go.
+    pub done: bool,
+    /// What was done.
+    pub executed: Vec<AwsAction>,
+}
+
 /// The clock (controlled in tests).
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -267,8 +276,8 @@ impl StoreStep {
         })
     }
 
-    /// Cleanup for a deleted group; `Ok(true)` once nothing is left.
-    pub async fn cleanup(&self, spec: &TableSpec) -> Result<bool, AwsError> {
+    /// Cleanup for a deleted group: what it did, and whether nothing is left.
+    pub async fn cleanup(&self, spec: &TableSpec) -> Result<StoreCleanup, AwsError> {
         let observed = self.observe(spec, None).await?;
         let plan = planner::cleanup(spec, &observed);
         for action in &plan.actions {
@@ -276,7 +285,10 @@ impl StoreStep {
             self.execute(spec, observed.table.as_ref(), action).await?;
         }
         info!(table = %spec.name, message = %plan.message, "store cleanup");
-        Ok(plan.done_after)
+        Ok(StoreCleanup {
+            done: plan.done_after,
+            executed: plan.actions,
+        })
     }
 
     /// The actions the step would take now (for `prapi-operator render`), without executing.

@@ -12,7 +12,8 @@
 //!    (requeue after the resync or sooner, wait for a spec change, or fail and back off). Every
 //!    branch is unit-tested in `outcome.rs`.
 //! 4. The shell turns the observation into the status ([`crate::status::desired_status`]),
-//!    publishes Events for transitions, writes the status only if it changed, and returns the
+//!    publishes Events for transitions ([`notices`]: readiness, each traffic weight step, the
+//!    bootstrap, the table and its capacity floors), writes the status only if it changed, and returns the
 //!    action.
 //!
 //! Deletion: the steps' external state (the group's share of the routes, its autoscaling targets
@@ -23,6 +24,7 @@
 
 mod context;
 mod error;
+mod notices;
 mod outcome;
 pub mod shell;
 mod steps;

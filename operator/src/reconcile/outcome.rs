@@ -173,6 +173,7 @@ mod tests {
                     ..Readings::default()
                 },
                 requeue_after,
+                notices: Vec::new(),
             },
             error,
         }

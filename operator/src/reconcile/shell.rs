@@ -3,6 +3,7 @@
 
 use super::context::Context;
 use super::error::Error;
+use super::notices::{Notice, RECONCILE, status_notices};
 use super::outcome::{Group, Progress, outcome};
 use super::steps::CleanupProgress;
 use crate::apply::{ApplyError, SyncReport};
@@ -152,6 +153,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
                         .steps
                         .run(mg.status.as_ref(), &plan, &report.deployments)
                         .await;
+                    publish_all(&ctx, &mg, &steps.notices).await;
                     let progress = Progress::Synced {
                         table: plan.table,
                         autoscaler,
@@ -267,12 +269,19 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, mg: &MarketGroup, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    mg: &MarketGroup,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
-        action: "Reconcile".into(),
+        action: action.into(),
         secondary: None,
     };
     match ctx.recorder.publish(&event, &mg.object_ref(&())).await {
@@ -282,43 +291,25 @@ async fn publish(ctx: &Context, mg: &MarketGroup, type_: EventType, reason: &str
     }
 }
 
-fn condition<'a>(
-    s: Option<&'a MarketGroupStatus>,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    s.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+async fn publish_all(ctx: &Context, mg: &MarketGroup, notices: &[Notice]) {
+    for n in notices {
+        let type_ = if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, mg, type_, &n.reason, &n.action, n.note.clone()).await;
+    }
 }
 
-/// Events for important transitions: Ready gained or lost, Degraded entered or its reason changed.
+/// Events for the status transition ([`status_notices`]).
 async fn publish_status_events(
     ctx: &Context,
     mg: &MarketGroup,
     old: Option<&MarketGroupStatus>,
     new: &MarketGroupStatus,
 ) {
-    let was_ready = status::is_true(old, status::READY);
-    let ready = status::is_true(Some(new), status::READY);
-    if ready && !was_ready {
-        publish(
-            ctx,
-            mg,
-            EventType::Normal,
-            "Ready",
-            "the market group serves".into(),
-        )
-        .await;
-    } else if was_ready && !ready {
-        let msg = condition(Some(new), status::READY)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        publish(ctx, mg, EventType::Warning, "NotReady", msg).await;
-    }
-    let old_degraded = condition(old, status::DEGRADED).filter(|c| c.status == "True");
-    if let Some(d) = condition(Some(new), status::DEGRADED).filter(|c| c.status == "True")
-        && old_degraded.map(|o| (&o.reason, &o.message)) != Some((&d.reason, &d.message))
-    {
-        publish(ctx, mg, EventType::Warning, &d.reason, d.message.clone()).await;
-    }
+    publish_all(ctx, mg, &status_notices(old, new)).await;
 }
 
 /// Events for children created, changed or deleted.
@@ -335,6 +326,7 @@ async fn publish_sync_events(ctx: &Context, mg: &MarketGroup, report: &SyncRepor
             mg,
             EventType::Normal,
             "Pruned",
+            RECONCILE,
             format!(
                 "deleted objects no longer desired: {}",
                 list(&report.pruned)
@@ -351,10 +343,14 @@ async fn external_cleanup(mg: &MarketGroup, ctx: &Context) -> Result<Option<Dura
         return Ok(None);
     }
     match plan(mg, ctx, &ns) {
-        Ok(plan) => match ctx.steps.cleanup(&plan).await? {
-            CleanupProgress::Done => Ok(None),
-            CleanupProgress::Pending(after) => Ok(Some(after)),
-        },
+        Ok(plan) => {
+            let (progress, notices) = ctx.steps.cleanup(&plan).await?;
+            publish_all(ctx, mg, &notices).await;
+            match progress {
+                CleanupProgress::Done => Ok(None),
+                CleanupProgress::Pending(after) => Ok(Some(after)),
+            }
+        }
         // Nothing external can have been created from a spec that never validated.
         Err(invalid) => {
             warn!(group = %key_of(mg), %invalid, "deleting a group with an invalid spec");

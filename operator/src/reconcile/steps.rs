@@ -7,6 +7,7 @@
 //! [`Steps`] holds whichever steps the flags turned on; with none it does nothing.
 
 use super::error::Error;
+use super::notices::{Notice, store_notices};
 use crate::aws::store::{StoreOutcome, StoreStep, consumer_group, table_spec};
 use crate::aws::{Billing, LagReading};
 use crate::crd::{CountryTraffic, MarketGroupStatus, TableStatus};
@@ -37,6 +38,8 @@ pub struct StepsReport {
     pub readings: Readings,
     /// Look again sooner than the resync.
     pub requeue_after: Option<Duration>,
+    /// Events for what the steps did (the table created, capacity floors set).
+    pub notices: Vec<Notice>,
 }
 
 /// Progress of an external cleanup.
@@ -141,8 +144,9 @@ impl Steps {
     }
 
     /// Removes the group's external state, routes first: its share drains and its backends leave
-    /// the routes, then its autoscaling targets and (per policy) its table go.
-    pub async fn cleanup(&self, plan: &GroupPlan) -> Result<CleanupProgress, Error> {
+    /// the routes, then its autoscaling targets and (per policy) its table go. Returns the Events
+    /// for what it did too.
+    pub async fn cleanup(&self, plan: &GroupPlan) -> Result<(CleanupProgress, Vec<Notice>), Error> {
         if let Some(routes) = &self.routes {
             let fresh = Fresh {
                 name: plan.owner.name.clone(),
@@ -155,19 +159,21 @@ impl Steps {
                 .map_err(|e| cleanup_error("routes", Error::Routes(e)))?;
             if r.carries_traffic {
                 // The others' floors rise first (their reconciles see this group deleting).
-                return Ok(CleanupProgress::Pending(DRAIN_RECHECK));
+                return Ok((CleanupProgress::Pending(DRAIN_RECHECK), Vec::new()));
             }
         }
         if let Some(store) = &self.store {
-            let done = store
+            let out = store
                 .cleanup(&table_spec(plan))
                 .await
                 .map_err(|e| cleanup_error("table", Error::Store(e)))?;
-            if !done {
-                return Ok(CleanupProgress::Pending(TABLE_RECHECK));
+            let notices = store_notices(&plan.table, &out.executed);
+            if !out.done {
+                return Ok((CleanupProgress::Pending(TABLE_RECHECK), notices));
             }
+            return Ok((CleanupProgress::Done, notices));
         }
-        Ok(CleanupProgress::Done)
+        Ok((CleanupProgress::Done, Vec::new()))
     }
 
     /// Whether any step is on (only then is there external state to clean up).
@@ -210,6 +216,7 @@ fn store_report(report: &mut StepsReport, plan: &GroupPlan, out: &StoreOutcome) 
         report.readings.updater_lag = Some(n);
     }
     report.requeue_after = out.requeue_after;
+    report.notices = store_notices(&plan.table, &out.executed);
 }
 
 fn routing_report(report: &mut StepsReport, routes: &RoutesStep, ready: bool, r: &GroupRoutes) {

@@ -98,6 +98,10 @@ pub enum AwsAction {
     DeleteTable,
 }
 
+/// `StoreReady`'s reason while the table takes the bootstrap write floor (the updater is far
+/// behind, typically filling a new table).
+pub const BOOTSTRAPPING: &str = "Bootstrapping";
+
 /// The `StoreReady` condition the plan leads to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreCondition {
@@ -456,7 +460,7 @@ pub fn plan(spec: &TableSpec, obs: &AwsState, now: SystemTime) -> Plan {
             ),
             Billing::PayPerRequest => String::new(),
         };
-        condition(false, "Bootstrapping", format!("{message}{floor}"))
+        condition(false, BOOTSTRAPPING, format!("{message}{floor}"))
     } else {
         condition(true, "TableReady", message)
     };

@@ -1,0 +1,372 @@
+//! The Events a reconcile publishes, derived purely from what changed, so that `kubectl describe
+//! mg` tells the story of a traffic shift or an incident without anyone reading the operator's
+//! logs:
+//!
+//! - from the status before and after ([`status_notices`]): Ready gained or lost, Degraded entered
+//!   or its reason changed, every step of a country's actual traffic weight (from → to, with the
+//!   desired weight), the bootstrap of the table starting and ending (`StoreReady` entering and
+//!   leaving the `Bootstrapping` reason);
+//! - from what the store step did ([`store_notices`]): the table created or deleted, its
+//!   capacity floors (Application Auto Scaling minimums) set.
+//!
+//! The shell publishes each [`Notice`] with kube-runtime's events `Recorder`, which folds repeats
+//! of one reason and action into one Event with a count, keeping the first note: a notice whose
+//! note differs from one publish to the next (each weight step, each capacity floor) names what it
+//! did in its action, so every step is its own Event.
+
+use crate::aws::Billing;
+use crate::aws::planner::{AwsAction, BOOTSTRAPPING};
+use crate::crd::MarketGroupStatus;
+use crate::status;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// One Event to publish on the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// A Warning Event (else Normal).
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// The action taken: `Reconcile`, or what this step did when its note varies.
+    pub action: String,
+    /// What happened, for a person.
+    pub note: String,
+}
+
+/// The action of the notices whose note says all there is.
+pub const RECONCILE: &str = "Reconcile";
+
+impl Notice {
+    fn normal(reason: &str, note: String) -> Notice {
+        Notice {
+            warning: false,
+            reason: reason.into(),
+            action: RECONCILE.into(),
+            note,
+        }
+    }
+
+    fn warning(reason: &str, note: String) -> Notice {
+        Notice {
+            warning: true,
+            ..Notice::normal(reason, note)
+        }
+    }
+
+    fn action(self, action: String) -> Notice {
+        Notice { action, ..self }
+    }
+}
+
+fn condition<'a>(s: Option<&'a MarketGroupStatus>, type_: &str) -> Option<&'a Condition> {
+    s.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+fn percent(p: Option<i32>) -> String {
+    p.map_or_else(|| "unknown".to_string(), |p| format!("{p}%"))
+}
+
+fn bootstrapping(s: Option<&MarketGroupStatus>) -> bool {
+    condition(s, status::STORE_READY).is_some_and(|c| c.reason == BOOTSTRAPPING)
+}
+
+/// The Events for the transition from `old` to `new`, in a stable order.
+pub fn status_notices(old: Option<&MarketGroupStatus>, new: &MarketGroupStatus) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let was_ready = status::is_true(old, status::READY);
+    let ready = status::is_true(Some(new), status::READY);
+    if ready && !was_ready {
+        out.push(Notice::normal("Ready", "the market group serves".into()));
+    } else if was_ready && !ready {
+        let msg = condition(Some(new), status::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        out.push(Notice::warning("NotReady", msg));
+    }
+    let old_degraded = condition(old, status::DEGRADED).filter(|c| c.status == "True");
+    if let Some(d) = condition(Some(new), status::DEGRADED).filter(|c| c.status == "True")
+        && old_degraded.map(|o| (&o.reason, &o.message)) != Some((&d.reason, &d.message))
+    {
+        out.push(Notice::warning(&d.reason, d.message.clone()));
+    }
+    for t in &new.traffic {
+        let before = old
+            .and_then(|o| o.traffic.iter().find(|p| p.country == t.country))
+            .and_then(|p| p.actual);
+        // A weight first read back is a step too (from nothing to what the route gives); a
+        // reading lost is not (the route did not change, the operator just could not tell).
+        if let Some(now) = t.actual
+            && before != Some(now)
+        {
+            out.push(
+                Notice::normal(
+                    "TrafficShifted",
+                    format!(
+                        "{}: {} → {} of the country's traffic (desired {}%)",
+                        t.country,
+                        percent(before),
+                        percent(Some(now)),
+                        t.desired
+                    ),
+                )
+                .action(format!(
+                    "ShiftTraffic {} {} to {now}",
+                    t.country,
+                    percent(before)
+                )),
+            );
+        }
+    }
+    match (bootstrapping(old), bootstrapping(Some(new))) {
+        (false, true) => out.push(Notice::normal(
+            "BootstrapStarted",
+            condition(Some(new), status::STORE_READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        )),
+        (true, false) => out.push(Notice::normal(
+            "BootstrapFinished",
+            "the updater caught up; the table's bootstrap write floor is lifted".into(),
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// The Events for what the store step did to the group's `table`.
+pub fn store_notices(table: &str, executed: &[AwsAction]) -> Vec<Notice> {
+    executed
+        .iter()
+        .filter_map(|a| match a {
+            AwsAction::CreateTable {
+                billing,
+                read,
+                write,
+                ..
+            } => Some(Notice::normal(
+                "TableCreated",
+                match billing {
+                    Billing::Provisioned => format!(
+                        "created DynamoDB table {table} (provisioned: {read} read, {write} write units)"
+                    ),
+                    Billing::PayPerRequest => {
+                        format!("created DynamoDB table {table} (on demand)")
+                    }
+                },
+            )),
+            AwsAction::DeleteTable => Some(Notice::normal(
+                "TableDeleted",
+                format!("deleted DynamoDB table {table} (deletionPolicy Delete)"),
+            )),
+            AwsAction::RegisterTarget {
+                dimension,
+                min,
+                max,
+            } => Some(
+                Notice::normal(
+                    "CapacityFloorChanged",
+                    format!(
+                        "{table}: {} capacity autoscaling between {min} and {max} units",
+                        dimension.as_str()
+                    ),
+                )
+                .action(format!(
+                    "RegisterScalableTarget {} {min}-{max}",
+                    dimension.as_str()
+                )),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Dimension;
+    use crate::crd::CountryTraffic;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }
+    }
+
+    fn traffic(country: &str, desired: i32, actual: Option<i32>) -> CountryTraffic {
+        CountryTraffic {
+            country: country.into(),
+            desired,
+            actual,
+            reason: None,
+        }
+    }
+
+    fn st(conditions: Vec<Condition>, traffic: Vec<CountryTraffic>) -> MarketGroupStatus {
+        MarketGroupStatus {
+            conditions,
+            traffic,
+            ..MarketGroupStatus::default()
+        }
+    }
+
+    fn reasons(n: &[Notice]) -> Vec<(&str, bool)> {
+        n.iter().map(|n| (n.reason.as_str(), n.warning)).collect()
+    }
+
+    #[test]
+    fn an_unchanged_status_publishes_nothing() {
+        let s = st(
+            vec![
+                cond("Ready", "True", "Ready", ""),
+                cond("Degraded", "True", "ApplyFailed", "boom"),
+                cond("StoreReady", "False", BOOTSTRAPPING, "filling"),
+            ],
+            vec![traffic("de", 50, Some(50)), traffic("at", 100, None)],
+        );
+        assert_eq!(status_notices(Some(&s), &s), vec![]);
+    }
+
+    #[test]
+    fn each_weight_step_is_one_event_per_country_with_from_and_to() {
+        let old = st(
+            vec![],
+            vec![
+                traffic("de", 100, Some(20)),
+                traffic("at", 100, Some(100)),
+                traffic("ch", 100, Some(30)),
+            ],
+        );
+        let new = st(
+            vec![],
+            vec![
+                traffic("de", 100, Some(40)),
+                traffic("at", 100, Some(100)),
+                traffic("ch", 100, None),
+                traffic("fr", 10, Some(10)),
+            ],
+        );
+        let n = status_notices(Some(&old), &new);
+        assert_eq!(
+            n.iter().map(|n| n.note.as_str()).collect::<Vec<_>>(),
+            [
+                "de: 20% → 40% of the country's traffic (desired 100%)",
+                "fr: unknown → 10% of the country's traffic (desired 10%)",
+            ]
+        );
+        assert_eq!(reasons(&n), [("TrafficShifted", false); 2]);
+        // Each step its own Event: the Recorder folds notices by reason and action.
+        assert_eq!(
+            n.iter().map(|n| n.action.as_str()).collect::<Vec<_>>(),
+            ["ShiftTraffic de 20% to 40", "ShiftTraffic fr unknown to 10"]
+        );
+        // The first status of a group: every known weight is news.
+        let n = status_notices(None, &new);
+        assert_eq!(n.len(), 3, "{n:?}");
+    }
+
+    #[test]
+    fn ready_degraded_and_bootstrap_transitions() {
+        let before = st(vec![cond("Ready", "True", "Ready", "")], vec![]);
+        let after = st(
+            vec![
+                cond(
+                    "Ready",
+                    "False",
+                    "WorkloadsNotReady",
+                    "products unavailable",
+                ),
+                cond("Degraded", "True", "ApplyFailed", "forbidden"),
+                cond("StoreReady", "False", BOOTSTRAPPING, "lag 9000 > 1000"),
+            ],
+            vec![],
+        );
+        let n = status_notices(Some(&before), &after);
+        assert_eq!(
+            reasons(&n),
+            [
+                ("NotReady", true),
+                ("ApplyFailed", true),
+                ("BootstrapStarted", false)
+            ]
+        );
+        assert_eq!(n[0].note, "products unavailable");
+        assert_eq!(n[2].note, "lag 9000 > 1000");
+        // Same degradation with another message: published again; bootstrap over; Ready back.
+        let later = st(
+            vec![
+                cond("Ready", "True", "Ready", ""),
+                cond("Degraded", "True", "ApplyFailed", "still forbidden"),
+                cond("StoreReady", "True", "TableActive", ""),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            reasons(&status_notices(Some(&after), &later)),
+            [
+                ("Ready", false),
+                ("ApplyFailed", true),
+                ("BootstrapFinished", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn store_actions_that_matter_to_a_person_become_events() {
+        let n = store_notices(
+            "shop-dach",
+            &[
+                AwsAction::CreateTable {
+                    billing: Billing::Provisioned,
+                    read: 5,
+                    write: 4000,
+                    tags: vec![],
+                },
+                AwsAction::RegisterTarget {
+                    dimension: Dimension::Write,
+                    min: 4000,
+                    max: 40000,
+                },
+                AwsAction::SetCapacity { read: 5, write: 5 },
+                AwsAction::DeleteTable,
+            ],
+        );
+        assert_eq!(
+            n.iter()
+                .map(|n| (n.reason.as_str(), n.note.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "TableCreated",
+                    "created DynamoDB table shop-dach (provisioned: 5 read, 4000 write units)"
+                ),
+                (
+                    "CapacityFloorChanged",
+                    "shop-dach: write capacity autoscaling between 4000 and 40000 units"
+                ),
+                (
+                    "TableDeleted",
+                    "deleted DynamoDB table shop-dach (deletionPolicy Delete)"
+                ),
+            ]
+        );
+        assert_eq!(
+            store_notices(
+                "t",
+                &[AwsAction::CreateTable {
+                    billing: Billing::PayPerRequest,
+                    read: 0,
+                    write: 0,
+                    tags: vec![]
+                }]
+            )[0]
+            .note,
+            "created DynamoDB table t (on demand)"
+        );
+    }
+}
