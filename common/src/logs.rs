@@ -17,9 +17,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Checks a filter in `RUST_LOG` syntax, as [`init`] will read it from [`FILTER_VAR`].
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::builder().parse(filter).map(drop).map_err(|e| {
+        format!("{filter:?} is not a log filter such as info or warn,prapi_dataplane=debug: {e}")
+    })
+}
+
 /// Installs the global tracing subscriber. A second call leaves the first in place and says so.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env(FILTER_VAR).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match std::env::var(FILTER_VAR) {
+        Ok(text) => EnvFilter::builder().parse(&text).unwrap_or_else(|e| {
+            eprintln!("{FILTER_VAR}={text:?} is not a log filter ({e}); logging at info");
+            EnvFilter::new("info")
+        }),
+        Err(_) => EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -280,12 +280,62 @@ pub struct BatchArgs {
     /// next owner (keep it under half the deadline so the retry fits).
     #[arg(long, env = "PRAPI_ATTEMPT_TIMEOUT_MS", default_value_t = 300)]
     pub attempt_timeout_ms: u64,
+    /// A products pod whose load exceeds this many times the average is passed over for the next
+    /// owner on the ring: Skipper's `consistentHashBalanceFactor`, and the operator renders one
+    /// value into both (docs/load-balancing.md). At least 1.
+    #[arg(long, env = "PRAPI_BALANCE_FACTOR", default_value_t = 1.25, value_parser = balance_factor)]
+    pub balance_factor: f64,
+    /// Hedging of slow lookups (off by default).
+    #[command(flatten)]
+    pub hedge: HedgeArgs,
     /// Overload settings.
     #[command(flatten)]
     pub overload: OverloadArgs,
     /// Connections and shutdown.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// Hedging of `prapi batch` (docs/load-balancing.md, "Hedging").
+#[derive(Debug, Clone, Args)]
+pub struct HedgeArgs {
+    /// Ask a second products pod too when a lookup is slower than `--hedge-percentile`.
+    #[arg(long, env = "PRAPI_HEDGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hedge: bool,
+    /// Latency percentile after which a lookup is hedged, in (0, 1), e.g. 0.95.
+    #[arg(long, env = "PRAPI_HEDGE_PERCENTILE", default_value_t = 0.95, value_parser = open_unit)]
+    pub hedge_percentile: f64,
+    /// Extra requests hedging may add, as a fraction of requests, in (0, 0.05].
+    #[arg(long, env = "PRAPI_HEDGE_BUDGET", default_value_t = 0.05, value_parser = hedge_budget)]
+    pub hedge_budget: f64,
+}
+
+/// `--balance-factor`: a finite number of at least 1.
+pub fn balance_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a balance factor: a number of at least 1, e.g. 1.25"
+        )),
+    }
+}
+
+fn open_unit(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a percentile between 0 and 1 (exclusive), e.g. 0.95"
+        )),
+    }
+}
+
+fn hedge_budget(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 0.05 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a hedge budget: more than 0 and at most 0.05"
+        )),
+    }
 }
 
 /// `prapi updater`.
@@ -380,6 +430,40 @@ mod tests {
         assert!(err("products --countries xx --store embedded --data-dir d").contains("ISO 3166"));
         assert!(err("batch --countries de").contains("--products-service"));
         assert!(err("local --cache-max-bytes 5Zi").contains("unknown unit"));
+    }
+
+    #[test]
+    fn batch_balance_factor_and_hedging_flags() {
+        let batch = |extra: &str| {
+            let mut args = vec!["batch", "--countries", "de", "--endpoints", "http://p:8080"];
+            args.extend(extra.split_whitespace());
+            match parse(&args).map(|c| c.command) {
+                Ok(Command::Batch(b)) => Ok((
+                    b.balance_factor,
+                    b.hedge.hedge,
+                    b.hedge.hedge_percentile,
+                    b.hedge.hedge_budget,
+                )),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        // Skipper's default factor, hedging off.
+        assert_eq!(batch(""), Ok((1.25, false, 0.95, 0.05)));
+        assert_eq!(
+            batch("--balance-factor 2 --hedge true --hedge-percentile 0.99 --hedge-budget 0.01"),
+            Ok((2.0, true, 0.99, 0.01))
+        );
+        for bad in [
+            "--balance-factor 0.5",
+            "--balance-factor NaN",
+            "--hedge-percentile 1",
+            "--hedge-percentile 0",
+            "--hedge-budget 0.06",
+            "--hedge-budget 0",
+        ] {
+            assert!(batch(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -27,8 +27,8 @@ use crate::http::server::{
 };
 use crate::lb::discovery::DEFAULT_DEBOUNCE;
 use crate::lb::{
-    Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, use_static_endpoints,
-    watch_endpoint_slices,
+    Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, hedge::HedgeConfig,
+    use_static_endpoints, watch_endpoint_slices,
 };
 use crate::metrics::{HttpMetrics, MeteredStore};
 use crate::model::{Country, Event, ProductId, Write};
@@ -307,7 +307,10 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         );
     }
     let balancer = Arc::new(Balancer::new(
-        BalancerConfig::default(),
+        BalancerConfig {
+            balance_factor: args.balance_factor,
+            ..BalancerConfig::default()
+        },
         Arc::new(MonotonicClock::new()),
     ));
     let _watch = if args.endpoints.is_empty() {
@@ -352,6 +355,11 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         },
         client: ClientConfig {
             attempt_timeout: Duration::from_millis(args.attempt_timeout_ms),
+            hedge: args.hedge.hedge.then(|| HedgeConfig {
+                percentile: args.hedge.hedge_percentile,
+                budget: args.hedge.hedge_budget,
+                ..HedgeConfig::default()
+            }),
             ..ClientConfig::default()
         },
         overload: (&args.overload).into(),

@@ -72,6 +72,39 @@ pub enum StoreChoice {
     None,
 }
 
+/// Parses `--balance-factor`: a number from 1 to 100, as `spec.products.balanceFactor` allows.
+pub fn parse_balance_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (1.0..=100.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a balance factor: a number from 1 to 100, e.g. 1.25"
+        )),
+    }
+}
+
+/// Parses a `--route-hosts` entry: a lower-case DNS name, optionally starting with `*.`.
+pub fn parse_route_host(s: &str) -> Result<String, String> {
+    let (wildcard, rest) = match s.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.len() <= 253 && rest.split('.').all(label_ok) {
+        Ok(format!("{}{rest}", if wildcard { "*." } else { "" }))
+    } else {
+        Err(format!(
+            "{s:?} is not a host name such as api.example.com or *.example.com"
+        ))
+    }
+}
+
 /// Parses a data plane variable, `NAME=VALUE`. Names follow Kubernetes' rule for environment
 /// variables; the operator's own `PRAPI_*` variables cannot be overridden this way.
 pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
@@ -164,9 +197,14 @@ pub struct RunArgs {
     /// The Gateway HTTPRoutes attach to, `NAMESPACE/NAME` (with --routing gateway-api).
     #[arg(long, env = "PRAPI_GATEWAY", value_parser = parse_gateway)]
     pub gateway: Option<(String, String)>,
-    /// consistentHashBalanceFactor of the Skipper products backends.
-    #[arg(long, env = "PRAPI_BALANCE_FACTOR", default_value_t = crate::render::routing::DEFAULT_BALANCE_FACTOR)]
+    /// Balance factor of the products pods of groups that set no `spec.products.balanceFactor`:
+    /// Skipper's consistentHashBalanceFactor on their routes and their batch component's ring.
+    #[arg(long, env = "PRAPI_BALANCE_FACTOR", default_value_t = crate::render::routing::DEFAULT_BALANCE_FACTOR, value_parser = parse_balance_factor)]
     pub balance_factor: f64,
+    /// Host names of the routes of countries whose groups set no `spec.traffic.hosts`
+    /// (comma-separated); none: the routes match any host.
+    #[arg(long, env = "PRAPI_ROUTE_HOSTS", value_delimiter = ',', value_parser = parse_route_host)]
+    pub route_hosts: Vec<String>,
     /// Whether the operator manages the groups' DynamoDB tables and their autoscaling.
     #[arg(long, env = "PRAPI_STORE", value_enum, default_value_t = StoreChoice::None)]
     pub store: StoreChoice,

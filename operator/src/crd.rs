@@ -6,6 +6,9 @@
 //! is read offline (`prapi-operator render`). The CEL rules are evaluated by the API server and, with
 //! the same rule text, client-side by [`crate::validate`].
 
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -97,6 +100,227 @@ pub struct MarketGroupSpec {
     /// The group's DynamoDB table.
     #[serde(default)]
     pub dynamodb: DynamoDb,
+
+    /// Logging of the data plane pods.
+    #[serde(default)]
+    pub logs: Logs,
+
+    /// Pod settings shared by the three components (each component's `pod` overrides them).
+    #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
+    pub pod: PodSettings,
+}
+
+/// Logging of the data plane pods (docs/operations.md, "Logs").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Logs {
+    /// Line format: `Json` (one object per line, for log shippers) or `Text`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Which events are logged, in `RUST_LOG` syntax (`info`, `warn,prapi_dataplane=debug`); the
+    /// pods read it from `PRAPI_LOG`.
+    #[serde(default = "default_log_filter")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub filter: String,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            filter: default_log_filter(),
+        }
+    }
+}
+
+fn default_log_filter() -> String {
+    "info".to_string()
+}
+
+/// Log line format of the data plane pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Labels the operator sets on every pod; a pod setting may not set them (they select the pods).
+pub const RESERVED_POD_LABELS: [&str; 5] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+];
+
+/// Prefix of the annotations the operator owns (`prapi.dev/config-hash`, ...).
+pub const RESERVED_ANNOTATION_PREFIX: &str = "prapi.dev/";
+
+/// Pod settings of the data plane Deployments: what a platform needs to place and wire pods
+/// (variables, labels, scheduling, pull secrets). The operator's own labels, probes, security
+/// context, resources and command line are not settable here, so they always win; docs/crd.md
+/// ("Pod settings") gives the merge rules of `spec.pod` and a component's `pod`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// Extra environment variables of the container (names unique; `PRAPI_*` is the operator's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "env_list")]
+    pub env: Vec<EnvVar>,
+    /// Extra variable sources of the container (ConfigMaps, Secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "list_of::<EnvFromSource, 16>")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Extra pod labels; the `app.kubernetes.io/*` labels the operator selects pods by are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_labels")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations; the `prapi.dev/` prefix is the operator's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_annotations")]
+    pub annotations: BTreeMap<String, String>,
+    /// Annotations of the group's ServiceAccount, e.g. `eks.amazonaws.com/role-arn` (only in
+    /// `spec.pod`: the components share one ServiceAccount).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_annotations")]
+    pub service_account_annotations: BTreeMap<String, String>,
+    /// Node labels a pod's node must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "label_map")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "list_of::<Toleration, 32>")]
+    #[x_kube(validation = Rule::new("self.all(t, !has(t.operator) || t.operator == 'Exists' || t.operator == 'Equal')")
+        .message("tolerations[].operator must be Exists or Equal"))]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "undocumented::<Affinity>")]
+    pub affinity: Option<Affinity>,
+    /// How the pods spread over the cluster; unset keeps the operator's default (across zones,
+    /// and across nodes for products and batch), `[]` spreads nothing. A constraint without a
+    /// `labelSelector` gets the component's pod selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "list_of::<TopologySpreadConstraint, 8>")]
+    #[x_kube(
+        validation = Rule::new("self.all(c, c.maxSkew >= 1)")
+            .message("topologySpreadConstraints[].maxSkew must be at least 1"),
+        validation = Rule::new("self.all(c, c.whenUnsatisfiable == 'DoNotSchedule' || c.whenUnsatisfiable == 'ScheduleAnyway')")
+            .message("topologySpreadConstraints[].whenUnsatisfiable must be DoNotSchedule or ScheduleAnyway")
+    )]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub priority_class_name: Option<String>,
+    /// Secrets holding registry credentials for the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "list_of::<LocalObjectReference, 16>")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+impl PodSettings {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The schema of a Kubernetes type without its field descriptions: the pod settings embed several
+/// large core types four times (shared and per component), and their descriptions alone would
+/// take the CRD past the 256 KiB that client-side `kubectl apply` can store in its annotation.
+/// `kubectl explain pod.spec` documents them.
+fn undocumented<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("description");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = generator.subschema_for::<T>().to_value();
+    strip(&mut value);
+    schemars::Schema::try_from(value)
+        .expect("a schema stays a JSON object without its descriptions")
+}
+
+/// A list of at most `MAX` Kubernetes `T`s (see [`undocumented`]).
+fn list_of<T: JsonSchema, const MAX: usize>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    let item = undocumented::<T>(generator);
+    schemars::json_schema!({"type": "array", "maxItems": MAX, "items": item})
+}
+
+/// CEL rule refusing the operator's pod labels in a label map.
+fn reserved_labels_rule() -> String {
+    let keys = RESERVED_POD_LABELS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[{keys}].all(k, !(k in self))")
+}
+
+/// Label values as Kubernetes takes them: at most 63 characters, alphanumeric at both ends.
+const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+fn label_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}
+    })
+}
+
+fn pod_labels(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = label_map(generator);
+    schema.insert(
+        "x-kubernetes-validations".into(),
+        serde_json::json!([{
+            "rule": reserved_labels_rule(),
+            "message": "pod.labels must not set the operator's labels (app.kubernetes.io/name, instance, component, managed-by, part-of): they select the group's pods"
+        }]),
+    );
+    schema
+}
+
+fn pod_annotations(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations": [{
+            "rule": format!("self.all(k, !k.startsWith('{RESERVED_ANNOTATION_PREFIX}'))"),
+            "message": format!("annotations must not use the {RESERVED_ANNOTATION_PREFIX} prefix: the operator owns it")
+        }]
+    })
+}
+
+/// Environment variables as a list keyed by name (the API server refuses a name given twice).
+fn env_list(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = undocumented::<EnvVar>(generator);
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": item,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        "x-kubernetes-validations": [{
+            "rule": "self.all(e, !e.name.startsWith('PRAPI_'))",
+            "message": "pod.env must not set PRAPI_* variables: they carry the operator's own settings"
+        }]
+    })
 }
 
 /// Traffic share of the group.
@@ -115,13 +339,28 @@ pub struct Traffic {
     #[x_kube(validation = Rule::new("self == '' || (self.size() <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
         .message("traffic.segment must be empty or a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"))]
     pub segment: String,
+
+    /// Host names the routes of the group's countries match (RouteGroup `hosts`, HTTPRoute
+    /// `hostnames`); empty: the operator's `--route-hosts`, and with neither, any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new(format!("self.all(h, h.matches('{HOST_PATTERN}'))"))
+        .message("traffic.hosts must be lower-case DNS names such as api.example.com, optionally starting with *."))]
+    pub hosts: Vec<String>,
 }
+
+/// A route host name: a lower-case DNS name, optionally a wildcard `*.` in front (what both
+/// Skipper's `hosts` and Gateway API's `hostnames` take). Character classes instead of escapes,
+/// so the pattern needs no quoting inside a CEL string.
+pub const HOST_PATTERN: &str =
+    "^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 impl Default for Traffic {
     fn default() -> Self {
         Self {
             weight: default_weight(),
             segment: String::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -167,9 +406,21 @@ pub struct Products {
     /// The pod-local cache.
     #[serde(default)]
     pub cache: Cache,
+    /// A products pod whose load exceeds this many times the average is passed over for the next
+    /// owner of a product: used both by Skipper's `consistentHashBalanceFactor` on the products
+    /// routes and by the batch component's ring. Unset: the operator's `--balance-factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1.0 && self <= 100.0")
+        .message("products.balanceFactor must be between 1 and 100 (1.25 lets a pod take 25% more than the average)"))]
+    pub balance_factor: Option<f64>,
     /// Container resources of a products pod.
     #[serde(default = "default_products_resources")]
     pub resources: Resources,
+    /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
+    #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
+    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
+        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
+    pub pod: PodSettings,
 }
 
 impl Default for Products {
@@ -178,7 +429,9 @@ impl Default for Products {
             replicas: default_products_replicas(),
             target_cpu_utilization: default_cpu_target(),
             cache: Cache::default(),
+            balance_factor: None,
             resources: default_products_resources(),
+            pod: PodSettings::default(),
         }
     }
 }
@@ -305,9 +558,17 @@ pub struct Batch {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100")
         .message("batch.maxItems must be between 1 and 100"))]
     pub max_items: i32,
+    /// Hedging of slow lookups on products pods (off by default).
+    #[serde(default)]
+    pub hedging: Hedging,
     /// Container resources of a batch pod.
     #[serde(default = "default_batch_resources")]
     pub resources: Resources,
+    /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
+    #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
+    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
+        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
+    pub pod: PodSettings,
 }
 
 impl Default for Batch {
@@ -316,9 +577,49 @@ impl Default for Batch {
             replicas: default_batch_replicas(),
             target_cpu_utilization: default_cpu_target(),
             max_items: default_max_items(),
+            hedging: Hedging::default(),
             resources: default_batch_resources(),
+            pod: PodSettings::default(),
         }
     }
+}
+
+/// Hedging of the batch component (docs/load-balancing.md, "Hedging"): a lookup slower than a
+/// latency percentile also asks the next owner, within a budget of extra requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hedging {
+    /// Whether slow lookups are hedged.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Latency percentile (percent) after which a lookup is hedged.
+    #[serde(default = "default_hedge_percentile")]
+    #[x_kube(validation = Rule::new("self >= 50 && self <= 99")
+        .message("batch.hedging.percentile must be between 50 and 99 (percent)"))]
+    pub percentile: i32,
+    /// Most extra requests hedging may add, in percent of the lookups.
+    #[serde(default = "default_hedge_budget")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 5")
+        .message("batch.hedging.budgetPercent must be between 1 and 5"))]
+    pub budget_percent: i32,
+}
+
+impl Default for Hedging {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            percentile: default_hedge_percentile(),
+            budget_percent: default_hedge_budget(),
+        }
+    }
+}
+
+fn default_hedge_percentile() -> i32 {
+    95
+}
+
+fn default_hedge_budget() -> i32 {
+    5
 }
 
 fn default_batch_replicas() -> Replicas {
@@ -355,6 +656,11 @@ pub struct Updater {
     /// Container resources of an updater pod.
     #[serde(default = "default_updater_resources")]
     pub resources: Resources,
+    /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
+    #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
+    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
+        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
+    pub pod: PodSettings,
 }
 
 impl Default for Updater {
@@ -364,6 +670,7 @@ impl Default for Updater {
             lag_threshold: default_lag_threshold(),
             max_replicas: None,
             resources: default_updater_resources(),
+            pod: PodSettings::default(),
         }
     }
 }
@@ -397,6 +704,12 @@ pub struct Kafka {
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')")
         .message("updater.kafka.offersTopic must be a Kafka topic name: 1-249 of [a-zA-Z0-9._-]"))]
     pub offers_topic: String,
+    /// Topic the updater sends messages it cannot parse to; empty: none (they are counted and logged).
+    #[serde(default)]
+    #[schemars(length(max = 249))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^[a-zA-Z0-9._-]{1,249}$')")
+        .message("updater.kafka.deadLetterTopic must be empty or a Kafka topic name: 1-249 of [a-zA-Z0-9._-]"))]
+    pub dead_letter_topic: String,
     /// Consumer group; empty means `prapi-<namespace>-<name>`.
     #[serde(default)]
     #[schemars(length(max = 255))]
@@ -413,6 +726,7 @@ impl Default for Kafka {
             bootstrap_servers: default_bootstrap(),
             products_topic: default_products_topic(),
             offers_topic: default_offers_topic(),
+            dead_letter_topic: String::new(),
             consumer_group: String::new(),
             partitions: default_partitions(),
         }

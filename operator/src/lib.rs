@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod offline;
 pub mod plan;
+pub mod pod_settings;
 pub mod quantity;
 pub mod reconcile;
 pub mod render;

@@ -3,7 +3,8 @@
 //! Rendering works from this, never from the raw custom resource, so naming rules (table, consumer
 //! group, child names) live in one place and the renderers stay free of Kubernetes plumbing.
 
-use crate::crd::{DynamoDb, Resources};
+use crate::crd::{DynamoDb, Hedging, LogFormat, PodSettings, Resources};
+use std::collections::BTreeMap;
 
 /// Everything the renderers need to know about one market group.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +19,8 @@ pub struct GroupPlan {
     pub weight: i32,
     /// Traffic segment; empty for none.
     pub segment: String,
+    /// Route host names (`spec.traffic.hosts`); empty for the operator's.
+    pub hosts: Vec<String>,
     /// The products component.
     pub products: ProductsPlan,
     /// The batch component.
@@ -31,6 +34,14 @@ pub struct GroupPlan {
     /// Variables every data plane container gets from the installation (`--data-plane-env`),
     /// after the operator's own `PRAPI_*` ones; names never start with `PRAPI_`.
     pub env: Vec<(String, String)>,
+    /// Log format of the pods.
+    pub log_format: LogFormat,
+    /// Log filter of the pods (`PRAPI_LOG`).
+    pub log_filter: String,
+    /// The installation's balance factor (`--balance-factor`), for groups that set none.
+    pub default_balance_factor: f64,
+    /// Annotations of the group's ServiceAccount (`spec.pod.serviceAccountAnnotations`).
+    pub service_account_annotations: BTreeMap<String, String>,
 }
 
 /// Identity of the MarketGroup that owns the rendered objects.
@@ -66,8 +77,12 @@ pub struct ProductsPlan {
     pub cache_stale_seconds: i32,
     /// Cache budget, bytes.
     pub cache_max_bytes: u64,
+    /// `spec.products.balanceFactor`; unset: the installation's ([`GroupPlan::balance_factor`]).
+    pub balance_factor: Option<f64>,
     /// Container resources.
     pub resources: Resources,
+    /// Pod settings: `spec.pod` merged with the component's own.
+    pub pod: PodSettings,
 }
 
 /// The batch component.
@@ -79,8 +94,12 @@ pub struct BatchPlan {
     pub target_cpu_utilization: i32,
     /// Most ids per batch request.
     pub max_items: i32,
+    /// Hedging.
+    pub hedging: Hedging,
     /// Container resources.
     pub resources: Resources,
+    /// Pod settings: `spec.pod` merged with the component's own.
+    pub pod: PodSettings,
 }
 
 /// The updater.
@@ -92,6 +111,8 @@ pub struct UpdaterPlan {
     pub products_topic: String,
     /// Topic of offer events.
     pub offers_topic: String,
+    /// Dead-letter topic; empty for none.
+    pub dead_letter_topic: String,
     /// Consumer group.
     pub consumer_group: String,
     /// Partitions per topic.
@@ -102,6 +123,8 @@ pub struct UpdaterPlan {
     pub max_replicas: i32,
     /// Container resources.
     pub resources: Resources,
+    /// Pod settings: `spec.pod` merged with the component's own.
+    pub pod: PodSettings,
 }
 
 /// The three Deployments of a group.
@@ -136,6 +159,20 @@ impl GroupPlan {
         self
     }
 
+    /// The plan with the installation's balance factor for groups that set none.
+    pub fn with_default_balance_factor(mut self, factor: f64) -> Self {
+        self.default_balance_factor = factor;
+        self
+    }
+
+    /// The balance factor of the products pods: the group's, else the installation's. Skipper's
+    /// products routes and the batch component's ring both use it.
+    pub fn balance_factor(&self) -> f64 {
+        self.products
+            .balance_factor
+            .unwrap_or(self.default_balance_factor)
+    }
+
     /// Name of a child object: `<group>-<suffix>`.
     pub fn child_name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.owner.name)
@@ -164,6 +201,15 @@ impl GroupPlan {
     /// The group's ConfigMap.
     pub fn config_map_name(&self) -> String {
         self.child_name("config")
+    }
+
+    /// A component's pod settings (shared and its own, merged).
+    pub fn pod(&self, c: Component) -> &PodSettings {
+        match c {
+            Component::Updater => &self.updater.pod,
+            Component::Products => &self.products.pod,
+            Component::Batch => &self.batch.pod,
+        }
     }
 
     /// Countries as the `--countries` flag takes them: `de,at`.

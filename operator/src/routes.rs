@@ -165,6 +165,7 @@ impl RoutesStep {
             let Ok(plan) = validate::plan(mg, &self.default_image, ns) else {
                 continue;
             };
+            let plan = plan.with_default_balance_factor(self.options.balance_factor);
             let stored_ready = status::is_true(mg.status.as_ref(), WORKLOADS_READY)
                 && (!self.store_managed || status::is_true(mg.status.as_ref(), STORE_READY));
             let is_fresh = mg.name_any() == fresh.name;
@@ -335,6 +336,8 @@ pub fn group_routing(
         countries: plan.countries.clone(),
         weight: plan.weight,
         segment: plan.segment.clone(),
+        balance_factor: plan.balance_factor(),
+        hosts: plan.hosts.clone(),
         ready,
         deleting,
         products_service: ServiceRef {
@@ -386,33 +389,44 @@ mod tests {
             image: "prapi:test".into(),
             weight: 40,
             segment: "canary".into(),
+            hosts: Vec::new(),
             products: ProductsPlan {
                 replicas: ReplicaRange { min: 2, max: 20 },
                 target_cpu_utilization: 70,
                 cache_ttl_seconds: 60,
                 cache_stale_seconds: 15,
                 cache_max_bytes: 1,
+                balance_factor: None,
                 resources: Default::default(),
+                pod: Default::default(),
             },
             batch: BatchPlan {
                 replicas: ReplicaRange { min: 2, max: 10 },
                 target_cpu_utilization: 70,
                 max_items: 100,
+                hedging: Default::default(),
                 resources: Default::default(),
+                pod: Default::default(),
             },
             updater: UpdaterPlan {
                 bootstrap_servers: "k:9092".into(),
                 products_topic: "p".into(),
                 offers_topic: "o".into(),
+                dead_letter_topic: String::new(),
                 consumer_group: "g".into(),
                 partitions: 12,
                 lag_threshold: 5000,
                 max_replicas: 12,
                 resources: Default::default(),
+                pod: Default::default(),
             },
             table: "t".into(),
             dynamodb: Default::default(),
             env: Vec::new(),
+            default_balance_factor: 1.25,
+            log_format: Default::default(),
+            log_filter: "info".into(),
+            service_account_annotations: Default::default(),
         }
     }
 

@@ -61,6 +61,7 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
             crate::render::routing::RouteOptions {
                 gateway: args.gateway.clone(),
                 balance_factor: args.balance_factor,
+                hosts: args.route_hosts.clone(),
             },
             args.default_image.clone(),
             args.store == StoreChoice::Aws,
@@ -218,6 +219,7 @@ async fn context(
         default_image: args.default_image.clone(),
         data_plane_env: args.data_plane_env.clone(),
         updater_autoscaler: args.updater_autoscaler,
+        balance_factor: args.balance_factor,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
     let recorder = Recorder::new(

@@ -9,6 +9,7 @@ use crate::crd::MarketGroup;
 use crate::plan::{
     BatchPlan, GroupPlan, Owner, ProductsPlan, ReplicaRange, UpdaterPlan, default_resource_name,
 };
+use crate::pod_settings::merge;
 use crate::quantity;
 use kube::CustomResourceExt;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
@@ -121,6 +122,33 @@ fn check_quantities(mg: &MarketGroup) -> Result<(), InvalidSpec> {
     }
 }
 
+/// Checks that no pod settings' `env` names a variable twice (the API server refuses it through the
+/// schema's list-map keys, which the CEL evaluator does not see).
+fn check_env_names(mg: &MarketGroup) -> Result<(), InvalidSpec> {
+    let spec = &mg.spec;
+    let mut problems = Vec::new();
+    for (path, settings) in [
+        ("spec.pod", &spec.pod),
+        ("spec.products.pod", &spec.products.pod),
+        ("spec.batch.pod", &spec.batch.pod),
+        ("spec.updater.pod", &spec.updater.pod),
+    ] {
+        for (i, e) in settings.env.iter().enumerate() {
+            if settings.env[..i].iter().any(|f| f.name == e.name) {
+                problems.push(format!(
+                    "{path}.env[{i}]: Duplicate value: {:?} (env is a list keyed by name)",
+                    e.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec { problems })
+    }
+}
+
 /// Validates `mg` and resolves it into a plan. `default_image` fills an empty `spec.image`;
 /// `default_namespace` is used when the manifest has none (offline rendering).
 pub fn plan(
@@ -136,6 +164,9 @@ pub fn plan(
     check_cel(mg)?;
     let spec = &mg.spec;
     check_quantities(mg)?;
+    check_env_names(mg)?;
+    prapi_common::logs::check_filter(&spec.logs.filter)
+        .map_err(|e| InvalidSpec::one(format!("spec.logs.filter: {e}")))?;
     let namespace = mg
         .metadata
         .namespace
@@ -165,6 +196,7 @@ pub fn plan(
         image,
         weight: spec.traffic.weight,
         segment: spec.traffic.segment.clone(),
+        hosts: spec.traffic.hosts.clone(),
         products: ProductsPlan {
             replicas: ReplicaRange {
                 min: spec.products.replicas.min,
@@ -174,7 +206,9 @@ pub fn plan(
             cache_ttl_seconds: spec.products.cache.ttl_seconds,
             cache_stale_seconds: spec.products.cache.stale_seconds,
             cache_max_bytes,
+            balance_factor: spec.products.balance_factor,
             resources: spec.products.resources.clone(),
+            pod: merge(&spec.pod, &spec.products.pod),
         },
         batch: BatchPlan {
             replicas: ReplicaRange {
@@ -183,12 +217,15 @@ pub fn plan(
             },
             target_cpu_utilization: spec.batch.target_cpu_utilization,
             max_items: spec.batch.max_items,
+            hedging: spec.batch.hedging.clone(),
             resources: spec.batch.resources.clone(),
+            pod: merge(&spec.pod, &spec.batch.pod),
         },
         updater: UpdaterPlan {
             bootstrap_servers: kafka.bootstrap_servers.clone(),
             products_topic: kafka.products_topic.clone(),
             offers_topic: kafka.offers_topic.clone(),
+            dead_letter_topic: kafka.dead_letter_topic.clone(),
             consumer_group: or_default(&kafka.consumer_group),
             partitions: kafka.partitions,
             lag_threshold: spec.updater.lag_threshold,
@@ -198,10 +235,15 @@ pub fn plan(
                 .unwrap_or(kafka.partitions)
                 .min(kafka.partitions),
             resources: spec.updater.resources.clone(),
+            pod: merge(&spec.pod, &spec.updater.pod),
         },
         table: or_default(&spec.dynamodb.table),
         dynamodb: spec.dynamodb.clone(),
         env: Vec::new(),
+        default_balance_factor: crate::render::routing::DEFAULT_BALANCE_FACTOR,
+        log_format: spec.logs.format,
+        log_filter: spec.logs.filter.clone(),
+        service_account_annotations: spec.pod.service_account_annotations.clone(),
         owner: Owner {
             namespace: namespace.clone(),
             name: name.clone(),

@@ -261,6 +261,132 @@ async fn spec_edits_roll_out_exactly_what_changed() {
     );
 }
 
+/// The live pod template of a Deployment, as JSON.
+async fn live_template(deployments: &Api<Deployment>, name: &str) -> (i64, Value) {
+    let d = deployments.get(name).await.expect("deployment");
+    let generation = d.metadata.generation.unwrap_or(0);
+    let spec = d.spec.expect("spec");
+    (
+        generation,
+        serde_json::to_value(spec.template).expect("json"),
+    )
+}
+
+#[tokio::test]
+async fn pod_settings_merge_into_the_live_deployments_and_leave_them_when_removed() {
+    let shared = json!({
+        "env": [{"name": "A", "value": "shared"}, {"name": "B", "value": "shared"}],
+        "labels": {"team": "catalogue", "tier": "shared"},
+        "annotations": {"example.com/owner": "catalogue"},
+        "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "imagePullSecrets": [{"name": "registry"}]
+    });
+    let Some(ReadyGroup { c, ns, op: _op, .. }) = ready_group(
+        "mg-pod",
+        &forced_hpa(),
+        json!({"countries": ["de"], "pod": shared}),
+    )
+    .await
+    else {
+        return;
+    };
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &ns);
+    let mg = get_group(&c.client, &ns, "g").await;
+    let (applied, rendered) = live_as_rendered(&c.client, &ns, &mg).await;
+    assert!(applied >= rendered);
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(c.client.clone(), &ns);
+    let live_sa = sa.get("g").await.expect("service account");
+    assert_eq!(
+        live_sa.metadata.annotations.unwrap_or_default()["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/r"
+    );
+    let (_, products_before) = live_template(&deployments, "g-products").await;
+    let (batch_generation, _) = live_template(&deployments, "g-batch").await;
+    let (updater_generation, _) = live_template(&deployments, "g-updater").await;
+
+    // An override on the updater merges over the shared settings there and nowhere else.
+    patch_group(
+        &c.client,
+        &ns,
+        "g",
+        json!({"spec": {"updater": {"pod": {
+            "env": [{"name": "B", "value": "updater"}],
+            "labels": {"tier": "updater"},
+            "tolerations": [{"key": "batch-work", "operator": "Exists"}]
+        }}}}),
+    )
+    .await;
+    let updater = eventually("the updater's template carries its override", || async {
+        let (generation, t) = live_template(&deployments, "g-updater").await;
+        (generation > updater_generation).then_some(t)
+    })
+    .await;
+    let env: Vec<Value> = updater["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter(|e| e.get("value").is_some())
+        .cloned()
+        .collect();
+    assert_eq!(
+        env,
+        vec![
+            json!({"name": "A", "value": "shared"}),
+            json!({"name": "B", "value": "updater"})
+        ]
+    );
+    assert_eq!(updater["metadata"]["labels"]["tier"], "updater");
+    assert_eq!(updater["metadata"]["labels"]["team"], "catalogue");
+    assert_eq!(
+        updater["metadata"]["labels"]["app.kubernetes.io/component"],
+        "updater"
+    );
+    assert_eq!(
+        updater["spec"]["tolerations"],
+        json!([
+            {"key": "dedicated", "operator": "Exists"},
+            {"key": "batch-work", "operator": "Exists"}
+        ])
+    );
+    wait_ready(&c.client, &ns, "g").await;
+    let (_, products_after) = live_template(&deployments, "g-products").await;
+    assert_eq!(products_after, products_before, "products untouched");
+    assert_eq!(
+        live_template(&deployments, "g-batch").await.0,
+        batch_generation,
+        "batch untouched"
+    );
+
+    // Removing the override (and a shared label) takes its fields off the live object.
+    patch_group(
+        &c.client,
+        &ns,
+        "g",
+        json!({"spec": {"updater": {"pod": null}, "pod": {"labels": {"tier": null}}}}),
+    )
+    .await;
+    let updater = eventually("the override is gone from the updater", || async {
+        let (_, t) = live_template(&deployments, "g-updater").await;
+        (t["metadata"]["labels"].get("tier").is_none()).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        updater["spec"]["tolerations"],
+        json!([{"key": "dedicated", "operator": "Exists"}])
+    );
+    assert!(
+        updater["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .contains(&json!({"name": "B", "value": "shared"}))
+    );
+    let mg = wait_ready(&c.client, &ns, "g").await;
+    let (applied, rendered) = live_as_rendered(&c.client, &ns, &mg).await;
+    assert!(applied >= rendered);
+}
+
 fn invalid_fixtures() -> Vec<(String, Value, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -714,8 +840,16 @@ async fn offline_render_matches_what_the_operator_applies() {
         .create(&Default::default(), &mg)
         .await
         .expect("create");
-    let mg = wait_ready(&c.client, &ns, &name).await;
-    live_as_rendered(&c.client, &ns, &mg).await;
+    // The fixture's pod settings (a node selector, a PriorityClass that does not exist) keep its
+    // pods from running, so this waits for the objects, not for Ready.
+    let expected = expected_children(&mg, UpdaterAutoscaler::ExternalMetricHpa).len();
+    eventually("every child applied", || async {
+        (children(&c.client, &ns, &name, &ChildKind::ALL).await.len() >= expected).then_some(())
+    })
+    .await;
+    let mg = get_group(&c.client, &ns, &name).await;
+    let (live, rendered) = live_as_rendered(&c.client, &ns, &mg).await;
+    assert_eq!(live, rendered);
 }
 
 /// The Helm chart's RBAC is all the operator needs: its ServiceAccount, Roles and bindings are

@@ -161,8 +161,13 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         json!({"path": {"type": "Exact", "value": "/products"}, "method": "GET",
                "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]})
     );
+    // X-Country in every spelling: `DE` routes like `de`.
     assert_eq!(
-        rules[1]["matches"][1]["path"],
+        rules[0]["matches"][3]["headers"],
+        json!([{"type": "Exact", "name": "X-Country", "value": "DE"}])
+    );
+    assert_eq!(
+        rules[1]["matches"][4]["path"],
         json!({"type": "PathPrefix", "value": "/product-offers"})
     );
     assert_eq!(r["metadata"]["labels"]["prapi.dev/country"], "de");
@@ -392,7 +397,7 @@ async fn skipper_route_groups_segments_unready_groups_and_deletion() {
         json!({
             "path": "/products/:id",
             "methods": ["GET", "HEAD"],
-            "predicates": ["Header(\"X-Country\", \"de\")", "Header(\"X-Traffic-Segment\", \"canary\")"],
+            "predicates": ["HeaderRegexp(\"X-Country\", \"(?i)^de$\")", "Header(\"X-Traffic-Segment\", \"canary\")"],
             "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
             "backends": [{"backendName": "s-products", "weight": 100}],
         })

@@ -12,21 +12,29 @@ use prapi_operator::render::workloads as w;
 use prapi_operator::validate;
 use std::path::Path;
 
+/// The flag of `subcommand` (or a global one, such as `--log-format`) that reads `var`.
 fn flag_for_env(subcommand: &str, var: &str) -> Option<String> {
     let cmd = Cli::command();
     let sub = cmd.find_subcommand(subcommand)?;
     sub.get_arguments()
+        .chain(cmd.get_arguments().filter(|a| a.is_global_set()))
         .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(var))
         .and_then(|a| a.get_long())
         .map(str::to_string)
 }
 
 /// What the container would run, as argv for the parser: the command line, then each ConfigMap
-/// variable as the flag it stands for.
+/// variable as the flag it stands for. The log filter is no flag: the log setup reads it, and its
+/// own parser must accept it.
 fn argv(plan: &GroupPlan, c: Component) -> Vec<String> {
     let mut argv = vec![w::BINARY.to_string()];
     argv.extend(w::args(plan, c));
     for (var, value) in w::component_env(plan, c) {
+        if var == prapi_common::logs::FILTER_VAR {
+            prapi_common::logs::check_filter(&value)
+                .unwrap_or_else(|e| panic!("{} pods cannot read their filter: {e}", c.as_str()));
+            continue;
+        }
         let flag = flag_for_env(c.as_str(), &var)
             .unwrap_or_else(|| panic!("`prapi {}` has no flag reading {var}", c.as_str()));
         argv.push(format!("--{flag}"));
@@ -37,9 +45,13 @@ fn argv(plan: &GroupPlan, c: Component) -> Vec<String> {
 
 fn parse(plan: &GroupPlan, c: Component) -> Command {
     let argv = argv(plan, c);
-    Cli::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("prapi rejects {argv:?}:\n{e}"))
-        .command
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("prapi rejects {argv:?}:\n{e}"));
+    let format = match plan.log_format {
+        prapi_operator::crd::LogFormat::Json => prapi_common::logs::LogFormat::Json,
+        prapi_operator::crd::LogFormat::Text => prapi_common::logs::LogFormat::Text,
+    };
+    assert_eq!(cli.log_format, format, "{}", c.as_str());
+    cli.command
 }
 
 /// The ops listener the probes use and the shutdown settings the grace period is made for.
@@ -85,6 +97,11 @@ fn check(plan: &GroupPlan) {
             assert!(a.endpoints.is_empty());
             assert_eq!(a.max_items, plan.batch.max_items as usize);
             serving(&a.serve);
+            assert_eq!(a.balance_factor, plan.balance_factor());
+            let h = &plan.batch.hedging;
+            assert_eq!(a.hedge.hedge, h.enabled);
+            assert_eq!(a.hedge.hedge_percentile, f64::from(h.percentile) / 100.0);
+            assert_eq!(a.hedge.hedge_budget, f64::from(h.budget_percent) / 100.0);
         }
         other => panic!("batch parsed as {other:?}"),
     }
@@ -94,6 +111,11 @@ fn check(plan: &GroupPlan) {
             assert_eq!(a.products_topic, plan.updater.products_topic);
             assert_eq!(a.offers_topic, plan.updater.offers_topic);
             assert_eq!(a.group, plan.updater.consumer_group);
+            let dead_letters = &plan.updater.dead_letter_topic;
+            assert_eq!(
+                a.dead_letter_topic.as_deref(),
+                (!dead_letters.is_empty()).then_some(dead_letters.as_str())
+            );
             assert_eq!(a.countries.to_string(), countries);
             assert_eq!(a.store.store, StoreKind::Dynamodb);
             assert_eq!(a.store.table.as_deref(), Some(plan.table.as_str()));

@@ -2,7 +2,12 @@
 //! that sets everything.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EnvFromSource, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, SecretEnvSource,
+    SecretKeySelector, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use prapi_operator::crd::MarketGroup;
 use prapi_operator::offline;
@@ -325,14 +330,387 @@ fn serving_components_roll_without_losing_capacity_and_spread() {
             ru.max_unavailable,
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
         );
-        let spread = pod(&d)
-            .topology_spread_constraints
-            .as_ref()
-            .expect("spread");
-        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
     }
     let u = w::deployment(&p, Component::Updater);
     assert!(u.spec.as_ref().and_then(|s| s.strategy.as_ref()).is_none());
+}
+
+fn spread(key: &str, component: &str) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(
+                labels(Some(component))
+                    .into_iter()
+                    .filter(|(k, _)| !k.ends_with("managed-by") && !k.ends_with("part-of"))
+                    .collect(),
+            ),
+            ..LabelSelector::default()
+        }),
+        match_label_keys: Some(strings(&["pod-template-hash"])),
+        ..TopologySpreadConstraint::default()
+    }
+}
+
+#[test]
+fn by_default_every_component_spreads_across_zones_and_serving_ones_across_nodes() {
+    let p = default_plan();
+    let zone = "topology.kubernetes.io/zone";
+    let node = "kubernetes.io/hostname";
+    let got = |c| {
+        pod(&w::deployment(&p, c))
+            .topology_spread_constraints
+            .clone()
+    };
+    assert_eq!(got(Component::Updater), Some(vec![spread(zone, "updater")]));
+    assert_eq!(
+        got(Component::Products),
+        Some(vec![spread(zone, "products"), spread(node, "products")])
+    );
+    assert_eq!(
+        got(Component::Batch),
+        Some(vec![spread(zone, "batch"), spread(node, "batch")])
+    );
+    // `[]` spreads nothing; a given constraint without a selector gets the component's.
+    let p = plan_of(
+        "  countries: [de]
+  pod:
+    topologySpreadConstraints: []
+  batch:
+    pod:
+      topologySpreadConstraints: [{maxSkew: 3, topologyKey: rack, whenUnsatisfiable: DoNotSchedule}]
+",
+    );
+    let got = |c| {
+        pod(&w::deployment(&p, c))
+            .topology_spread_constraints
+            .clone()
+    };
+    assert_eq!(got(Component::Updater), None);
+    assert_eq!(got(Component::Products), None);
+    let mut want = spread("rack", "batch");
+    want.max_skew = 3;
+    want.when_unsatisfiable = "DoNotSchedule".into();
+    want.match_label_keys = None;
+    assert_eq!(got(Component::Batch), Some(vec![want]));
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// The pod settings' part of a container's variables: those not from the operator's ConfigMap.
+fn settings_env(d: &Deployment) -> Vec<EnvVar> {
+    container(d)
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.config_map_key_ref.as_ref())
+                .is_none()
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn shared_pod_settings_reach_every_component_field_by_field() {
+    let p = plan_of(
+        r#"  countries: [de]
+  pod:
+    env:
+      - {name: AWS_REGION, value: eu-central-1}
+      - name: TOKEN
+        valueFrom: {secretKeyRef: {name: creds, key: token}}
+    envFrom: [{secretRef: {name: more}}]
+    labels: {team: catalogue}
+    annotations: {example.com/owner: catalogue}
+    serviceAccountAnnotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1:role/r"}
+    nodeSelector: {kubernetes.io/arch: arm64}
+    tolerations: [{key: dedicated, operator: Equal, value: prapi, effect: NoSchedule}]
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+            - matchExpressions: [{key: kubernetes.io/os, operator: In, values: [linux]}]
+    topologySpreadConstraints:
+      - {maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {team: catalogue}}}
+    priorityClassName: prapi-serving
+    imagePullSecrets: [{name: registry}]
+"#,
+    );
+    let affinity = Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: "kubernetes.io/os".into(),
+                        operator: "In".into(),
+                        values: Some(strings(&["linux"])),
+                    }]),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    };
+    for c in Component::ALL {
+        let d = w::deployment(&p, c);
+        let token = EnvVar {
+            name: "TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: "creds".into(),
+                    key: "token".into(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        assert_eq!(
+            settings_env(&d),
+            vec![env_var("AWS_REGION", "eu-central-1"), token],
+            "{c:?}"
+        );
+        assert_eq!(
+            container(&d).env_from,
+            Some(vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: "more".into(),
+                    optional: None
+                }),
+                ..EnvFromSource::default()
+            }])
+        );
+        let template = d
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .metadata
+            .clone()
+            .expect("meta");
+        let mut want_labels = labels(Some(c.as_str()));
+        want_labels.insert("team".into(), "catalogue".into());
+        assert_eq!(template.labels, Some(want_labels));
+        let annotations = template.annotations.expect("annotations");
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["example.com/owner", ANNOTATION_CONFIG_HASH]
+        );
+        assert_eq!(annotations["example.com/owner"], "catalogue");
+        let spec = pod(&d);
+        assert_eq!(
+            spec.node_selector,
+            Some(BTreeMap::from([(
+                "kubernetes.io/arch".into(),
+                "arm64".into()
+            )]))
+        );
+        assert_eq!(
+            spec.tolerations,
+            Some(vec![Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Equal".into()),
+                value: Some("prapi".into()),
+                effect: Some("NoSchedule".into()),
+                toleration_seconds: None,
+            }])
+        );
+        assert_eq!(spec.affinity, Some(affinity.clone()));
+        let mut want_spread = spread("topology.kubernetes.io/zone", c.as_str());
+        want_spread.max_skew = 2;
+        want_spread.when_unsatisfiable = "DoNotSchedule".into();
+        want_spread.match_label_keys = None;
+        want_spread.label_selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("team".into(), "catalogue".into())])),
+            ..LabelSelector::default()
+        });
+        assert_eq!(spec.topology_spread_constraints, Some(vec![want_spread]));
+        assert_eq!(spec.priority_class_name.as_deref(), Some("prapi-serving"));
+        assert_eq!(
+            spec.image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "registry".into()
+            }])
+        );
+    }
+    assert_eq!(
+        w::service_account(&p).metadata.annotations,
+        Some(BTreeMap::from([(
+            "eks.amazonaws.com/role-arn".into(),
+            "arn:aws:iam::1:role/r".into()
+        )]))
+    );
+    // Without settings none of these fields is rendered.
+    let bare = w::deployment(&default_plan(), Component::Products);
+    let spec = pod(&bare);
+    assert_eq!(
+        (
+            &spec.node_selector,
+            &spec.tolerations,
+            &spec.affinity,
+            &spec.priority_class_name,
+            &spec.image_pull_secrets,
+            &container(&bare).env_from
+        ),
+        (&None, &None, &None, &None, &None, &None)
+    );
+    assert_eq!(
+        w::service_account(&default_plan()).metadata.annotations,
+        None
+    );
+}
+
+#[test]
+fn component_pod_settings_merge_over_the_shared_ones() {
+    let p = plan_of(
+        r#"  countries: [de]
+  pod:
+    env: [{name: A, value: shared}, {name: B, value: shared}]
+    envFrom: [{configMapRef: {name: shared}}]
+    labels: {team: catalogue, tier: shared}
+    nodeSelector: {pool: general}
+    tolerations: [{key: t, operator: Exists}]
+    priorityClassName: shared
+    imagePullSecrets: [{name: one}]
+  updater:
+    pod:
+      env: [{name: B, value: updater}, {name: C, value: updater}]
+      envFrom: [{configMapRef: {name: updater}}]
+      labels: {tier: updater}
+      nodeSelector: {pool: batch-work}
+      tolerations: [{key: t, operator: Exists}, {key: u, operator: Exists}]
+      priorityClassName: low
+      imagePullSecrets: [{name: one}, {name: two}]
+"#,
+    );
+    let u = w::deployment(&p, Component::Updater);
+    assert_eq!(
+        settings_env(&u),
+        vec![
+            env_var("A", "shared"),
+            env_var("B", "updater"),
+            env_var("C", "updater")
+        ]
+    );
+    let names = |d: &Deployment| -> Vec<String> {
+        container(d)
+            .env_from
+            .iter()
+            .flatten()
+            .filter_map(|s| s.config_map_ref.as_ref().map(|r| r.name.clone()))
+            .collect()
+    };
+    assert_eq!(names(&u), strings(&["shared", "updater"]));
+    let labels_of = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("labels")
+    };
+    assert_eq!(labels_of(&u)["tier"], "updater");
+    assert_eq!(labels_of(&u)["team"], "catalogue");
+    let spec = pod(&u);
+    assert_eq!(
+        spec.node_selector.as_ref().map(|m| m["pool"].as_str()),
+        Some("batch-work")
+    );
+    let keys: Vec<_> = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .filter_map(|t| t.key.clone())
+        .collect();
+    assert_eq!(keys, strings(&["t", "u"]));
+    assert_eq!(spec.priority_class_name.as_deref(), Some("low"));
+    let secrets: Vec<_> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(secrets, strings(&["one", "two"]));
+    // The other components keep the shared settings.
+    for c in [Component::Products, Component::Batch] {
+        let d = w::deployment(&p, c);
+        assert_eq!(
+            settings_env(&d),
+            vec![env_var("A", "shared"), env_var("B", "shared")]
+        );
+        assert_eq!(names(&d), strings(&["shared"]));
+        assert_eq!(labels_of(&d)["tier"], "shared");
+        assert_eq!(pod(&d).priority_class_name.as_deref(), Some("shared"));
+        assert_eq!(pod(&d).tolerations.as_ref().map(Vec::len), Some(1));
+    }
+}
+
+#[test]
+fn the_operators_labels_annotation_and_variables_win_over_pod_settings() {
+    // The CRD refuses these keys; a plan built around it (an older CRD) still renders the
+    // operator's values.
+    let mut p = plan_of(
+        "  countries: [de]
+  pod:
+    env: [{name: AWS_REGION, value: from-pod}]
+",
+    )
+    .with_env(&[
+        ("AWS_REGION".to_string(), "from-installation".to_string()),
+        ("OTHER".to_string(), "kept".to_string()),
+    ]);
+    p.products
+        .pod
+        .labels
+        .insert("app.kubernetes.io/component".into(), "mine".into());
+    p.products
+        .pod
+        .annotations
+        .insert(ANNOTATION_CONFIG_HASH.into(), "mine".into());
+    let d = w::deployment(&p, Component::Products);
+    let meta = d
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .metadata
+        .clone()
+        .expect("meta");
+    assert_eq!(meta.labels, Some(labels(Some("products"))));
+    assert_ne!(
+        meta.annotations.expect("annotations")[ANNOTATION_CONFIG_HASH],
+        "mine"
+    );
+    // The installation's variable is replaced in place by the group's; each name once.
+    assert_eq!(
+        settings_env(&d),
+        vec![env_var("AWS_REGION", "from-pod"), env_var("OTHER", "kept")]
+    );
+    // Probes and the security context are the operator's whatever the settings say.
+    let bare = w::deployment(&default_plan(), Component::Products);
+    assert_eq!(
+        container(&d).security_context,
+        container(&bare).security_context
+    );
+    assert_eq!(
+        container(&d).readiness_probe,
+        container(&bare).readiness_probe
+    );
+    assert_eq!(pod(&d).security_context, pod(&bare).security_context);
 }
 
 #[test]
@@ -349,7 +727,17 @@ fn config_map_carries_settings_without_flags_and_pods_read_them() {
         ("products.PRAPI_CACHE_STALE_SECONDS", "5"),
         ("products.PRAPI_CACHE_MAX_BYTES", "268435456"),
         ("batch.PRAPI_MAX_ITEMS", "50"),
+        ("batch.PRAPI_BALANCE_FACTOR", "1.25"),
+        ("batch.PRAPI_HEDGE", "false"),
+        ("batch.PRAPI_HEDGE_PERCENTILE", "0.95"),
+        ("batch.PRAPI_HEDGE_BUDGET", "0.05"),
         ("updater.PRAPI_LISTEN", "0.0.0.0:8080"),
+        ("updater.PRAPI_LOG", "info"),
+        ("updater.PRAPI_LOG_FORMAT", "json"),
+        ("products.PRAPI_LOG", "info"),
+        ("products.PRAPI_LOG_FORMAT", "json"),
+        ("batch.PRAPI_LOG", "info"),
+        ("batch.PRAPI_LOG_FORMAT", "json"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -406,6 +794,70 @@ fn installation_env_follows_the_operators_own_in_every_container() {
             .flatten()
             .all(|e| e.value_from.is_some())
     );
+}
+
+#[test]
+fn pods_log_json_by_default_and_the_group_switches_format_and_filter() {
+    let data = |p: &GroupPlan| w::config_map(p).data.expect("data");
+    let d = data(&default_plan());
+    for c in ["updater", "products", "batch"] {
+        assert_eq!(d[&format!("{c}.PRAPI_LOG_FORMAT")], "json");
+        assert_eq!(d[&format!("{c}.PRAPI_LOG")], "info");
+    }
+    let p = plan_of(
+        "  countries: [de]\n  logs: {format: Text, filter: 'warn,prapi_dataplane=debug'}\n",
+    );
+    let d = data(&p);
+    for c in ["updater", "products", "batch"] {
+        assert_eq!(d[&format!("{c}.PRAPI_LOG_FORMAT")], "text");
+        assert_eq!(d[&format!("{c}.PRAPI_LOG")], "warn,prapi_dataplane=debug");
+    }
+    // A filter the pods could not read is refused before anything is rendered.
+    let err = validate::plan(
+        &group("  countries: [de]\n  logs: {filter: 'info,=['}\n"),
+        "i",
+        "d",
+    )
+    .expect_err("bad filter");
+    assert!(err.problems[0].starts_with("spec.logs.filter: "), "{err}");
+}
+
+#[test]
+fn the_updater_sends_unparseable_messages_to_the_groups_dead_letter_topic() {
+    assert!(!w::updater_args(&default_plan()).contains(&"--dead-letter-topic".to_string()));
+    let p = plan_of("  countries: [de]\n  updater: {kafka: {deadLetterTopic: catalogue.dlq}}\n");
+    let args = w::updater_args(&p);
+    assert_eq!(
+        args[args.len() - 2..],
+        strings(&["--dead-letter-topic", "catalogue.dlq"])
+    );
+}
+
+#[test]
+fn one_balance_factor_drives_batch_and_hedging_is_off_until_enabled() {
+    let data = |p: &GroupPlan| w::config_map(p).data.expect("data");
+    // Unset: the installation's factor (the operator's --balance-factor).
+    let d = data(&default_plan().with_default_balance_factor(1.5));
+    assert_eq!(d["batch.PRAPI_BALANCE_FACTOR"], "1.5");
+    assert_eq!(d["batch.PRAPI_HEDGE"], "false");
+    // Set on the group: it wins, and the same value is what routing uses.
+    let p = plan_of(
+        "  countries: [de]\n  products: {balanceFactor: 2}\n  batch: {hedging: {enabled: true, percentile: 99, budgetPercent: 1}}\n",
+    )
+    .with_default_balance_factor(1.5);
+    assert_eq!(p.balance_factor(), 2.0);
+    let d = data(&p);
+    assert_eq!(
+        (
+            d["batch.PRAPI_BALANCE_FACTOR"].as_str(),
+            d["batch.PRAPI_HEDGE"].as_str(),
+            d["batch.PRAPI_HEDGE_PERCENTILE"].as_str(),
+            d["batch.PRAPI_HEDGE_BUDGET"].as_str()
+        ),
+        ("2", "true", "0.99", "0.01")
+    );
+    let routing = prapi_operator::routes::group_routing(&p, None, true, false, &BTreeMap::new());
+    assert_eq!(routing.balance_factor, 2.0);
 }
 
 fn config_hash(p: &GroupPlan, c: Component) -> String {

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 use tokio::net::TcpListener;
 
@@ -169,58 +170,64 @@ where
                 .get::<MatchedPath>()
                 .map_or("unmatched", |m| intern(m.as_str())),
         };
+        // Every line logged while serving the request carries its flow id (the id is printable
+        // ASCII by then, see `flow_id`). A span whose level is filtered out costs one check.
+        let span = tracing::info_span!("request", flow_id = flow.to_str().unwrap_or_default());
         // Route futures are lazy: the handler runs only when polled, after admission.
         let handler = self.inner.call(req);
         let shared = Arc::clone(&self.shared);
         let ok = Arc::clone(&self.ok);
-        Box::pin(async move {
-            let ApiShared { limiter, metrics } = &*shared;
-            // The queued gauge moves only for requests that wait: on the fast path it would be
-            // two more contended atomic writes per request.
-            // The gauges go down in drop guards: this future is dropped mid-way when the client
-            // resets the connection, and a decrement after the `.await` would then never run.
-            let admitted = match limiter.try_acquire() {
-                Some(permit) => Ok(permit),
-                None => {
-                    let _queued = GaugeGuard::up(&metrics.queued);
-                    limiter.acquire().await
-                }
-            };
-            let mut resp = match admitted {
-                Ok(permit) => {
-                    let _in_flight = GaugeGuard::up(&metrics.in_flight);
-                    let Ok(resp) = handler.await;
-                    drop(permit);
-                    resp
-                }
-                Err(rejected) => {
-                    metrics
-                        .rejected
-                        .get_or_create(&RejectLabels {
-                            reason: rejected.as_label(),
-                        })
-                        .inc();
-                    Problem::new(ProblemType::Overloaded, rejected.to_string()).into_response()
-                }
-            };
-            let seconds = start.elapsed().as_secs_f64();
-            let status = resp.status().as_u16();
-            if status == 200 {
-                ok.get_or_init(|| {
-                    let labels = HttpLabels { route, status };
-                    (route, metrics.requests.get_or_create(&labels).clone())
-                })
-                .1
-                .observe(seconds);
-            } else {
-                metrics
-                    .requests
-                    .get_or_create(&HttpLabels { route, status })
+        Box::pin(
+            async move {
+                let ApiShared { limiter, metrics } = &*shared;
+                // The queued gauge moves only for requests that wait: on the fast path it would be
+                // two more contended atomic writes per request.
+                // The gauges go down in drop guards: this future is dropped mid-way when the client
+                // resets the connection, and a decrement after the `.await` would then never run.
+                let admitted = match limiter.try_acquire() {
+                    Some(permit) => Ok(permit),
+                    None => {
+                        let _queued = GaugeGuard::up(&metrics.queued);
+                        limiter.acquire().await
+                    }
+                };
+                let mut resp = match admitted {
+                    Ok(permit) => {
+                        let _in_flight = GaugeGuard::up(&metrics.in_flight);
+                        let Ok(resp) = handler.await;
+                        drop(permit);
+                        resp
+                    }
+                    Err(rejected) => {
+                        metrics
+                            .rejected
+                            .get_or_create(&RejectLabels {
+                                reason: rejected.as_label(),
+                            })
+                            .inc();
+                        Problem::new(ProblemType::Overloaded, rejected.to_string()).into_response()
+                    }
+                };
+                let seconds = start.elapsed().as_secs_f64();
+                let status = resp.status().as_u16();
+                if status == 200 {
+                    ok.get_or_init(|| {
+                        let labels = HttpLabels { route, status };
+                        (route, metrics.requests.get_or_create(&labels).clone())
+                    })
+                    .1
                     .observe(seconds);
+                } else {
+                    metrics
+                        .requests
+                        .get_or_create(&HttpLabels { route, status })
+                        .observe(seconds);
+                }
+                resp.headers_mut().insert(X_FLOW_ID, flow);
+                Ok(resp)
             }
-            resp.headers_mut().insert(X_FLOW_ID, flow);
-            Ok(resp)
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -261,4 +268,85 @@ fn intern(route: &str) -> &'static str {
 pub async fn shutdown_signal() {
     prapi_common::shutdown::shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use std::io::Write;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// Log lines written by the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(lines: &Lines) -> Vec<serde_json::Value> {
+        let bytes = lines.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8(bytes)
+            .expect("utf-8 logs")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_line_logged_for_a_request_carries_its_flow_id() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let routes = Router::new().route(
+            "/p",
+            get(|| async {
+                tracing::warn!("inside the handler");
+                "ok"
+            }),
+        );
+        let app = api_layers(
+            routes,
+            HttpMetrics::new(&mut Registry::default()),
+            LifoLimiter::new(crate::http::overload::OverloadConfig::default()),
+        );
+        let given = Request::builder()
+            .uri("/p")
+            .header(X_FLOW_ID, "flow-given-1")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = app.clone().oneshot(given).await.expect("infallible");
+        assert_eq!(resp.headers()[X_FLOW_ID], "flow-given-1");
+        // Without one, the generated id is the one logged and echoed.
+        let bare = Request::builder()
+            .uri("/p")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = app.oneshot(bare).await.expect("infallible");
+        let generated = resp.headers()[X_FLOW_ID]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let flows: Vec<String> = logged(&lines)
+            .iter()
+            .filter(|l| l["fields"]["message"] == "inside the handler")
+            .map(|l| l["span"]["flow_id"].as_str().unwrap_or("none").to_string())
+            .collect();
+        assert_eq!(flows, ["flow-given-1".to_string(), generated]);
+    }
 }

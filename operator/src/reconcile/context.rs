@@ -20,6 +20,8 @@ pub struct Settings {
     pub data_plane_env: Vec<(String, String)>,
     /// How the updater autoscaler is chosen.
     pub updater_autoscaler: UpdaterAutoscalerChoice,
+    /// Balance factor of groups that set none (`--balance-factor`).
+    pub balance_factor: f64,
     /// Requeue period of a healthy group.
     pub resync: Duration,
 }

@@ -76,8 +76,10 @@ pub async fn reconcile(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action
 
 /// The group's plan with the operator's settings, or why its spec is invalid.
 fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate::InvalidSpec> {
-    validate::plan(mg, &ctx.settings.default_image, ns)
-        .map(|p| p.with_env(&ctx.settings.data_plane_env))
+    validate::plan(mg, &ctx.settings.default_image, ns).map(|p| {
+        p.with_env(&ctx.settings.data_plane_env)
+            .with_default_balance_factor(ctx.settings.balance_factor)
+    })
 }
 
 /// Controller error policy: log, and retry with exponential backoff per group.

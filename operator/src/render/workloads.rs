@@ -3,8 +3,9 @@
 //! the RBAC batch pods need to discover products pods.
 
 use super::meta::{self, ANNOTATION_CONFIG_HASH, object_meta, pod_selector, selector_labels};
-use crate::crd::Resources;
+use crate::crd::{LogFormat, Resources};
 use crate::plan::{Component, GroupPlan};
+use crate::pod_settings::merge_env;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -78,7 +79,7 @@ pub const RUN_AS: i64 = 65532;
 /// Arguments of `prapi updater` (docs/cli.md), after the binary name.
 pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
     let u = &plan.updater;
-    [
+    let mut args: Vec<String> = [
         "updater",
         "--kafka-bootstrap",
         &u.bootstrap_servers,
@@ -96,7 +97,14 @@ pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
         &plan.table,
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if !u.dead_letter_topic.is_empty() {
+        args.extend([
+            "--dead-letter-topic".to_string(),
+            u.dead_letter_topic.clone(),
+        ]);
+    }
+    args
 }
 
 /// Arguments of `prapi products` (docs/cli.md), after the binary name.
@@ -166,9 +174,34 @@ pub fn component_env(plan: &GroupPlan, component: Component) -> Vec<(String, Str
                 plan.products.cache_max_bytes.to_string(),
             ),
         ],
-        Component::Batch => vec![("PRAPI_MAX_ITEMS", plan.batch.max_items.to_string())],
+        Component::Batch => {
+            let h = &plan.batch.hedging;
+            vec![
+                ("PRAPI_MAX_ITEMS", plan.batch.max_items.to_string()),
+                ("PRAPI_BALANCE_FACTOR", plan.balance_factor().to_string()),
+                ("PRAPI_HEDGE", h.enabled.to_string()),
+                ("PRAPI_HEDGE_PERCENTILE", percent(h.percentile)),
+                ("PRAPI_HEDGE_BUDGET", percent(h.budget_percent)),
+            ]
+        }
     };
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    let log_format = match plan.log_format {
+        LogFormat::Json => "json",
+        LogFormat::Text => "text",
+    };
+    let logs = [
+        (prapi_common::logs::FILTER_VAR, plan.log_filter.clone()),
+        ("PRAPI_LOG_FORMAT", log_format.to_string()),
+    ];
+    logs.into_iter()
+        .chain(pairs)
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// A percentage as the fraction the data plane's flags take: 95 → `0.95`.
+fn percent(p: i32) -> String {
+    format!("{}", f64::from(p) / 100.0)
 }
 
 /// ConfigMap key of a component's variable: `<component>.<VARIABLE>`.
@@ -279,14 +312,23 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         }),
         ..EnvVar::default()
     });
-    // The installation's variables come after the operator's; PRAPI_* names are refused at the
-    // flag, so none of them shadows the operator's own settings.
-    let installation_env = plan.env.iter().map(|(name, value)| EnvVar {
-        name: name.clone(),
-        value: Some(value.clone()),
-        ..EnvVar::default()
-    });
-    let env = operator_env.chain(installation_env).collect();
+    // Layers, later ones winning a name: the operator's settings, the installation's
+    // (`--data-plane-env`), the group's pod settings. Neither of the last two may name a PRAPI_*
+    // variable (refused at the flag and by the CRD), so the operator's settings stay in force.
+    let installation_env: Vec<EnvVar> = plan
+        .env
+        .iter()
+        .map(|(name, value)| EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            ..EnvVar::default()
+        })
+        .collect();
+    let settings = plan.pod(component);
+    let env = merge_env(
+        &merge_env(&operator_env.collect::<Vec<_>>(), &installation_env),
+        &settings.env,
+    );
     let port = |name: &str, number: i32| ContainerPort {
         name: Some(name.into()),
         container_port: number,
@@ -312,6 +354,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         command: Some(vec![BINARY.into()]),
         args: Some(args(plan, component)),
         env: Some(env),
+        env_from: non_empty(&settings.env_from),
         ports: Some(ports),
         startup_probe: Some(http_probe(probe_port, "/healthz", 2, 60)),
         liveness_probe: Some(http_probe(probe_port, "/healthz", 10, 3)),
@@ -325,8 +368,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         }]),
         ..Container::default()
     };
-    // Serving components must not lose capacity during a rollout (cold caches are expensive);
-    // spreading keeps one node's loss from taking a whole component.
+    // Serving components must not lose capacity during a rollout (cold caches are expensive).
     let serving = component != Component::Updater;
     let strategy = serving.then(|| DeploymentStrategy {
         type_: Some("RollingUpdate".into()),
@@ -335,16 +377,24 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
             max_unavailable: Some(IntOrString::Int(0)),
         }),
     });
-    let spread = serving.then(|| {
-        vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".into(),
-            when_unsatisfiable: "ScheduleAnyway".into(),
-            label_selector: Some(pod_selector(plan, component)),
-            match_label_keys: Some(vec!["pod-template-hash".into()]),
-            ..TopologySpreadConstraint::default()
-        }]
-    });
+    let spread = match &settings.topology_spread_constraints {
+        None => default_spread(plan, component),
+        Some(given) => given
+            .iter()
+            .map(|c| TopologySpreadConstraint {
+                label_selector: c
+                    .label_selector
+                    .clone()
+                    .or_else(|| Some(pod_selector(plan, component))),
+                ..c.clone()
+            })
+            .collect(),
+    };
+    // The operator's labels and annotations go in last: they select the pods and roll them.
+    let mut pod_labels = settings.labels.clone();
+    pod_labels.extend(meta::labels(plan, Some(component)));
+    let mut pod_annotations = settings.annotations.clone();
+    pod_annotations.insert(ANNOTATION_CONFIG_HASH.to_string(), config_hash);
     Deployment {
         metadata: object_meta(plan, name, Some(component)),
         spec: Some(DeploymentSpec {
@@ -353,11 +403,8 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
             strategy,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(meta::labels(plan, Some(component))),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_CONFIG_HASH.to_string(),
-                        config_hash,
-                    )])),
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -367,7 +414,13 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
                     security_context: Some(restricted_pod_security()),
                     termination_grace_period_seconds: Some(termination_grace_seconds(component)),
                     containers: vec![container],
-                    topology_spread_constraints: spread,
+                    topology_spread_constraints: non_empty(&spread),
+                    node_selector: (!settings.node_selector.is_empty())
+                        .then(|| settings.node_selector.clone()),
+                    tolerations: non_empty(&settings.tolerations),
+                    affinity: settings.affinity.clone(),
+                    priority_class_name: settings.priority_class_name.clone(),
+                    image_pull_secrets: non_empty(&settings.image_pull_secrets),
                     volumes: Some(vec![Volume {
                         name: "tmp".into(),
                         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -380,6 +433,35 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// Topology key of the zone a node is in.
+pub const ZONE_KEY: &str = "topology.kubernetes.io/zone";
+/// Topology key of the node itself.
+pub const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
+
+/// Spreading when the pod settings give none: every component across zones, the serving ones
+/// also across nodes, so losing a zone or a node never takes a whole component. Both are
+/// preferences (`ScheduleAnyway`): a cluster without zone labels or with one node still schedules.
+pub fn default_spread(plan: &GroupPlan, component: Component) -> Vec<TopologySpreadConstraint> {
+    let spread = |key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(pod_selector(plan, component)),
+        // Count only the pods of the current rollout, so a rolling update does not skew it.
+        match_label_keys: Some(vec!["pod-template-hash".into()]),
+        ..TopologySpreadConstraint::default()
+    };
+    let mut out = vec![spread(ZONE_KEY)];
+    if component != Component::Updater {
+        out.push(spread(HOSTNAME_KEY));
+    }
+    out
 }
 
 fn http_service_port() -> ServicePort {
@@ -445,7 +527,11 @@ pub fn pod_disruption_budget(plan: &GroupPlan, component: Component) -> PodDisru
 /// The group's ServiceAccount (all three components run as it).
 pub fn service_account(plan: &GroupPlan) -> ServiceAccount {
     ServiceAccount {
-        metadata: object_meta(plan, plan.service_account_name(), None),
+        metadata: ObjectMeta {
+            annotations: (!plan.service_account_annotations.is_empty())
+                .then(|| plan.service_account_annotations.clone()),
+            ..object_meta(plan, plan.service_account_name(), None)
+        },
         ..ServiceAccount::default()
     }
 }

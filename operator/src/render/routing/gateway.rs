@@ -6,7 +6,8 @@
 //! implementation-specific RegularExpression type, and the batch Service answers a missing `ids`
 //! with a clear 400), and the single-item endpoints, matched by the path prefixes `/products` and
 //! `/product-offers` (Gateway API gives exact matches precedence over prefixes). Every match carries
-//! `X-Country`; segment pools add `X-Traffic-Segment`, so they win by having more header matches
+//! `X-Country`, once per spelling of the code ([`spellings`]: values are compared exactly in core
+//! conformance, and docs/api.md promises `DE` = `de`); segment pools add `X-Traffic-Segment`, so they win by having more header matches
 //! and are also listed first. Backends are weighted `backendRefs` to the groups' Services.
 
 use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteError, RouteOptions, SEGMENT_HEADER};
@@ -16,12 +17,36 @@ use serde_json::{Value, json};
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 /// Gateway API's limits on one HTTPRoute.
 pub const MAX_RULES: usize = 16;
+/// Gateway API's limit on the matches of all rules of one HTTPRoute (exclusive).
+pub const MAX_MATCHES: usize = 128;
 /// Most backendRefs per rule.
 pub const MAX_BACKENDS: usize = 16;
 /// Paths of the batch endpoints (exact).
 pub const BATCH_PATHS: [&str; 2] = ["/products", "/product-offers"];
 /// Path prefixes of the single-item endpoints.
 pub const ITEM_PREFIXES: [&str; 2] = ["/products", "/product-offers"];
+
+/// Every spelling of a country code: `de`, `dE`, `De`, `DE`. Gateway API compares header values
+/// exactly (a case-insensitive regular expression is implementation-specific), so
+/// case-insensitivity in core conformance is one match per spelling.
+pub fn spellings(country: &str) -> Vec<String> {
+    let chars: Vec<char> = country.chars().collect();
+    (0..1usize << chars.len())
+        .map(|mask| {
+            chars
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask & (1 << (chars.len() - 1 - i)) == 0 {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c.to_ascii_uppercase()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
 
 fn headers(country: &str, segment: Option<&str>) -> Value {
     let mut h = vec![json!({"type": "Exact", "name": COUNTRY_HEADER, "value": country})];
@@ -33,22 +58,27 @@ fn headers(country: &str, segment: Option<&str>) -> Value {
 
 fn rules(country: &str, pool: &PoolRoute) -> [Value; 2] {
     let seg = pool.segment.as_deref();
+    let spelled = spellings(country);
     let batch_matches: Vec<Value> = BATCH_PATHS
         .iter()
-        .map(|p| {
-            json!({
-                "path": {"type": "Exact", "value": p},
-                "method": "GET",
-                "headers": headers(country, seg),
+        .flat_map(|p| {
+            spelled.iter().map(move |c| {
+                json!({
+                    "path": {"type": "Exact", "value": p},
+                    "method": "GET",
+                    "headers": headers(c, seg),
+                })
             })
         })
         .collect();
     let item_matches: Vec<Value> = ITEM_PREFIXES
         .iter()
-        .map(|p| {
-            json!({
-                "path": {"type": "PathPrefix", "value": p},
-                "headers": headers(country, seg),
+        .flat_map(|p| {
+            spelled.iter().map(move |c| {
+                json!({
+                    "path": {"type": "PathPrefix", "value": p},
+                    "headers": headers(c, seg),
+                })
             })
         })
         .collect();
@@ -84,6 +114,16 @@ pub fn http_route(
             ),
         });
     }
+    let matches = route.pools.len() * (BATCH_PATHS.len() + ITEM_PREFIXES.len()) * 4;
+    if matches >= MAX_MATCHES {
+        return Err(RouteError::TooLarge {
+            country: route.country.clone(),
+            what: format!(
+                "{} traffic segments need {matches} HTTPRoute matches (four spellings of the country per path), fewer than {MAX_MATCHES} are allowed",
+                route.pools.len().saturating_sub(1)
+            ),
+        });
+    }
     if let Some(p) = route.pools.iter().find(|p| p.backends.len() > MAX_BACKENDS) {
         return Err(RouteError::TooLarge {
             country: route.country.clone(),
@@ -98,18 +138,23 @@ pub fn http_route(
         .iter()
         .flat_map(|p| rules(&route.country, p))
         .collect();
+    let mut spec = json!({
+        "parentRefs": [{
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "namespace": gw_ns,
+            "name": gw_name,
+        }],
+        "rules": rules,
+    });
+    let hosts = route.hosts(opts);
+    if !hosts.is_empty() {
+        spec["hostnames"] = json!(hosts);
+    }
     Ok(json!({
         "apiVersion": API_VERSION,
         "kind": "HTTPRoute",
         "metadata": super::route_metadata(namespace, route),
-        "spec": {
-            "parentRefs": [{
-                "group": "gateway.networking.k8s.io",
-                "kind": "Gateway",
-                "namespace": gw_ns,
-                "name": gw_name,
-            }],
-            "rules": rules,
-        }
+        "spec": spec,
     }))
 }

@@ -77,6 +77,11 @@ pub struct GroupRouting {
     pub weight: i32,
     /// Traffic segment; empty for none.
     pub segment: String,
+    /// Balance factor of the group's products pods (`spec.products.balanceFactor` or the
+    /// operator's `--balance-factor`).
+    pub balance_factor: f64,
+    /// Route host names of the group (`spec.traffic.hosts`); empty for the operator's.
+    pub hosts: Vec<String>,
     /// Whether the group can serve (its workloads are available and its table is filled).
     pub ready: bool,
     /// Whether the group is being deleted (its share drains to the others).
@@ -188,6 +193,8 @@ pub struct Backend {
     pub products: ServiceRef,
     /// The group's batch Service.
     pub batch: ServiceRef,
+    /// The group's balance factor.
+    pub balance_factor: f64,
 }
 
 /// The route of one pool of a country.
@@ -208,9 +215,20 @@ pub struct CountryRoute {
     pub pools: Vec<PoolRoute>,
     /// UIDs of the groups listing the country (owner references, so the object goes with the last).
     pub owners: Vec<(String, String)>,
+    /// Host names of the groups listing the country, sorted; empty: the operator's `--route-hosts`.
+    pub hosts: Vec<String>,
 }
 
 impl CountryRoute {
+    /// The host names the route object matches: the groups' own, else the operator's.
+    pub fn hosts<'a>(&'a self, opts: &'a RouteOptions) -> &'a [String] {
+        if self.hosts.is_empty() {
+            &opts.hosts
+        } else {
+            &self.hosts
+        }
+    }
+
     /// Name of the route object.
     pub fn object_name(&self) -> String {
         route_name(&self.country)
@@ -389,6 +407,7 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
                     weight: *w,
                     products: group.products_service.clone(),
                     batch: group.batch_service.clone(),
+                    balance_factor: group.balance_factor,
                 })
             })
             .collect::<Vec<_>>();
@@ -413,10 +432,16 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
             .filter(|g| g.countries.contains(&country))
             .filter_map(|g| g.uid.clone().map(|u| (g.name.clone(), u)))
             .collect();
+        let hosts: BTreeSet<String> = groups
+            .iter()
+            .filter(|g| g.countries.contains(&country))
+            .flat_map(|g| g.hosts.iter().cloned())
+            .collect();
         out.routes.push(CountryRoute {
             country,
             pools: pool_routes,
             owners,
+            hosts: hosts.into_iter().collect(),
         });
     }
     let kept: BTreeSet<&str> = out.routes.iter().map(|r| r.country.as_str()).collect();
@@ -583,8 +608,10 @@ pub fn routing_condition(
 pub struct RouteOptions {
     /// Gateway API parent: `(namespace, name)` of the Gateway.
     pub gateway: Option<(String, String)>,
-    /// `consistentHashBalanceFactor` of Skipper's products backends.
+    /// Balance factor of groups that set none (`--balance-factor`).
     pub balance_factor: f64,
+    /// Host names of routes whose groups set none (`--route-hosts`); empty: any host.
+    pub hosts: Vec<String>,
 }
 
 impl Default for RouteOptions {
@@ -592,6 +619,7 @@ impl Default for RouteOptions {
         Self {
             gateway: None,
             balance_factor: DEFAULT_BALANCE_FACTOR,
+            hosts: Vec::new(),
         }
     }
 }

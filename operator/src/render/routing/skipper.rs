@@ -5,7 +5,8 @@
 //! product id as a path parameter, hashed with `consistentHashKey("${id}")` and a
 //! `consistentHashBalanceFactor`, so a product lands on the same products pod as through batch's
 //! in-process ring (docs/load-balancing.md: keyed on the product id alone); and the two batch
-//! paths. Every route carries `Header("X-Country", ...)`; segment routes add
+//! paths. Every route carries `HeaderRegexp("X-Country", "(?i)^<country>$")` (case-insensitive, as
+//! docs/api.md promises); segment routes add
 //! `Header("X-Traffic-Segment", ...)`, which makes them more specific than the weighted routes
 //! (Skipper prefers the route with more predicates), and they are listed first. Weights are the
 //! route's backend weights, from which Skipper derives its traffic predicates.
@@ -49,11 +50,13 @@ fn quoted(s: &str) -> String {
     out
 }
 
+/// `X-Country` is matched case-insensitively (docs/api.md: `DE` = `de`); the code is two ASCII
+/// letters, so it needs no regexp quoting.
 fn predicates(country: &str, segment: Option<&str>) -> Vec<String> {
     let mut p = vec![format!(
-        "Header({}, {})",
+        "HeaderRegexp({}, {})",
         quoted(COUNTRY_HEADER),
-        quoted(country)
+        quoted(&format!("(?i)^{country}$"))
     )];
     if let Some(s) = segment {
         p.push(format!("Header({}, {})", quoted(SEGMENT_HEADER), quoted(s)));
@@ -61,8 +64,19 @@ fn predicates(country: &str, segment: Option<&str>) -> Vec<String> {
     p
 }
 
-fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Value> {
+/// The balance factor of a pool's products routes. A route has one `consistentHashBalanceFactor`
+/// for all its backends, so groups sharing a pool with different factors get the largest (the
+/// most lenient: no group's pods are held to less spread than it asked for).
+fn pool_balance_factor(pool: &PoolRoute) -> f64 {
+    pool.backends
+        .iter()
+        .map(|b| b.balance_factor)
+        .fold(1.0, f64::max)
+}
+
+fn pool_routes(country: &str, pool: &PoolRoute) -> Vec<Value> {
     let seg = pool.segment.as_deref();
+    let balance_factor = pool_balance_factor(pool);
     let refs = |batch: bool| -> Vec<Value> {
         pool.backends
             .iter()
@@ -85,7 +99,7 @@ fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Valu
                 "predicates": predicates(country, seg),
                 "filters": [
                     "consistentHashKey(\"${id}\")",
-                    format!("consistentHashBalanceFactor({})", opts.balance_factor),
+                    format!("consistentHashBalanceFactor({balance_factor})"),
                 ],
                 "backends": refs(false),
             })
@@ -128,16 +142,21 @@ pub fn route_group(namespace: &str, route: &CountryRoute, opts: &RouteOptions) -
     let routes: Vec<Value> = route
         .pools
         .iter()
-        .flat_map(|p| pool_routes(&route.country, p, opts))
+        .flat_map(|p| pool_routes(&route.country, p))
         .collect();
+    let mut spec = json!({
+        "backends": backends,
+        "routes": routes,
+    });
+    let hosts = route.hosts(opts);
+    if !hosts.is_empty() {
+        spec["hosts"] = json!(hosts);
+    }
     json!({
         "apiVersion": API_VERSION,
         "kind": "RouteGroup",
         "metadata": super::route_metadata(namespace, route),
-        "spec": {
-            "backends": backends,
-            "routes": routes,
-        }
+        "spec": spec,
     })
 }
 

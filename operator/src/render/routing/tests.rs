@@ -18,6 +18,8 @@ fn group(name: &str, countries: &[&str], weight: i32) -> GroupRouting {
         countries: countries.iter().map(|c| c.to_string()).collect(),
         weight,
         segment: String::new(),
+        balance_factor: DEFAULT_BALANCE_FACTOR,
+        hosts: Vec::new(),
         ready: true,
         deleting: false,
         products_service: ServiceRef {
@@ -319,13 +321,21 @@ fn segment_rules_come_ahead_of_the_weighted_rules() {
             None
         ]
     );
-    // Every match of a segment rule carries both headers; the weighted ones only the country.
+    // Every match of a segment rule carries both headers; the weighted ones only the country,
+    // in each of its spellings.
     for rule in rules {
-        for m in rule["matches"].as_array().expect("matches") {
+        let matches = rule["matches"].as_array().expect("matches");
+        assert_eq!(matches.len(), 8);
+        for m in matches {
             let h = m["headers"].as_array().expect("headers");
             assert_eq!(
-                h[0],
-                json!({"type":"Exact","name":"X-Country","value":"de"})
+                (&h[0]["type"], &h[0]["name"]),
+                (&json!("Exact"), &json!("X-Country"))
+            );
+            assert!(
+                h[0]["value"]
+                    .as_str()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("de"))
             );
             assert_eq!(h.len(), if segment_of(rule).is_some() { 2 } else { 1 });
         }
@@ -347,7 +357,7 @@ fn segment_rules_come_ahead_of_the_weighted_rules() {
     assert_eq!(
         routes[0]["predicates"],
         json!([
-            "Header(\"X-Country\", \"de\")",
+            "HeaderRegexp(\"X-Country\", \"(?i)^de$\")",
             "Header(\"X-Traffic-Segment\", \"beta\")"
         ])
     );
@@ -581,6 +591,27 @@ fn http_route_object() {
         ..RouteOptions::default()
     };
     let obj = gateway::http_route("shop", route(&p, "de"), &opts).expect("renders");
+    let spelled = ["de", "dE", "De", "DE"];
+    let exact = |path: &str| -> Vec<Value> {
+        spelled
+            .iter()
+            .map(|c| {
+                json!({"path": {"type": "Exact", "value": path}, "method": "GET",
+                       "headers": [{"type": "Exact", "name": "X-Country", "value": c}]})
+            })
+            .collect()
+    };
+    let prefix = |path: &str| -> Vec<Value> {
+        spelled
+            .iter()
+            .map(|c| {
+                json!({"path": {"type": "PathPrefix", "value": path},
+                       "headers": [{"type": "Exact", "name": "X-Country", "value": c}]})
+            })
+            .collect()
+    };
+    let batch_matches: Vec<Value> = [exact("/products"), exact("/product-offers")].concat();
+    let item_matches: Vec<Value> = [prefix("/products"), prefix("/product-offers")].concat();
     assert_eq!(
         obj,
         json!({
@@ -605,24 +636,14 @@ fn http_route_object() {
                 "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gw", "name": "public"}],
                 "rules": [
                     {
-                        "matches": [
-                            {"path": {"type": "Exact", "value": "/products"}, "method": "GET",
-                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
-                            {"path": {"type": "Exact", "value": "/product-offers"}, "method": "GET",
-                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
-                        ],
+                        "matches": batch_matches,
                         "backendRefs": [
                             {"kind": "Service", "name": "a-batch", "port": 8080, "weight": 90},
                             {"kind": "Service", "name": "b-batch", "port": 8080, "weight": 10},
                         ],
                     },
                     {
-                        "matches": [
-                            {"path": {"type": "PathPrefix", "value": "/products"},
-                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
-                            {"path": {"type": "PathPrefix", "value": "/product-offers"},
-                             "headers": [{"type": "Exact", "name": "X-Country", "value": "de"}]},
-                        ],
+                        "matches": item_matches,
                         "backendRefs": [
                             {"kind": "Service", "name": "a-products", "port": 8080, "weight": 90},
                             {"kind": "Service", "name": "b-products", "port": 8080, "weight": 10},
@@ -636,12 +657,71 @@ fn http_route_object() {
         gateway::http_route("shop", route(&p, "de"), &RouteOptions::default()),
         Err(RouteError::NoGateway)
     );
+    assert!(obj["spec"].get("hostnames").is_none(), "no hosts: any host");
+}
+
+#[test]
+fn every_spelling_of_a_country_code() {
+    assert_eq!(gateway::spellings("de"), ["de", "dE", "De", "DE"]);
+    assert_eq!(gateway::spellings("AT"), ["at", "aT", "At", "AT"]);
+}
+
+#[test]
+fn routes_carry_the_groups_hosts_or_the_operators() {
+    let mut a = group("a", &["de", "at"], 50);
+    a.hosts = vec!["api.example.com".into(), "*.shop.example".into()];
+    let mut b = group("b", &["de"], 50);
+    b.hosts = vec!["api.example.com".into(), "de.example.com".into()];
+    let c = group("c", &["ch"], 100);
+    let p = plan(&[a, b, c], &Applied::new());
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        hosts: vec!["default.example.com".into()],
+        ..RouteOptions::default()
+    };
+    let union = json!(["*.shop.example", "api.example.com", "de.example.com"]);
+    let http = |c| gateway::http_route("shop", route(&p, c), &opts).expect("renders");
+    let rg = |c| skipper::route_group("shop", route(&p, c), &opts);
+    assert_eq!(http("de")["spec"]["hostnames"], union);
+    assert_eq!(rg("de")["spec"]["hosts"], union);
+    assert_eq!(
+        http("at")["spec"]["hostnames"],
+        json!(["*.shop.example", "api.example.com"])
+    );
+    // A country none of whose groups names hosts gets the operator's.
+    assert_eq!(
+        http("ch")["spec"]["hostnames"],
+        json!(["default.example.com"])
+    );
+    assert_eq!(rg("ch")["spec"]["hosts"], json!(["default.example.com"]));
+}
+
+#[test]
+fn a_pool_shared_by_groups_with_different_balance_factors_uses_the_largest() {
+    let mut a = group("a", &["de"], 50);
+    a.balance_factor = 1.5;
+    let mut b = group("b", &["de"], 50);
+    b.balance_factor = 2.0;
+    let p = plan(&[a.clone(), b], &Applied::new());
+    let rg = skipper::route_group("shop", route(&p, "de"), &RouteOptions::default());
+    assert_eq!(
+        rg["spec"]["routes"][0]["filters"][1],
+        "consistentHashBalanceFactor(2)"
+    );
+    let p = plan(&[a], &Applied::new());
+    let rg = skipper::route_group("shop", route(&p, "de"), &RouteOptions::default());
+    assert_eq!(
+        rg["spec"]["routes"][0]["filters"][1],
+        "consistentHashBalanceFactor(1.5)"
+    );
 }
 
 #[test]
 fn http_route_limits_are_enforced() {
+    // Seven segments and the weighted pool: 8 pools × 4 paths × 4 spellings = 128 matches,
+    // one more than Gateway API allows in one route.
     let mut groups = vec![group("main", &["de"], 100)];
-    for i in 0..8 {
+    for i in 0..7 {
         let mut g = group(&format!("s{i}"), &["de"], 100);
         g.segment = format!("seg{i}");
         groups.push(g);
@@ -655,8 +735,17 @@ fn http_route_limits_are_enforced() {
         gateway::http_route("shop", route(&p, "de"), &opts),
         Err(RouteError::TooLarge { .. })
     ));
-    let p = plan(&groups[..8], &Applied::new());
+    let p = plan(&groups[..7], &Applied::new());
     assert!(gateway::http_route("shop", route(&p, "de"), &opts).is_ok());
+    // Too many backends in one pool.
+    let many: Vec<GroupRouting> = (0..17)
+        .map(|i| group(&format!("g{i}"), &["de"], 1))
+        .collect();
+    let p = plan(&many, &Applied::new());
+    assert!(matches!(
+        gateway::http_route("shop", route(&p, "de"), &opts),
+        Err(RouteError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -684,7 +773,7 @@ fn route_group_object() {
         json!({
             "path": "/products/:id",
             "methods": ["GET", "HEAD"],
-            "predicates": ["Header(\"X-Country\", \"de\")"],
+            "predicates": ["HeaderRegexp(\"X-Country\", \"(?i)^de$\")"],
             "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
             "backends": [{"backendName": "a-products", "weight": 90}, {"backendName": "b-products", "weight": 10}],
         })
