@@ -208,6 +208,40 @@ pub struct RunArgs {
     /// Whether the operator manages the groups' DynamoDB tables and their autoscaling.
     #[arg(long, env = "PRAPI_STORE", value_enum, default_value_t = StoreChoice::None)]
     pub store: StoreChoice,
+    /// Serve the updaters' consumer lag as `external.metrics.k8s.io/v1beta1` (the aggregated
+    /// API the updater HPA reads; needs the chart's APIService).
+    #[arg(long, env = "PRAPI_EXTERNAL_METRICS", default_value_t = true, action = ArgAction::Set)]
+    pub external_metrics: bool,
+    /// Address of the external metrics API's TLS listener.
+    #[arg(
+        long,
+        env = "PRAPI_EXTERNAL_METRICS_LISTEN",
+        default_value = "0.0.0.0:6443"
+    )]
+    pub external_metrics_listen: SocketAddr,
+    /// PEM certificate chain of the external metrics API (re-read every 30 s); without it and
+    /// --external-metrics-key-file a self-signed certificate is generated, which the APIService
+    /// can only use with `insecureSkipTLSVerify`.
+    #[arg(
+        long,
+        env = "PRAPI_EXTERNAL_METRICS_CERT_FILE",
+        requires = "external_metrics_key_file"
+    )]
+    pub external_metrics_cert_file: Option<PathBuf>,
+    /// PEM private key of the external metrics API.
+    #[arg(
+        long,
+        env = "PRAPI_EXTERNAL_METRICS_KEY_FILE",
+        requires = "external_metrics_cert_file"
+    )]
+    pub external_metrics_key_file: Option<PathBuf>,
+    /// Longest a lag reading is served before Kafka is asked again, seconds.
+    #[arg(
+        long,
+        env = "PRAPI_EXTERNAL_METRICS_LAG_MAX_AGE_SECONDS",
+        default_value_t = 10
+    )]
+    pub external_metrics_lag_max_age_seconds: u64,
 }
 
 /// The updater autoscaler for offline rendering (no cluster to detect KEDA in).

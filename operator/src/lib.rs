@@ -4,13 +4,14 @@
 //! [`plan::GroupPlan`] (the domain view with every default resolved), [`render`]ed by pure
 //! functions into the desired child objects, server-side applied and pruned by [`apply`], and
 //! summarised by [`status`]; [`reconcile`] runs that pipeline, [`run`] hosts it with leader
-//! election, health and metrics.
+//! election, health and metrics, and [`external_metrics`] serves the updater's lag to its HPA.
 
 pub mod apply;
 pub mod aws;
 pub mod cli;
 pub mod countries;
 pub mod crd;
+pub mod external_metrics;
 pub mod http;
 pub mod metrics;
 pub mod offline;

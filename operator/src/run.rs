@@ -145,6 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let (server_stop, server) = spawn_ops_server(&args, metrics.clone(), readiness.clone());
+    let external_metrics = spawn_external_metrics(&client, &args).await?;
     check_access(&client, &args).await?;
     let identity = identity(&args);
     let ctx = Arc::new(context(&client, &args, &identity, metrics.clone()).await?);
@@ -155,6 +156,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     readiness.set(false);
     let _ = server_stop.send(());
+    if let Some((stop, task)) = external_metrics {
+        let _ = stop.send(true);
+        if let Err(e) = task.await {
+            warn!(error = %e, "external metrics API task failed");
+        }
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "health server failed"),
@@ -184,6 +191,64 @@ fn spawn_ops_server(
         let _ = stop_rx.await;
     }));
     (stop_tx, server)
+}
+
+/// Binds the external metrics API and serves it (with its trust refresh) until the returned
+/// sender fires; `None` when it is turned off.
+async fn spawn_external_metrics(
+    client: &Client,
+    args: &RunArgs,
+) -> anyhow::Result<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>> {
+    use crate::external_metrics::{self as em, ServingSource};
+    if !args.external_metrics {
+        return Ok(None);
+    }
+    let serving = match (
+        &args.external_metrics_cert_file,
+        &args.external_metrics_key_file,
+    ) {
+        (Some(cert), Some(key)) => ServingSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => ServingSource::SelfSigned(em::auth::ServingCert::self_signed(vec![
+            "localhost".into(),
+        ])?),
+    };
+    let state = em::api::ApiState {
+        groups: Arc::new(em::readings::ClusterGroups {
+            client: client.clone(),
+        }),
+        readings: em::readings::Readings::new(
+            Arc::new(crate::aws::lag::KafkaLag::default()),
+            Duration::from_secs(args.external_metrics_lag_max_age_seconds),
+        ),
+        proxy: arc_swap::ArcSwapOption::empty(),
+    };
+    let server = em::Server::new(state, &serving.load()?)?;
+    let listener = tokio::net::TcpListener::bind(args.external_metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the external metrics API to {}",
+                args.external_metrics_listen
+            )
+        })?;
+    info!(listen = %args.external_metrics_listen, "serving external.metrics.k8s.io/v1beta1");
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let refresh = em::refresh(
+        server.clone(),
+        client.clone(),
+        serving,
+        wait(stopped.clone()),
+    );
+    let task = tokio::spawn(async move {
+        tokio::join!(server.serve(listener, wait(stopped)), refresh);
+    });
+    Ok(Some((stop, task)))
 }
 
 /// Fails early and clearly when the CRD is missing or RBAC forbids reading groups.

@@ -30,6 +30,8 @@ pub const WORKLOADS_READY: &str = "WorkloadsReady";
 pub const STORE_READY: &str = "StoreReady";
 /// Condition type: the route to the group is applied (set by the routing step).
 pub const ROUTING_READY: &str = "RoutingReady";
+/// Condition type: the updater's autoscaler can scale (what its HPA or ScaledObject reports).
+pub const AUTOSCALING_ACTIVE: &str = "AutoscalingActive";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +219,8 @@ pub struct Observed<'a> {
     pub table: Option<String>,
     /// What the store and routing steps read this time.
     pub readings: Readings,
+    /// `AutoscalingActive`, once the updater's autoscaler was read.
+    pub autoscaling: Option<ConditionUpdate>,
 }
 
 /// What the store and routing steps read: each replaces its field of the status, and one not
@@ -326,7 +330,97 @@ pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
     let mut out = vec![ready, progressing, degraded, workloads];
     out.extend(obs.store.clone());
     out.extend(obs.routing.clone());
+    // Not a readiness gate: a group serves while its updater cannot scale.
+    out.extend(obs.autoscaling.clone());
     out
+}
+
+/// `AutoscalingActive` from the updater's autoscaler as read (`object`: its JSON, `None` when it
+/// does not exist), so that why the updater cannot scale shows on the group. An HPA is active when
+/// its `AbleToScale` and `ScalingActive` are True (the first one that is not gives the reason,
+/// e.g. `FailedGetExternalMetric` when nothing serves the lag metric); a KEDA ScaledObject when
+/// its `Ready` is True (`Active` only says whether there is work, so it goes into the message).
+pub fn autoscaling_active(kind: &str, object: Option<&serde_json::Value>) -> ConditionUpdate {
+    let name = |o: &serde_json::Value| {
+        o.pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let Some(object) = object else {
+        return ConditionUpdate::new(
+            AUTOSCALING_ACTIVE,
+            Status::Unknown,
+            "AutoscalerMissing",
+            format!("the updater's {kind} does not exist yet"),
+        );
+    };
+    let conditions: Vec<(&str, Status, &str, &str)> = object
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let field = |f: &str| c.get(f).and_then(|v| v.as_str()).unwrap_or_default();
+            let status = match field("status") {
+                "True" => Status::True,
+                "False" => Status::False,
+                _ => Status::Unknown,
+            };
+            (!field("type").is_empty())
+                .then(|| (field("type"), status, field("reason"), field("message")))
+        })
+        .collect();
+    let find = |t: &str| conditions.iter().find(|c| c.0 == t);
+    let reported = |c: &(&str, Status, &str, &str)| {
+        let reason = if c.2.is_empty() { c.0 } else { c.2 };
+        ConditionUpdate::new(
+            AUTOSCALING_ACTIVE,
+            c.1,
+            reason,
+            format!("{kind} {}: {}: {}", name(object), c.0, c.3),
+        )
+    };
+    let gates: &[&str] = if kind == "ScaledObject" {
+        &["Ready"]
+    } else {
+        &["AbleToScale", "ScalingActive"]
+    };
+    let mut waiting = Vec::new();
+    for gate in gates {
+        match find(gate) {
+            Some(c) if c.1 != Status::True => return reported(c),
+            Some(_) => {}
+            None => waiting.push(*gate),
+        }
+    }
+    if !waiting.is_empty() {
+        return ConditionUpdate::new(
+            AUTOSCALING_ACTIVE,
+            Status::Unknown,
+            "AutoscalerPending",
+            format!(
+                "{kind} {} has not reported {} yet",
+                name(object),
+                waiting.join(" and ")
+            ),
+        );
+    }
+    let last = gates.last().and_then(|g| find(g));
+    let mut update = last.map(reported).unwrap_or_else(|| {
+        ConditionUpdate::new(AUTOSCALING_ACTIVE, Status::True, "Active", String::new())
+    });
+    if kind == "ScaledObject"
+        && let Some(active) = find("Active")
+    {
+        update.message = format!(
+            "{}; Active={}: {}",
+            update.message,
+            active.1.as_str(),
+            active.3
+        );
+    }
+    update
 }
 
 /// The status for what was observed, keeping transition times from `previous`.
@@ -438,6 +532,7 @@ mod tests {
             updater_autoscaler: Some("HorizontalPodAutoscaler".into()),
             table: Some("prapi-ns-g".into()),
             readings: Readings::default(),
+            autoscaling: None,
         }
     }
 
@@ -791,6 +886,135 @@ mod tests {
         assert_eq!(
             (kept.updater_lag, kept.traffic),
             (prev.updater_lag, prev.traffic)
+        );
+    }
+}
+
+#[cfg(test)]
+mod autoscaling_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(conditions: serde_json::Value) -> serde_json::Value {
+        json!({"metadata": {"name": "dach-updater"}, "status": {"conditions": conditions}})
+    }
+
+    fn cond(t: &str, s: &str, r: &str, m: &str) -> serde_json::Value {
+        json!({"type": t, "status": s, "reason": r, "message": m})
+    }
+
+    fn summary(u: ConditionUpdate) -> (Status, String, String) {
+        assert_eq!(u.type_, AUTOSCALING_ACTIVE);
+        (u.status, u.reason, u.message)
+    }
+
+    #[test]
+    fn an_hpa_is_active_when_it_can_scale_and_reads_its_metric() {
+        let hpa = "HorizontalPodAutoscaler";
+        let able = cond(
+            "AbleToScale",
+            "True",
+            "ReadyForNewScale",
+            "recommended size matches",
+        );
+        assert_eq!(
+            summary(autoscaling_active(hpa, None)),
+            (
+                Status::Unknown,
+                "AutoscalerMissing".into(),
+                "the updater's HorizontalPodAutoscaler does not exist yet".into()
+            )
+        );
+        assert_eq!(
+            summary(autoscaling_active(hpa, Some(&json!({"metadata": {"name": "dach-updater"}})))),
+            (
+                Status::Unknown,
+                "AutoscalerPending".into(),
+                "HorizontalPodAutoscaler dach-updater has not reported AbleToScale and ScalingActive yet".into()
+            )
+        );
+        let missing_metric = cond(
+            "ScalingActive",
+            "False",
+            "FailedGetExternalMetric",
+            "unable to get external metric default/prapi_updater_consumer_lag",
+        );
+        assert_eq!(
+            summary(autoscaling_active(hpa, Some(&with(json!([able.clone(), missing_metric]))))),
+            (
+                Status::False,
+                "FailedGetExternalMetric".into(),
+                "HorizontalPodAutoscaler dach-updater: ScalingActive: unable to get external metric default/prapi_updater_consumer_lag".into()
+            )
+        );
+        let cannot = cond(
+            "AbleToScale",
+            "False",
+            "FailedGetScale",
+            "no scale subresource",
+        );
+        let active = cond(
+            "ScalingActive",
+            "True",
+            "ValidMetricFound",
+            "the HPA was able to compute",
+        );
+        assert_eq!(
+            summary(autoscaling_active(
+                hpa,
+                Some(&with(json!([active.clone(), cannot])))
+            ))
+            .1,
+            "FailedGetScale",
+            "AbleToScale is checked first"
+        );
+        assert_eq!(
+            summary(autoscaling_active(hpa, Some(&with(json!([able, active]))))),
+            (
+                Status::True,
+                "ValidMetricFound".into(),
+                "HorizontalPodAutoscaler dach-updater: ScalingActive: the HPA was able to compute"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_scaled_object_is_active_when_ready() {
+        let so = "ScaledObject";
+        let ready = cond(
+            "Ready",
+            "True",
+            "ScaledObjectReady",
+            "ScaledObject is defined correctly",
+        );
+        let idle = cond("Active", "False", "ScalerNotActive", "no lag");
+        assert_eq!(
+            summary(autoscaling_active(so, Some(&with(json!([ready, idle]))))),
+            (
+                Status::True,
+                "ScaledObjectReady".into(),
+                "ScaledObject dach-updater: Ready: ScaledObject is defined correctly; Active=False: no lag".into()
+            )
+        );
+        let broken = cond(
+            "Ready",
+            "False",
+            "ScaledObjectCheckFailed",
+            "kafka: unreachable",
+        );
+        assert_eq!(
+            summary(autoscaling_active(so, Some(&with(json!([broken]))))).0,
+            Status::False
+        );
+        // A condition without a reason reports its type.
+        assert_eq!(
+            summary(autoscaling_active(
+                so,
+                Some(&with(json!([cond("Ready", "Unknown", "", "")])))
+            ))
+            .1,
+            "Ready"
         );
     }
 }

@@ -4,9 +4,11 @@
 //! while the updater group lags and restored once it caught up; dynalite down and back.
 
 mod aws_support;
+mod support;
 
 use aws_support::OwnDynalite;
 use prapi_e2e::{Part, TestEnv, unique_name};
+use support::kafka::{commit_all, topic_with};
 
 use async_trait::async_trait;
 use prapi_operator::aws::lag::{ConsumerGroupRef, KafkaLag, LagSource};
@@ -370,69 +372,6 @@ async fn scalable_targets_and_policies_are_registered_changed_and_removed() {
     assert!(sc.targets.is_empty(), "{sc:?}");
 }
 
-/// Produces `n` messages to a new topic; returns its name.
-async fn topic_with(bootstrap: &str, n: usize) -> String {
-    use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let topic = unique_name("prapi-lag");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic");
-    for r in res {
-        r.expect("topic created");
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("producer");
-    for i in 0..n {
-        let key = format!("P{i}");
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload("{}"),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produce");
-    }
-    topic
-}
-
-/// Commits the high watermark of every partition of `topic` for `group` (the updater caught up).
-fn commit_all(bootstrap: &str, group: &str, topic: &str) {
-    use rdkafka::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
-            .expect("offset");
-    }
-    c.commit(&tpl, CommitMode::Sync).expect("commit");
-}
-
 #[tokio::test]
 async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
     let Some(env) = TestEnv::get_for(&[Part::DynamoDb, Part::ApplicationAutoScaling, Part::Kafka])
@@ -440,7 +379,7 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
         return;
     };
     let bootstrap = env.kafka_bootstrap_servers().to_string();
-    let topic = topic_with(&bootstrap, 40).await;
+    let topic = topic_with(&bootstrap, 2, 40).await;
     let group = unique_name("prapi-updater");
     let k = ConsumerGroupRef {
         bootstrap_servers: bootstrap.clone(),

@@ -14,27 +14,6 @@ use prapi_operator::crd::MarketGroup;
 use serde_json::json;
 use support::*;
 
-async fn create_topics(bootstrap: &str, names: &[&str]) {
-    use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create topics")
-    {
-        r.expect("topic created");
-    }
-}
-
 async fn table_names(url: &str) -> Vec<String> {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -77,7 +56,7 @@ async fn store_ready_degraded_on_outage_recovery_and_deletion() {
     let kafka = env.kafka_bootstrap_servers().to_string();
     let products = format!("{ns}-products");
     let offers = format!("{ns}-offers");
-    create_topics(&kafka, &[&products, &offers]).await;
+    support::kafka::create_topics(&kafka, &[&products, &offers], 1).await;
 
     let ddb = dynalite.url();
     let aas = env.application_autoscaling_endpoint().to_string();

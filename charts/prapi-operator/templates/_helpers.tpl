@@ -74,3 +74,36 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "prapi-operator.dataPlaneEnv" -}}
 {{- range $i, $e := . }}{{ if $i }}{{ "\n" }}{{ end }}{{ $e.name }}={{ $e.value }}{{ end }}
 {{- end -}}
+
+{{/* "true" when this release registers APIService v1beta1.external.metrics.k8s.io: always, never,
+or (auto) unless another provider (KEDA, prometheus-adapter, another release) already owns it. */}}
+{{- define "prapi-operator.registerApiService" -}}
+{{- $mode := .Values.externalMetrics.apiService -}}
+{{- if eq $mode "always" -}}
+true
+{{- else if eq $mode "auto" -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" "v1beta1.external.metrics.k8s.io" -}}
+{{- if not $existing -}}
+true
+{{- else -}}
+{{- $ann := $existing.metadata.annotations | default dict -}}
+{{- if and (eq (index $ann "meta.helm.sh/release-name" | default "") .Release.Name) (eq (index $ann "meta.helm.sh/release-namespace" | default "") .Release.Namespace) -}}
+true
+{{- else -}}
+false
+{{- end -}}
+{{- end -}}
+{{- else -}}
+false
+{{- end -}}
+{{- end -}}
+
+{{/* Who serves external.metrics.k8s.io when this release does not (for NOTES). */}}
+{{- define "prapi-operator.apiServiceOwner" -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" "v1beta1.external.metrics.k8s.io" -}}
+{{- if and $existing $existing.spec.service -}}
+{{- printf "Service %s/%s" $existing.spec.service.namespace $existing.spec.service.name -}}
+{{- else -}}
+another provider
+{{- end -}}
+{{- end -}}

@@ -113,9 +113,9 @@ install_k8s() {
 }
 
 # mkcert NAME CN O EXT_KEY_USAGE [SAN]: an ECDSA key and a certificate signed
-# by the environment's CA.
+# by the environment's CA ($MKCERT_CA.crt, default ca.crt).
 mkcert() {
-    local name="$1" cn="$2" org="$3" eku="$4" san="${5:-}" subj ext
+    local name="$1" cn="$2" org="$3" eku="$4" san="${5:-}" ca="${MKCERT_CA:-ca}" subj ext
     subj="/CN=$cn"
     [[ -z $org ]] || subj="/O=$org/CN=$cn"
     ext="basicConstraints=critical,CA:FALSE
@@ -124,7 +124,7 @@ extendedKeyUsage=$eku"
     [[ -z $san ]] || ext+=$'\n'"subjectAltName=$san"
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
         -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" -subj "$subj" 2>/dev/null
-    openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+    openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/$ca.crt" -CAkey "$PKI_DIR/$ca.key" \
         -set_serial "0x$(openssl rand -hex 12)" -days 3650 -out "$PKI_DIR/$name.crt" \
         -extfile <(printf '%s\n' "$ext") 2>/dev/null
     rm -f "$PKI_DIR/$name.csr"
@@ -150,6 +150,20 @@ make_pki() {
     openssl pkey -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
     chmod 600 "$PKI_DIR"/*.key
     touch "$PKI_DIR/.done"
+}
+
+# The front proxy: kube-apiserver's client certificate towards aggregated API
+# servers (the operator's external metrics API), from a CA of its own as in a
+# kubeadm cluster. Made apart from make_pki so that environment directories
+# made before it get it too.
+make_front_proxy_pki() {
+    [[ -f $PKI_DIR/front-proxy-client.crt ]] && return 0
+    log "generating the front proxy's certificates in $PKI_DIR"
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$PKI_DIR/front-proxy-ca.key" -out "$PKI_DIR/front-proxy-ca.crt" -days 3650 \
+        -subj "/CN=prapi-testenv-front-proxy-ca" 2>/dev/null
+    MKCERT_CA=front-proxy-ca mkcert front-proxy-client front-proxy-client "" clientAuth
+    chmod 600 "$PKI_DIR"/*.key
 }
 
 # write_kubeconfig USER FILE: a kubeconfig for USER's certificate.
@@ -239,6 +253,7 @@ start_k8s() {
     # The parts depend on each other's addresses and state: restart them together.
     stop_k8s
     make_pki
+    make_front_proxy_pki
     local etcd_port etcd_peer_port api_port
     etcd_port="$(pick_port etcd)"
     etcd_peer_port="$(pick_port etcd-peer)"
@@ -266,6 +281,13 @@ start_k8s() {
         --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
         --tls-cert-file="$PKI_DIR/apiserver.crt" --tls-private-key-file="$PKI_DIR/apiserver.key" \
         --client-ca-file="$PKI_DIR/ca.crt" \
+        --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User \
+        --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+        --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
         --authorization-mode=Node,RBAC \
         --service-cluster-ip-range="$SERVICE_CIDR" \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \

@@ -10,7 +10,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 /// Which consumer group on which topics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConsumerGroupRef {
     /// `host:port[,...]`.
     pub bootstrap_servers: String,

@@ -76,6 +76,7 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
         updater_autoscaler: None,
         table: None,
         readings: Default::default(),
+        autoscaling: None,
     };
     let next = match progress {
         Progress::Invalid(invalid) => {

@@ -17,7 +17,7 @@ use crate::status;
 use crate::validate;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
@@ -188,12 +188,45 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
         deployments: &deployments,
         resync: ctx.settings.resync,
     };
-    let (observed, next) = outcome(group, progress);
+    let (mut observed, next) = outcome(group, progress);
+    if let Some(kind) = observed.updater_autoscaler.clone() {
+        observed.autoscaling = Some(autoscaling_active(&ctx, &ns, &name, &kind).await);
+    }
     let new_status = status::desired_status(mg.status.as_ref(), &observed, now());
     ctx.metrics.observe_group(&ns, &name, &new_status);
     publish_status_events(&ctx, &mg, mg.status.as_ref(), &new_status).await;
     write_status(&ctx, &mg, &new_status).await?;
     next
+}
+
+/// `AutoscalingActive` from the updater's autoscaler (of `kind`, as the status names it) as the
+/// API server has it now.
+async fn autoscaling_active(
+    ctx: &Context,
+    ns: &str,
+    group: &str,
+    kind: &str,
+) -> status::ConditionUpdate {
+    let child_kind = if kind == UpdaterAutoscaler::Keda.kind() {
+        ChildKind::ScaledObject
+    } else {
+        ChildKind::HorizontalPodAutoscaler
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &child_kind.api_resource());
+    let name = format!("{group}-{}", crate::plan::Component::Updater.as_str());
+    match api.get_opt(&name).await {
+        Ok(object) => {
+            let json = object.and_then(|o| serde_json::to_value(o).ok());
+            status::autoscaling_active(kind, json.as_ref())
+        }
+        Err(e) => status::ConditionUpdate::new(
+            status::AUTOSCALING_ACTIVE,
+            status::Status::Unknown,
+            "AutoscalerUnreadable",
+            format!("reading {kind} {name}: {e}"),
+        ),
+    }
 }
 
 async fn sync(

@@ -5,6 +5,8 @@
 // Each test crate uses a part of the helpers and of what they re-export.
 #![allow(dead_code, unused_imports)]
 
+pub mod kafka;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
@@ -331,6 +333,8 @@ pub struct Operator {
     child: Option<Child>,
     /// Its /metrics port.
     pub port: u16,
+    /// Its external metrics API's TLS port.
+    pub external_metrics_port: u16,
     /// Its identity in leader election.
     pub identity: String,
     /// Its log file.
@@ -381,6 +385,7 @@ impl Operator {
         vars: &[(&str, &str)],
     ) -> Operator {
         let port = free_port();
+        let external_metrics_port = free_port();
         let log = log_dir().join(format!("{ns}-{identity}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -388,6 +393,7 @@ impl Operator {
             .open(&log)
             .expect("log file");
         let listen = format!("127.0.0.1:{port}");
+        let external_metrics_listen = format!("127.0.0.1:{external_metrics_port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prapi-operator"));
         cmd.args([
             "run",
@@ -399,6 +405,8 @@ impl Operator {
             identity,
             "--listen",
             &listen,
+            "--external-metrics-listen",
+            &external_metrics_listen,
             "--default-image",
             "prapi:test",
         ])
@@ -423,6 +431,7 @@ impl Operator {
         Operator {
             child: Some(child),
             port,
+            external_metrics_port,
             identity: identity.to_string(),
             log,
         }
