@@ -223,6 +223,7 @@ async fn spawn_external_metrics(
             Arc::new(crate::aws::lag::KafkaLag::default()),
             Duration::from_secs(args.external_metrics_lag_max_age_seconds),
         ),
+        authorizer: Arc::new(em::authz::ReviewAuthorizer::new(client.clone())),
         proxy: arc_swap::ArcSwapOption::empty(),
     };
     let server = em::Server::new(state, &serving.load()?)?;

@@ -15,7 +15,8 @@ use prapi_operator::aws::LagReading;
 use prapi_operator::aws::lag::{ConsumerGroupRef, KafkaLag, LagSource};
 use prapi_operator::external_metrics::Server;
 use prapi_operator::external_metrics::api::ApiState;
-use prapi_operator::external_metrics::auth::{FrontProxy, ServingCert};
+use prapi_operator::external_metrics::auth::{Caller, FrontProxy, ServingCert};
+use prapi_operator::external_metrics::authz::Authorizer;
 use prapi_operator::external_metrics::readings::{Groups, Readings, ServedGroup};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -112,6 +113,16 @@ impl LagSource for SetLag {
     }
 }
 
+/// Allows everyone but `denied`.
+struct AllowAllBut(&'static str);
+
+#[async_trait::async_trait]
+impl Authorizer for AllowAllBut {
+    async fn may_read(&self, caller: &Caller, _: &str, _: &str) -> Result<bool, String> {
+        Ok(caller.user != self.0)
+    }
+}
+
 struct Running {
     port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -135,6 +146,7 @@ async fn start(
     let state = ApiState {
         groups,
         readings: Readings::new(lag, Duration::from_secs(1)),
+        authorizer: Arc::new(AllowAllBut("mallory")),
         proxy: arc_swap::ArcSwapOption::empty(),
     };
     let server = Server::new(state, serving).expect("server");
@@ -491,25 +503,40 @@ async fn values_come_from_a_real_consumer_group() {
     assert_eq!(code, 404);
 }
 
-/// Deletes the APIService when dropped, so a failed test leaves no aggregated API behind.
-struct Registered(kube::Client, ApiResource);
+/// Deletes the APIService when dropped, so a failed test leaves no aggregated API behind. Drop
+/// cannot await, and the test's client lives on the test's runtime, which Drop blocks: a thread
+/// with a runtime and a client of its own does the delete.
+struct Registered(std::path::PathBuf);
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let api: Api<DynamicObject> = Api::all_with(self.0.clone(), &self.1);
-        // Drop cannot await; a short-lived runtime of its own does the delete.
+        let kubeconfig = self.0.clone();
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map(|rt| {
-                    rt.block_on(
-                        api.delete("v1beta1.external.metrics.k8s.io", &DeleteParams::default()),
-                    )
-                })
+                .ok()?;
+            rt.block_on(async {
+                let config = kube::config::Kubeconfig::read_from(&kubeconfig).ok()?;
+                let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+                    .await
+                    .ok()?;
+                let client = kube::Client::try_from(config).ok()?;
+                let api: Api<DynamicObject> = Api::all_with(client, &apiservice_resource());
+                api.delete("v1beta1.external.metrics.k8s.io", &DeleteParams::default())
+                    .await
+                    .ok()
+            })
         })
         .join();
     }
+}
+
+fn apiservice_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
+        "apiservices",
+    )
 }
 
 /// The whole path: kube-apiserver's aggregator forwards `external.metrics.k8s.io` to a real
@@ -566,6 +593,24 @@ async fn the_api_server_forwards_lag_reads_to_the_operator() {
     );
     op.wait_up().await;
 
+    // Nothing serves the metric yet: the group says why its updater cannot scale.
+    let autoscaling = |status: &'static str, reason: &'static str| {
+        let (client, ns) = (c.client.clone(), ns.to_string());
+        async move {
+            eventually(&format!("AutoscalingActive {status} {reason}"), || async {
+                let mg = Api::<prapi_operator::crd::MarketGroup>::namespaced(client.clone(), &ns)
+                    .get("g")
+                    .await
+                    .ok()?;
+                let c = support::condition(&mg, "AutoscalingActive")?.clone();
+                (c.status == status && c.reason == reason).then_some(c)
+            })
+            .await
+        }
+    };
+    let missing = autoscaling("False", "FailedGetExternalMetric").await;
+    assert!(missing.message.contains(LAG), "{missing:?}");
+
     let services: Api<Service> = Api::namespaced(c.client.clone(), &ns);
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": svc_name},
@@ -576,12 +621,8 @@ async fn the_api_server_forwards_lag_reads_to_the_operator() {
         .create(&Default::default(), &svc)
         .await
         .expect("create Service");
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
-        "apiservices",
-    );
-    let apiservices: Api<DynamicObject> = Api::all_with(c.client.clone(), &ar);
-    let _registered = Registered(c.client.clone(), ar.clone());
+    let apiservices: Api<DynamicObject> = Api::all_with(c.client.clone(), &apiservice_resource());
+    let _registered = Registered(c.env.kubeconfig());
     let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(server_ca.pem().into_bytes()))
         .expect("base64");
     let apiservice = json!({
@@ -625,8 +666,13 @@ async fn the_api_server_forwards_lag_reads_to_the_operator() {
     let path = selector_path(&ns, "g");
     let body = eventually("the lag through kube-apiserver", || async {
         let req = http::Request::get(&path).body(Vec::new()).ok()?;
-        let body: Value = c.client.request(req).await.ok()?;
-        (body["items"][0]["value"] == "12").then_some(body)
+        match c.client.request::<Value>(req).await {
+            Ok(body) if body["items"][0]["value"] == "12" => Some(body),
+            other => {
+                eprintln!("GET {path} through kube-apiserver: {other:?}");
+                None
+            }
+        }
     })
     .await;
     assert_eq!(
@@ -643,4 +689,6 @@ async fn the_api_server_forwards_lag_reads_to_the_operator() {
         .await
         .expect("discovery through kube-apiserver");
     assert_eq!(resources["resources"][0]["name"], LAG);
+    // The HPA controller reads it too, and the group shows that.
+    autoscaling("True", "ValidMetricFound").await;
 }

@@ -159,6 +159,8 @@ pub struct ApiState {
     pub groups: Arc<dyn Groups>,
     /// Where their lag comes from.
     pub readings: Readings,
+    /// Who may read which metric.
+    pub authorizer: Arc<dyn super::authz::Authorizer>,
     /// The front proxy as last read (`None` until it is).
     pub proxy: arc_swap::ArcSwapOption<FrontProxy>,
 }
@@ -196,6 +198,22 @@ async fn metric(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<MetricQuery>,
 ) -> Response {
+    match state.authorizer.may_read(&caller, &namespace, &name).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return status_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "user {:?} cannot get {GROUP}/{name} in namespace {namespace:?}",
+                    caller.user
+                ),
+            );
+        }
+        Err(why) => {
+            return status_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why);
+        }
+    }
     if name != UPDATER_LAG_METRIC {
         return status_error(
             StatusCode::NOT_FOUND,
@@ -229,7 +247,7 @@ async fn metric(
             }),
             // Zero would tell the HPA to scale down while the backlog may be growing.
             Err(why) => {
-                tracing::debug!(user = %caller.user, group = %consumer.group, %why, "lag unknown");
+                tracing::debug!(group = %consumer.group, %why, "lag unknown");
                 return status_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",

@@ -127,7 +127,7 @@ impl FrontProxy {
 }
 
 /// The user the front proxy forwarded a request for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Caller {
     /// User name.
     pub user: String,

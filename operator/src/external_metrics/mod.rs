@@ -10,8 +10,8 @@
 //! 2. kube-apiserver forwards each request over TLS with its front-proxy client certificate and
 //!    the caller in `X-Remote-*` headers; [`auth`] checks the certificate against the CA of the
 //!    `kube-system/extension-apiserver-authentication` ConfigMap (re-read every
-//!    [`REFRESH`]) and refuses everyone else. kube-apiserver has already authorized the caller
-//!    for the resource before forwarding.
+//!    [`REFRESH`]) and refuses everyone else; [`authz`] asks kube-apiserver whether the user it
+//!    named may `get` the metric (SubjectAccessReview).
 //! 3. [`api`] answers discovery and `GET .../namespaces/NS/prapi_updater_consumer_lag
 //!    ?labelSelector=app_kubernetes_io_instance=GROUP` with the group's lag from [`readings`].
 //!
@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod readings;
 
 use api::{ApiState, PeerName};
@@ -76,11 +77,14 @@ impl ServingSource {
     }
 }
 
+/// What the TLS settings were last built from: the front proxy and the serving chain.
+type Trusted = (Option<FrontProxy>, Vec<Vec<u8>>);
+
 /// The server: what the handlers share and the TLS settings new connections get.
 pub struct Server {
     state: Arc<ApiState>,
     tls: arc_swap::ArcSwap<rustls::ServerConfig>,
-    trusted: std::sync::Mutex<Option<(Option<FrontProxy>, Vec<Vec<u8>>)>>,
+    trusted: std::sync::Mutex<Option<Trusted>>,
 }
 
 impl Server {
