@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MarketGroup CustomResourceDefinition as YAML.
     Crd,
     /// Print every object the operator would create for a MarketGroup manifest, offline.

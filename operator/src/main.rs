@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(prapi_operator::run::run(args))
+            runtime.block_on(prapi_operator::run::run(*args))
         }
     }
 }

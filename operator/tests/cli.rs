@@ -38,6 +38,16 @@ fn run_flags_parse_with_defaults_and_overrides() {
     assert!(args.leader_election);
     assert_eq!(args.lease_duration_seconds, 10);
     assert_eq!(args.listen.port(), 8080);
+    assert!(args.external_metrics);
+    assert_eq!(args.external_metrics_listen.port(), 6443);
+    assert_eq!(args.external_metrics_cert_file, None);
+    // A certificate without its key (or the reverse) is refused, not silently self-signed.
+    for flag in [
+        "--external-metrics-cert-file",
+        "--external-metrics-key-file",
+    ] {
+        assert!(Cli::try_parse_from(["prapi-operator", "run", flag, "/tls/x.pem"]).is_err());
+    }
     let cli = Cli::try_parse_from([
         "prapi-operator",
         "run",
