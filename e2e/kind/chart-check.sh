@@ -12,6 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$TESTENV_DIR/lib/k8s.sh"
 # shellcheck source=lib/tools.sh
 source "$KIND_DIR/lib/tools.sh"
+# shellcheck source=../testenv/lib/promtool.sh
+source "$TESTENV_DIR/lib/promtool.sh"
 
 chart="$REPO_ROOT/charts/prapi-operator"
 crd="$chart/files/marketgroup.yaml"
@@ -22,6 +24,7 @@ exec {install_lock}>"$CACHE_DIR/.install.lock"
 flock "$install_lock"
 install_k8s
 install_tools kubeconform
+install_promtool
 flock -u "$install_lock"
 
 swagger="$(cd "$TESTENV_DIR/k8s" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
@@ -44,12 +47,13 @@ all_on=(
     --set 'awsEnv[0].name=AWS_REGION' --set 'awsEnv[0].value=eu-central-1'
     --set 'extraEnv[0].name=HTTPS_PROXY' --set 'extraEnv[0].value=http://proxy:3128'
     --set metrics.serviceMonitor.enabled=true --set serviceAccount.annotations.role=arn
+    --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true
 )
 helm=("$K8S_BIN/helm")
 kubeconform=("$KIND_TOOLS/bin/kubeconform" -strict -summary -output text
     -schema-location "$schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json"
     # The Prometheus Operator's CRDs are not part of this environment.
-    -skip ServiceMonitor)
+    -skip ServiceMonitor,PrometheusRule)
 status=0
 for values in defaults all-on; do
     args=()
@@ -60,6 +64,19 @@ for values in defaults all-on; do
     "${helm[@]}" template prapi-operator "$chart" --namespace prapi-system "${args[@]}" |
         "${kubeconform[@]}" - || status=1
 done
+# The alerting rules: valid, and each alert fires on the series of its unit test and stays
+# quiet on the others (e2e/testenv/promtool/rules.test.yaml).
+rules="$chart/files/prometheus-rules.yaml"
+echo "== promtool check rules"
+"$PROMTOOL" check rules "$rules" || status=1
+echo "== promtool test rules"
+"$PROMTOOL" test rules "$TESTENV_DIR/promtool/rules.test.yaml" || status=1
+# The chart installs exactly those rules.
+"${helm[@]}" template x "$chart" --set metrics.prometheusRule.enabled=true --show-only templates/prometheusrule.yaml |
+    python3 -c 'import sys, yaml; rendered = yaml.safe_load(sys.stdin)["spec"]["groups"]; file = yaml.safe_load(open(sys.argv[1]))["groups"]; sys.exit(0 if rendered == file else "the PrometheusRule differs from " + sys.argv[1])' "$rules" || status=1
+# The dashboard ConfigMap holds the dashboard of docs/ as it is.
+"${helm[@]}" template x "$chart" --set metrics.grafanaDashboard.enabled=true --show-only templates/grafana-dashboard.yaml |
+    python3 -c 'import json, sys, yaml; cm = json.loads(yaml.safe_load(sys.stdin)["data"]["prapi.json"]); sys.exit(0 if cm == json.load(open(sys.argv[1])) else "the dashboard ConfigMap differs from " + sys.argv[1])' "$REPO_ROOT/docs/grafana-dashboard.json" || status=1
 echo "== kubeconform: docs/examples"
 "${kubeconform[@]}" "$REPO_ROOT"/docs/examples/*.yaml || status=1
 # The checks can fail: an unknown field in a Deployment and in a MarketGroup, and a

@@ -457,3 +457,66 @@ fn the_extractor_finds_names_prefixes_and_skips_other_words() {
         ])
     );
 }
+
+/// The dashboard imports into Grafana: a dashboard model of a schema version Grafana 10 and later
+/// migrate from, unique panel ids and positions inside the 24-column grid, every query on the
+/// `datasource` variable it defines, and the same file under docs/ as in the chart.
+#[test]
+fn the_dashboard_is_an_importable_grafana_dashboard() {
+    let path = repo().join("charts/prapi-operator/files/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("dashboard");
+    assert_eq!(
+        std::fs::read_to_string(repo().join("docs/grafana-dashboard.json")).expect("docs copy"),
+        text
+    );
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let schema = d["schemaVersion"].as_i64().expect("schemaVersion");
+    assert!((36..=41).contains(&schema), "schemaVersion {schema}");
+    assert!(
+        d["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty() && u.len() <= 40)
+    );
+    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(d["version"].is_u64());
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        vars.contains(&"datasource") && vars.contains(&"namespace"),
+        "{vars:?}"
+    );
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut queries = 0;
+    for p in panels {
+        let id = p["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "panel id {id} twice");
+        let g = &p["gridPos"];
+        let (x, w, h) = (g["x"].as_u64(), g["w"].as_u64(), g["h"].as_u64());
+        assert!(
+            matches!((x, w, h), (Some(x), Some(w), Some(h)) if x + w <= 24 && h > 0),
+            "panel {id}: gridPos {g}"
+        );
+        assert!(g["y"].is_u64(), "panel {id}: gridPos {g}");
+        let kind = p["type"].as_str().expect("panel type");
+        assert!(["row", "timeseries", "stat"].contains(&kind), "{kind}");
+        if kind == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {id}");
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            assert!(
+                !expr.is_empty() && t["refId"].is_string(),
+                "panel {id}: {t}"
+            );
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {id}");
+            queries += 1;
+        }
+    }
+    assert!(queries >= 20, "{queries} queries");
+}
