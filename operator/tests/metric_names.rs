@@ -249,8 +249,8 @@ enum Reference {
 
 /// The one extractor of metric names, for docs, the chart's dashboard and rules and the rendered
 /// autoscalers alike: every word starting with `prapi_` or `process_` (not part of a longer
-/// word, nor a Rust path such as `prapi_common::ops`); one ending in `_` or followed by `*` is a
-/// prefix.
+/// word, nor a Rust path such as `prapi_common::ops` or a log directive such as
+/// `prapi_dataplane=debug`); one ending in `_` or followed by `*` is a prefix.
 fn referenced_names(text: &str) -> BTreeSet<Reference> {
     let bytes = text.as_bytes();
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
@@ -270,7 +270,9 @@ fn referenced_names(text: &str) -> BTreeSet<Reference> {
             continue;
         }
         let rest = &text[i..];
-        if rest.starts_with("::") {
+        // A Rust path (`prapi_common::ops`) or a log directive (`prapi_dataplane=debug`): PromQL
+        // never puts either right after a metric name.
+        if rest.starts_with("::") || (rest.starts_with('=') && !rest.starts_with("==")) {
             continue;
         }
         if rest.starts_with('*') || word.ends_with('_') {
@@ -445,7 +447,7 @@ async fn docs_metrics_md_lists_exactly_the_exported_families() {
 fn the_extractor_finds_names_prefixes_and_skips_other_words() {
     let got = referenced_names(
         "rate(prapi_http_request_duration_seconds_bucket{route=\"/x\"}[5m]) `prapi_cache_*` \
-         use prapi_common::ops; a test_prapi_local_name; process_open_fds; `prapi_operator_`",
+         use prapi_common::ops; a test_prapi_local_name; process_open_fds; `prapi_operator_`; RUST_LOG=warn,prapi_dataplane=debug; prapi_build_info==1",
     );
     assert_eq!(
         got,
@@ -454,6 +456,7 @@ fn the_extractor_finds_names_prefixes_and_skips_other_words() {
             Reference::Prefix("prapi_cache_".into()),
             Reference::Name("process_open_fds".into()),
             Reference::Prefix("prapi_operator_".into()),
+            Reference::Name("prapi_build_info".into()),
         ])
     );
 }
