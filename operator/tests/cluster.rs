@@ -924,6 +924,44 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
         String::from_utf8_lossy(&applied.stderr)
     );
 
+    // The external metrics API's grants live outside the namespace (kube-system, cluster-wide):
+    // applied as the chart renders them, without the APIService this test does not need.
+    let external = std::process::Command::new("helm")
+        .args(["template", "op", chart, "--namespace", &ns])
+        .args(["--set", "externalMetrics.apiService=never"])
+        .args(["--show-only", "templates/external-metrics.yaml"])
+        .output()
+        .expect("run helm");
+    assert!(
+        external.status.success(),
+        "{}",
+        String::from_utf8_lossy(&external.stderr)
+    );
+    let bindings: Vec<serde_json::Value> = String::from_utf8_lossy(&external.stdout)
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+        .collect();
+    assert_eq!(bindings.len(), 2, "{bindings:?}");
+    for b in &bindings {
+        let ar = if b["kind"] == "RoleBinding" {
+            kube::core::ApiResource::erase::<k8s_openapi::api::rbac::v1::RoleBinding>(&())
+        } else {
+            kube::core::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&())
+        };
+        let api: Api<kube::api::DynamicObject> = match b["metadata"]["namespace"].as_str() {
+            Some(bns) => Api::namespaced_with(c.client.clone(), bns, &ar),
+            None => Api::all_with(c.client.clone(), &ar),
+        };
+        let name = b["metadata"]["name"].as_str().expect("name");
+        api.patch(
+            name,
+            &kube::api::PatchParams::apply("prapi-operator-tests").force(),
+            &kube::api::Patch::Apply(b),
+        )
+        .await
+        .expect("apply the external metrics API's bindings");
+    }
     let kubeconfig = impersonating_kubeconfig(&c.env, &ns, "op-prapi-operator");
     // The kubeconfig really is the ServiceAccount: it may not read Secrets.
     let as_sa = {
@@ -938,6 +976,29 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
         other => panic!("the ServiceAccount could list Secrets: {other:?}"),
     }
+    // What the external metrics API reads and asks: the front proxy's CA, and access reviews.
+    let auth: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(as_sa.clone(), "kube-system");
+    auth.get("extension-apiserver-authentication")
+        .await
+        .expect("the ServiceAccount may read the front proxy's CA");
+    let caller = prapi_operator::external_metrics::auth::Caller {
+        user: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
+        groups: vec!["system:serviceaccounts".into()],
+    };
+    let reviews: Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> =
+        Api::all(as_sa.clone());
+    reviews
+        .create(
+            &Default::default(),
+            &prapi_operator::external_metrics::authz::review(
+                &caller,
+                &ns,
+                "prapi_updater_consumer_lag",
+            ),
+        )
+        .await
+        .expect("the ServiceAccount may ask for access reviews");
     let groups_as_sa: Api<MarketGroup> = Api::namespaced(as_sa, &ns);
     groups_as_sa
         .list(&Default::default())
