@@ -48,12 +48,13 @@ all_on=(
     --set 'extraEnv[0].name=HTTPS_PROXY' --set 'extraEnv[0].value=http://proxy:3128'
     --set metrics.serviceMonitor.enabled=true --set serviceAccount.annotations.role=arn
     --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true
+    --set externalMetrics.certificate.source=cert-manager
 )
 helm=("$K8S_BIN/helm")
 kubeconform=("$KIND_TOOLS/bin/kubeconform" -strict -summary -output text
     -schema-location "$schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json"
-    # The Prometheus Operator's CRDs are not part of this environment.
-    -skip ServiceMonitor,PrometheusRule)
+    # The Prometheus Operator's and cert-manager's CRDs are not part of this environment.
+    -skip ServiceMonitor,PrometheusRule,Certificate,Issuer)
 status=0
 for values in defaults all-on; do
     args=()
