@@ -55,7 +55,27 @@ pub const MAX_NAME_LEN: usize = 45;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         description = "Whether the group serves"
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the group serves or does not"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Autoscaler",
+        type_ = "string",
+        json_path = ".status.updaterAutoscaler",
+        description = "What scales the updater on its lag",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Table",
+        type_ = "string",
+        json_path = ".status.table.name",
+        description = "The group's DynamoDB table",
+        priority = "1"
+    ),
     validation = Rule::new("self.metadata.name.size() <= 45").message(
         "metadata.name must be at most 45 characters (child names such as <name>-products-headless must stay DNS labels)"
     ),

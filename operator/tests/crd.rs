@@ -113,12 +113,31 @@ fn crd_names_scope_subresource_and_printer_columns() {
                 ".status.conditions[?(@.type==\"Ready\")].status".into()
             ),
             (
+                "Reason".into(),
+                "string".into(),
+                ".status.conditions[?(@.type==\"Ready\")].reason".into()
+            ),
+            (
                 "Age".into(),
                 "date".into(),
                 ".metadata.creationTimestamp".into()
             ),
+            (
+                "Autoscaler".into(),
+                "string".into(),
+                ".status.updaterAutoscaler".into()
+            ),
+            ("Table".into(), "string".into(), ".status.table.name".into()),
         ]
     );
+    let wide: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority == Some(1))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(wide, ["Autoscaler", "Table"], "-o wide only");
 }
 
 /// Every rule the issue asks for is in the schema, at the right place, with its message.
