@@ -242,6 +242,21 @@ pub struct RunArgs {
         default_value_t = 10
     )]
     pub external_metrics_lag_max_age_seconds: u64,
+    /// A Skipper filter put first on every RouteGroup route: the ingress's token check, e.g.
+    /// `oauthTokeninfoAnyScope("uid")` or `jwtValidation("https://issuer.example")`.
+    #[arg(long, env = "PRAPI_SKIPPER_AUTH_FILTER")]
+    pub skipper_auth_filter: Option<String>,
+    /// An implementation-specific HTTPRoute filter (`GROUP/KIND/NAME`, an ExtensionRef in the
+    /// route's namespace) put on every rule: the Gateway implementation's token check.
+    #[arg(long, env = "PRAPI_GATEWAY_AUTH_FILTER")]
+    pub gateway_auth_filter: Option<crate::render::routing::ExtensionRef>,
+    /// Give every group NetworkPolicies (docs/operator.md, "Permissions").
+    #[arg(long, env = "PRAPI_NETWORK_POLICIES", default_value_t = true, action = ArgAction::Set)]
+    pub network_policies: bool,
+    /// Namespaces the ingress runs in, the only ones (with the group's batch pods) that may reach
+    /// the API ports; none: any source.
+    #[arg(long, env = "PRAPI_INGRESS_NAMESPACES", value_delimiter = ',')]
+    pub ingress_namespaces: Vec<String>,
 }
 
 /// The updater autoscaler for offline rendering (no cluster to detect KEDA in).

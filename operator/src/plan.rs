@@ -42,6 +42,17 @@ pub struct GroupPlan {
     pub default_balance_factor: f64,
     /// Annotations of the group's ServiceAccount (`spec.pod.serviceAccountAnnotations`).
     pub service_account_annotations: BTreeMap<String, String>,
+    /// The group's NetworkPolicies; `None` when the installation turned them off
+    /// (`--network-policies false`).
+    pub network_policy: Option<NetworkPolicyPlan>,
+}
+
+/// Who may reach a group's pods (`--network-policies`, `--ingress-namespaces`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkPolicyPlan {
+    /// Namespaces the ingress (Skipper, the Gateway's proxies) runs in: the only sources allowed
+    /// on the API port besides the group's own batch pods. Empty: any source.
+    pub ingress_namespaces: Vec<String>,
 }
 
 /// Identity of the MarketGroup that owns the rendered objects.
@@ -173,6 +184,12 @@ impl GroupPlan {
             .unwrap_or(self.default_balance_factor)
     }
 
+    /// The plan with the installation's NetworkPolicy settings (`None`: no policies).
+    pub fn with_network_policy(mut self, policy: Option<NetworkPolicyPlan>) -> Self {
+        self.network_policy = policy;
+        self
+    }
+
     /// Name of a child object: `<group>-<suffix>`.
     pub fn child_name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.owner.name)
@@ -188,12 +205,12 @@ impl GroupPlan {
         self.child_name("products-headless")
     }
 
-    /// The group's ServiceAccount.
-    pub fn service_account_name(&self) -> String {
-        self.owner.name.clone()
+    /// A component's ServiceAccount (named like its Deployment).
+    pub fn service_account_name(&self, c: Component) -> String {
+        self.component_name(c)
     }
 
-    /// The Role and RoleBinding that let batch pods read EndpointSlices.
+    /// The RoleBinding that lets batch pods read EndpointSlices.
     pub fn endpoint_reader_name(&self) -> String {
         self.child_name("endpointslice-reader")
     }

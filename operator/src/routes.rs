@@ -427,6 +427,7 @@ mod tests {
             log_format: Default::default(),
             log_filter: "info".into(),
             service_account_annotations: Default::default(),
+            network_policy: None,
         }
     }
 

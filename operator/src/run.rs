@@ -62,6 +62,10 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
                 gateway: args.gateway.clone(),
                 balance_factor: args.balance_factor,
                 hosts: args.route_hosts.clone(),
+                auth: crate::render::routing::RouteAuth {
+                    skipper_filter: args.skipper_auth_filter.clone(),
+                    gateway_extension_ref: args.gateway_auth_filter.clone(),
+                },
             },
             args.default_image.clone(),
             args.store == StoreChoice::Aws,
@@ -287,6 +291,11 @@ async fn context(
         updater_autoscaler: args.updater_autoscaler,
         balance_factor: args.balance_factor,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        network_policy: args
+            .network_policies
+            .then(|| crate::plan::NetworkPolicyPlan {
+                ingress_namespaces: args.ingress_namespaces.clone(),
+            }),
     };
     let recorder = Recorder::new(
         client.clone(),

@@ -7,7 +7,8 @@
 
 use crate::crd::MarketGroup;
 use crate::plan::{
-    BatchPlan, GroupPlan, Owner, ProductsPlan, ReplicaRange, UpdaterPlan, default_resource_name,
+    BatchPlan, GroupPlan, NetworkPolicyPlan, Owner, ProductsPlan, ReplicaRange, UpdaterPlan,
+    default_resource_name,
 };
 use crate::pod_settings::merge;
 use crate::quantity;
@@ -244,6 +245,8 @@ pub fn plan(
         log_format: spec.logs.format,
         log_filter: spec.logs.filter.clone(),
         service_account_annotations: spec.pod.service_account_annotations.clone(),
+        // On by default; the installation may turn them off or name the ingress namespaces.
+        network_policy: Some(NetworkPolicyPlan::default()),
         owner: Owner {
             namespace: namespace.clone(),
             name: name.clone(),

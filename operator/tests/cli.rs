@@ -101,7 +101,7 @@ fn render_subcommand_prints_every_object_or_the_problems() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(text.matches("\n---\n").count() + 1, 16, "16 objects");
+    assert_eq!(text.matches("\n---\n").count() + 1, 20, "20 objects");
     assert!(text.contains("kind: ScaledObject"));
     assert!(text.contains("image: example/prapi:9"));
     assert!(text.contains("namespace: shop"));

@@ -467,7 +467,7 @@ async fn deleting_a_group_removes_the_finalizer_and_garbage_collects_children() 
     else {
         return;
     };
-    assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 16);
+    assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 20);
 
     let api: Api<MarketGroup> = Api::namespaced(c.client.clone(), &ns);
     api.delete("g", &DeleteParams::background())
@@ -533,7 +533,7 @@ async fn an_unchanged_group_is_reconciled_without_writes() {
     .await;
     let (reconciles, writes) = settled(&op).await;
     let versions = fingerprints(&c.client, &ns, "g").await;
-    assert_eq!(versions.len(), 16);
+    assert_eq!(versions.len(), 20);
 
     // An annotation change makes the controller reconcile without a spec change.
     poke(&c.client, &ns, "g", 1).await;
@@ -608,12 +608,12 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() {
         &ChildKind::ServiceAccount.api_resource(),
     );
     eventually("the first child", || async {
-        sa.get_opt("g").await.ok().flatten().map(|_| ())
+        sa.get_opt("g-updater").await.ok().flatten().map(|_| ())
     })
     .await;
     op.kill();
     let at_kill = children(&c.client, &ns, "g", &core_kinds()).await.len();
-    eprintln!("children when the operator was killed: {at_kill} of 16");
+    eprintln!("children when the operator was killed: {at_kill} of 20");
     // The spec changes while no operator runs.
     patch_group(
         &c.client,
@@ -859,30 +859,9 @@ async fn offline_render_matches_what_the_operator_applies() {
 async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("mg-chart").await;
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/prapi-operator");
-    let rendered = std::process::Command::new("helm")
-        .args([
-            "template",
-            "op",
-            chart,
-            "--namespace",
-            &ns,
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-        ])
-        .output()
-        .expect("run helm (on the test environment's PATH)");
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
+    let rendered = chart_rbac("op", &ns, &[&format!("watchNamespace={ns}")]);
     // The chart grants watching exactly what the operator owns (ChildKind::watched).
-    let rules: Vec<serde_json::Value> = String::from_utf8_lossy(&rendered.stdout)
+    let rules: Vec<serde_json::Value> = String::from_utf8_lossy(&rendered)
         .split("\n---")
         .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
         .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
@@ -904,28 +883,11 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
             assert!(granted(verb), "the chart does not grant {verb} on {kind:?}");
         }
     }
-    let mut apply = std::process::Command::new("kubectl")
-        .args(["-n", &ns, "apply", "-f", "-"])
-        .env("KUBECONFIG", c.env.kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    {
-        use std::io::Write;
-        let mut stdin = apply.stdin.take().expect("stdin");
-        stdin.write_all(&rendered.stdout).expect("write manifests");
-    }
-    let applied = apply.wait_with_output().expect("kubectl apply");
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    kubectl(&c.env, &["-n", &ns, "apply", "-f", "-"], &rendered);
 
     // The external metrics API's grants live outside the namespace (kube-system, cluster-wide):
     // applied as the chart renders them, without the APIService this test does not need.
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/prapi-operator");
     let external = std::process::Command::new("helm")
         .args(["template", "op", chart, "--namespace", &ns])
         .args(["--set", "externalMetrics.apiService=never"])
@@ -964,13 +926,7 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     }
     let kubeconfig = impersonating_kubeconfig(&c.env, &ns, "op-prapi-operator");
     // The kubeconfig really is the ServiceAccount: it may not read Secrets.
-    let as_sa = {
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        kube::Client::try_from(cfg).expect("client")
-    };
+    let as_sa = client_of(&kubeconfig).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(as_sa.clone(), &ns);
     match secrets.list(&Default::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
@@ -1012,7 +968,7 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     )
     .await;
     wait_ready(&c.client, &ns, "g").await;
-    assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 16);
+    assert_eq!(children(&c.client, &ns, "g", &core_kinds()).await.len(), 20);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), &ns);
     eventually("the operator's Ready event", || async {
         let list = events.list(&Default::default()).await.ok()?;
@@ -1033,6 +989,254 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
         api.get_opt("g").await.expect("get").is_none().then_some(())
     })
     .await;
+}
+
+/// A client acting as `kubeconfig` says (an impersonating one, say).
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+/// The chart's ServiceAccount and RBAC, as `helm template RELEASE` renders them with `sets`.
+fn chart_rbac(release: &str, ns: &str, sets: &[&str]) -> Vec<u8> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/prapi-operator");
+    let mut helm = std::process::Command::new("helm");
+    helm.args(["template", release, chart, "--namespace", ns]);
+    for set in sets {
+        helm.args(["--set", set]);
+    }
+    for template in ["serviceaccount", "rbac", "endpointslice-reader"] {
+        helm.args(["--show-only", &format!("templates/{template}.yaml")]);
+    }
+    let rendered = helm
+        .output()
+        .expect("run helm (on the test environment's PATH)");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    rendered.stdout
+}
+
+/// Runs `kubectl ARGS` as the test environment's admin with `stdin`; panics with its stderr if
+/// it fails.
+fn kubectl(env: &prapi_e2e::TestEnv, args: &[&str], stdin: &[u8]) {
+    let mut cmd = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", env.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    {
+        use std::io::Write;
+        let mut input = cmd.stdin.take().expect("stdin");
+        input.write_all(stdin).expect("write manifests");
+    }
+    let out = cmd.wait_with_output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes the cluster-scoped RBAC a test applied, also when it panics.
+struct ClusterRbac<'a> {
+    env: &'a prapi_e2e::TestEnv,
+    name: String,
+}
+
+impl Drop for ClusterRbac<'_> {
+    fn drop(&mut self) {
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let _ = std::process::Command::new("kubectl")
+                .args(["delete", kind, &self.name, "--ignore-not-found"])
+                .env("KUBECONFIG", self.env.kubeconfig())
+                .output();
+        }
+    }
+}
+
+/// What the chart lets the operator's ServiceAccount do in its default, cluster-wide mode, asked
+/// of the real API server (SubjectAccessReview, as `kubectl auth can-i --as` does) and tried
+/// with real impersonated writes where the API server checks more than RBAC (binding a role).
+/// Least privilege: no Roles, no ClusterRoleBindings, no Secrets, no EndpointSlices, no Pods;
+/// RoleBindings only to the chart's EndpointSlice reader; writes of the kinds it owns (in every
+/// namespace: that is what cluster-wide mode grants, docs/operator.md, "Permissions").
+#[tokio::test]
+async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let Some(c) = cluster().await else { return };
+    let ns_guard = c.namespace("mg-rbac").await;
+    let other_guard = c.namespace("mg-rbac-team").await;
+    let (ns, other) = (ns_guard.to_string(), other_guard.to_string());
+    // The release is named after the test's namespace, so its cluster-scoped objects are unique.
+    let release = ns.clone();
+    let account = format!("{release}-prapi-operator");
+    let _cleanup = ClusterRbac {
+        env: &c.env,
+        name: account.clone(),
+    };
+    kubectl(
+        &c.env,
+        &["-n", &ns, "apply", "-f", "-"],
+        &chart_rbac(&release, &ns, &[]),
+    );
+    let user = format!("system:serviceaccount:{ns}:{account}");
+    let reviews: Api<SubjectAccessReview> = Api::all(c.client.clone());
+    let can = |verb: &str, resource: &str, namespace: &str, name: &str| {
+        let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
+        let (resource, subresource) = match resource.split_once(':') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (resource, None),
+        };
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{ns}"),
+                    "system:authenticated".into(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource,
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: (!name.is_empty()).then(|| name.to_string()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let reviews = reviews.clone();
+        async move {
+            reviews
+                .create(&Default::default(), &review)
+                .await
+                .expect("SubjectAccessReview")
+                .status
+                .is_some_and(|s| s.allowed)
+        }
+    };
+    // `group/resource[:subresource]`, namespace, name.
+    let allowed = [
+        ("create", "apps/deployments", other.as_str(), ""),
+        ("patch", "/configmaps", &other, ""),
+        ("delete", "/services", &other, ""),
+        ("create", "/serviceaccounts", &other, ""),
+        (
+            "create",
+            "rbac.authorization.k8s.io/rolebindings",
+            &other,
+            "",
+        ),
+        (
+            "bind",
+            "rbac.authorization.k8s.io/clusterroles",
+            "",
+            "prapi-endpointslice-reader",
+        ),
+        ("patch", "prapi.dev/marketgroups:status", &other, ""),
+        ("watch", "prapi.dev/marketgroups", "", ""),
+        ("create", "coordination.k8s.io/leases", &ns, ""),
+        ("create", "events.k8s.io/events", &other, ""),
+    ];
+    let denied = [
+        (
+            "create",
+            "rbac.authorization.k8s.io/roles",
+            other.as_str(),
+            "",
+        ),
+        (
+            "create",
+            "rbac.authorization.k8s.io/clusterrolebindings",
+            "",
+            "",
+        ),
+        (
+            "bind",
+            "rbac.authorization.k8s.io/clusterroles",
+            "",
+            "cluster-admin",
+        ),
+        (
+            "bind",
+            "rbac.authorization.k8s.io/clusterroles",
+            "",
+            "admin",
+        ),
+        ("escalate", "rbac.authorization.k8s.io/clusterroles", "", ""),
+        ("list", "discovery.k8s.io/endpointslices", &other, ""),
+        ("get", "/secrets", &other, ""),
+        ("create", "/pods", &other, ""),
+        ("patch", "/nodes", "", ""),
+        ("create", "coordination.k8s.io/leases", &other, ""),
+        ("delete", "prapi.dev/marketgroups", &other, ""),
+        (
+            "create",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "",
+            "",
+        ),
+    ];
+    for (verb, resource, namespace, name) in allowed {
+        assert!(
+            can(verb, resource, namespace, name).await,
+            "the operator may not {verb} {resource} {namespace}/{name}"
+        );
+    }
+    for (verb, resource, namespace, name) in denied {
+        assert!(
+            !can(verb, resource, namespace, name).await,
+            "the operator may {verb} {resource} {namespace}/{name}"
+        );
+    }
+
+    // A real binding, impersonating the ServiceAccount: the API server's escalation check lets
+    // it bind the reader and refuses any other role, including a harmless-looking one.
+    let kubeconfig = impersonating_kubeconfig(&c.env, &ns, &account);
+    let as_sa = client_of(&kubeconfig).await;
+    let bindings: Api<RoleBinding> = Api::namespaced(as_sa, &other);
+    let binding = |role: &str| RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("try-{role}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "default".into(),
+            namespace: Some(other.clone()),
+            ..Subject::default()
+        }]),
+    };
+    bindings
+        .create(&Default::default(), &binding("prapi-endpointslice-reader"))
+        .await
+        .expect("the operator may bind the EndpointSlice reader");
+    for role in ["view", "edit", "cluster-admin"] {
+        match bindings.create(&Default::default(), &binding(role)).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "binding {role}: {s:?}"),
+            other => panic!("the operator could bind {role}: {other:?}"),
+        }
+    }
 }
 
 /// Measurement for the note, not a pass/fail check of speed: 50 groups to Ready, the

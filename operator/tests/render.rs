@@ -283,7 +283,11 @@ fn deployments_have_image_probes_resources_and_restricted_security() {
             ctr.volume_mounts.as_ref().map(|v| v[0].mount_path.as_str()),
             Some("/tmp")
         );
-        assert_eq!(pod(&d).service_account_name.as_deref(), Some("dach"));
+        assert_eq!(
+            pod(&d).service_account_name.as_deref(),
+            Some(format!("dach-{}", c.as_str()).as_str()),
+            "one ServiceAccount per component"
+        );
         assert_eq!(
             pod(&d).automount_service_account_token,
             Some(c == Component::Batch),
@@ -545,13 +549,15 @@ fn shared_pod_settings_reach_every_component_field_by_field() {
             }])
         );
     }
-    assert_eq!(
-        w::service_account(&p).metadata.annotations,
-        Some(BTreeMap::from([(
-            "eks.amazonaws.com/role-arn".into(),
-            "arn:aws:iam::1:role/r".into()
-        )]))
-    );
+    for c in Component::ALL {
+        assert_eq!(
+            w::service_account(&p, c).metadata.annotations,
+            Some(BTreeMap::from([(
+                "eks.amazonaws.com/role-arn".into(),
+                "arn:aws:iam::1:role/r".into()
+            )]))
+        );
+    }
     // Without settings none of these fields is rendered.
     let bare = w::deployment(&default_plan(), Component::Products);
     let spec = pod(&bare);
@@ -567,7 +573,9 @@ fn shared_pod_settings_reach_every_component_field_by_field() {
         (&None, &None, &None, &None, &None, &None)
     );
     assert_eq!(
-        w::service_account(&default_plan()).metadata.annotations,
+        w::service_account(&default_plan(), Component::Batch)
+            .metadata
+            .annotations,
         None
     );
 }
@@ -945,26 +953,112 @@ fn disruption_budgets_take_one_pod_at_a_time() {
 #[test]
 fn batch_may_read_endpointslices_and_nothing_else() {
     let p = default_plan();
-    let sa = w::service_account(&p);
-    assert_eq!(sa.metadata.name.as_deref(), Some("dach"));
-    let role = w::endpoint_reader_role(&p);
-    let rules = role.rules.expect("rules");
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].api_groups, Some(strings(&["discovery.k8s.io"])));
-    assert_eq!(rules[0].resources, Some(strings(&["endpointslices"])));
-    assert_eq!(rules[0].verbs, strings(&["get", "list", "watch"]));
+    for c in Component::ALL {
+        let sa = w::service_account(&p, c);
+        let name = format!("dach-{}", c.as_str());
+        assert_eq!(sa.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(sa.metadata.labels.as_ref(), Some(&labels(Some(c.as_str()))));
+    }
+    // A binding to the chart's fixed ClusterRole, not a Role of the operator's making.
     let rb = w::endpoint_reader_binding(&p);
-    assert_eq!(rb.role_ref.kind, "Role");
-    assert_eq!(rb.role_ref.name, "dach-endpointslice-reader");
-    let subject = &rb.subjects.expect("subjects")[0];
+    assert_eq!(rb.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("ClusterRole", "prapi-endpointslice-reader")
+    );
+    assert_eq!(rb.role_ref.name, w::ENDPOINT_READER_CLUSTER_ROLE);
+    let subjects = rb.subjects.expect("subjects");
+    assert_eq!(subjects.len(), 1);
     assert_eq!(
         (
-            subject.kind.as_str(),
-            subject.name.as_str(),
-            subject.namespace.as_deref()
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            subjects[0].namespace.as_deref()
         ),
-        ("ServiceAccount", "dach", Some("shop"))
+        ("ServiceAccount", "dach-batch", Some("shop"))
     );
+    // The chart's ClusterRole is exactly EndpointSlice reads.
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/prapi-operator/templates/endpointslice-reader.yaml"
+    ))
+    .expect("chart template");
+    let body: String = chart
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.contains("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let role: serde_json::Value = serde_norway::from_str(&body).expect("YAML");
+    assert_eq!(role["metadata"]["name"], w::ENDPOINT_READER_CLUSTER_ROLE);
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}])
+    );
+}
+
+/// Who may reach each component: ops ports from anywhere, the API ports from the group's batch
+/// pods (products) and the ingress namespaces, nothing else; and no policies when turned off.
+#[test]
+fn network_policies_admit_the_ingress_and_batch_only() {
+    use prapi_operator::plan::NetworkPolicyPlan;
+    use prapi_operator::render::network::network_policy;
+    let p = default_plan();
+    let rules = |c: Component, np: &NetworkPolicyPlan| {
+        let policy = network_policy(&p, c, np);
+        let name = format!("dach-{}", c.as_str());
+        assert_eq!(policy.metadata.name.as_deref(), Some(name.as_str()));
+        let spec = serde_json::to_value(policy.spec.expect("spec")).expect("json");
+        assert_eq!(
+            spec["podSelector"],
+            serde_json::to_value(meta::pod_selector(&p, c)).expect("json")
+        );
+        assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+        spec["ingress"].clone()
+    };
+    let any = |port: i32| serde_json::json!({"ports": [{"port": port, "protocol": "TCP"}]});
+    let batch_pods = serde_json::json!({"podSelector": serde_json::to_value(meta::pod_selector(&p, Component::Batch)).expect("json")});
+    let skipper = serde_json::json!({"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["skipper", "gw"]}
+    ]}});
+    let from = |peers: serde_json::Value| serde_json::json!({"ports": [{"port": 8080, "protocol": "TCP"}], "from": peers});
+    let ingress = NetworkPolicyPlan {
+        ingress_namespaces: vec!["skipper".into(), "gw".into()],
+    };
+    assert_eq!(
+        rules(Component::Updater, &ingress),
+        serde_json::json!([any(8080)])
+    );
+    assert_eq!(
+        rules(Component::Products, &ingress),
+        serde_json::json!([any(9090), from(serde_json::json!([batch_pods, skipper]))])
+    );
+    assert_eq!(
+        rules(Component::Batch, &ingress),
+        serde_json::json!([any(9090), from(serde_json::json!([skipper]))])
+    );
+    // Without ingress namespaces the API ports are open, every other port still closed.
+    let open = NetworkPolicyPlan::default();
+    assert_eq!(
+        rules(Component::Products, &open),
+        serde_json::json!([any(9090), any(8080)])
+    );
+    assert_eq!(
+        rules(Component::Batch, &open),
+        serde_json::json!([any(9090), any(8080)])
+    );
+    // Turned off: none rendered.
+    let off = default_plan().with_network_policy(None);
+    let kinds: Vec<ChildKind> = render(
+        &off,
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::Keda,
+        },
+    )
+    .expect("renders")
+    .into_iter()
+    .map(|c| c.kind)
+    .collect();
+    assert!(!kinds.contains(&ChildKind::NetworkPolicy));
 }
 
 #[test]
@@ -1083,8 +1177,9 @@ fn render_lists_every_child_in_apply_order() {
     use ChildKind::*;
     let s = |k, n: &str| (k, n.to_string());
     let common = vec![
-        s(ServiceAccount, "dach"),
-        s(Role, "dach-endpointslice-reader"),
+        s(ServiceAccount, "dach-updater"),
+        s(ServiceAccount, "dach-products"),
+        s(ServiceAccount, "dach-batch"),
         s(RoleBinding, "dach-endpointslice-reader"),
         s(ConfigMap, "dach-config"),
         s(Service, "dach-products"),
@@ -1096,6 +1191,9 @@ fn render_lists_every_child_in_apply_order() {
         s(PodDisruptionBudget, "dach-updater"),
         s(PodDisruptionBudget, "dach-products"),
         s(PodDisruptionBudget, "dach-batch"),
+        s(NetworkPolicy, "dach-updater"),
+        s(NetworkPolicy, "dach-products"),
+        s(NetworkPolicy, "dach-batch"),
         s(HorizontalPodAutoscaler, "dach-products"),
         s(HorizontalPodAutoscaler, "dach-batch"),
     ];

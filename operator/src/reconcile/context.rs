@@ -24,6 +24,8 @@ pub struct Settings {
     pub balance_factor: f64,
     /// Requeue period of a healthy group.
     pub resync: Duration,
+    /// The groups' NetworkPolicies (`None`: off).
+    pub network_policy: Option<crate::plan::NetworkPolicyPlan>,
 }
 
 /// Shared state of all reconciles.

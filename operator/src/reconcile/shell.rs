@@ -79,6 +79,7 @@ fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate
     validate::plan(mg, &ctx.settings.default_image, ns).map(|p| {
         p.with_env(&ctx.settings.data_plane_env)
             .with_default_balance_factor(ctx.settings.balance_factor)
+            .with_network_policy(ctx.settings.network_policy.clone())
     })
 }
 

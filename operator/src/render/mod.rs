@@ -5,6 +5,7 @@
 
 pub mod autoscaling;
 pub mod meta;
+pub mod network;
 pub mod routing;
 pub mod workloads;
 
@@ -21,8 +22,6 @@ use thiserror::Error;
 pub enum ChildKind {
     /// core/v1 ServiceAccount.
     ServiceAccount,
-    /// rbac.authorization.k8s.io/v1 Role.
-    Role,
     /// rbac.authorization.k8s.io/v1 RoleBinding.
     RoleBinding,
     /// core/v1 ConfigMap.
@@ -33,6 +32,8 @@ pub enum ChildKind {
     Deployment,
     /// policy/v1 PodDisruptionBudget.
     PodDisruptionBudget,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    NetworkPolicy,
     /// autoscaling/v2 HorizontalPodAutoscaler.
     HorizontalPodAutoscaler,
     /// keda.sh/v1alpha1 ScaledObject.
@@ -44,12 +45,12 @@ impl ChildKind {
     /// that use them, the Deployments before their autoscalers).
     pub const ALL: [ChildKind; 9] = [
         ChildKind::ServiceAccount,
-        ChildKind::Role,
         ChildKind::RoleBinding,
         ChildKind::ConfigMap,
         ChildKind::Service,
         ChildKind::Deployment,
         ChildKind::PodDisruptionBudget,
+        ChildKind::NetworkPolicy,
         ChildKind::HorizontalPodAutoscaler,
         ChildKind::ScaledObject,
     ];
@@ -67,12 +68,12 @@ impl ChildKind {
     pub fn gvk(self) -> GroupVersionKind {
         let (g, v, k) = match self {
             ChildKind::ServiceAccount => ("", "v1", "ServiceAccount"),
-            ChildKind::Role => ("rbac.authorization.k8s.io", "v1", "Role"),
             ChildKind::RoleBinding => ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
             ChildKind::ConfigMap => ("", "v1", "ConfigMap"),
             ChildKind::Service => ("", "v1", "Service"),
             ChildKind::Deployment => ("apps", "v1", "Deployment"),
             ChildKind::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
+            ChildKind::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy"),
             ChildKind::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
             ChildKind::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject"),
         };
@@ -83,12 +84,12 @@ impl ChildKind {
     pub fn plural(self) -> &'static str {
         match self {
             ChildKind::ServiceAccount => "serviceaccounts",
-            ChildKind::Role => "roles",
             ChildKind::RoleBinding => "rolebindings",
             ChildKind::ConfigMap => "configmaps",
             ChildKind::Service => "services",
             ChildKind::Deployment => "deployments",
             ChildKind::PodDisruptionBudget => "poddisruptionbudgets",
+            ChildKind::NetworkPolicy => "networkpolicies",
             ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
             ChildKind::ScaledObject => "scaledobjects",
         }
@@ -177,17 +178,15 @@ fn child(kind: ChildKind, name: String, object: impl Serialize) -> Result<Child,
 /// Every object the group should have, in apply order.
 pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, RenderError> {
     use workloads as w;
-    let mut out = vec![
-        child(
+    let mut out = Vec::new();
+    for c in Component::ALL {
+        out.push(child(
             ChildKind::ServiceAccount,
-            plan.service_account_name(),
-            w::service_account(plan),
-        )?,
-        child(
-            ChildKind::Role,
-            plan.endpoint_reader_name(),
-            w::endpoint_reader_role(plan),
-        )?,
+            plan.service_account_name(c),
+            w::service_account(plan, c),
+        )?);
+    }
+    out.extend([
         child(
             ChildKind::RoleBinding,
             plan.endpoint_reader_name(),
@@ -198,7 +197,7 @@ pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, Rende
             plan.config_map_name(),
             w::config_map(plan),
         )?,
-    ];
+    ]);
     for c in [Component::Products, Component::Batch] {
         out.push(child(
             ChildKind::Service,
@@ -224,6 +223,15 @@ pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, Rende
             plan.component_name(c),
             w::pod_disruption_budget(plan, c),
         )?);
+    }
+    if let Some(np) = &plan.network_policy {
+        for c in Component::ALL {
+            out.push(child(
+                ChildKind::NetworkPolicy,
+                plan.component_name(c),
+                network::network_policy(plan, c, np),
+            )?);
+        }
     }
     for c in [Component::Products, Component::Batch] {
         out.push(child(

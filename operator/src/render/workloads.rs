@@ -1,6 +1,6 @@
 //! Workload objects of a group: Deployments (updater, products, batch) with the command lines of
-//! docs/cli.md, their Services, PodDisruptionBudgets, the ConfigMap, and the ServiceAccount with
-//! the RBAC batch pods need to discover products pods.
+//! docs/cli.md, their Services, PodDisruptionBudgets, the ConfigMap, one ServiceAccount per
+//! component, and the RoleBinding that lets batch pods discover products pods.
 
 use super::meta::{self, ANNOTATION_CONFIG_HASH, object_meta, pod_selector, selector_labels};
 use crate::crd::{LogFormat, Resources};
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -70,6 +70,11 @@ fn serving_flags() -> [String; 6] {
         DRAIN_TIMEOUT_MS.to_string(),
     ]
 }
+
+/// The ClusterRole the Helm chart ships for the batch pods' EndpointSlice reads (get, list,
+/// watch `discovery.k8s.io` `endpointslices`). The operator binds it in a group's namespace and
+/// holds `bind` on this one role only, so it never creates Roles and cannot grant anything else.
+pub const ENDPOINT_READER_CLUSTER_ROLE: &str = "prapi-endpointslice-reader";
 
 /// Binary inside the image.
 pub const BINARY: &str = "prapi";
@@ -408,7 +413,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(plan.service_account_name()),
+                    service_account_name: Some(plan.service_account_name(component)),
                     // Only batch talks to the Kubernetes API (EndpointSlices).
                     automount_service_account_token: Some(component == Component::Batch),
                     security_context: Some(restricted_pod_security()),
@@ -524,43 +529,32 @@ pub fn pod_disruption_budget(plan: &GroupPlan, component: Component) -> PodDisru
     }
 }
 
-/// The group's ServiceAccount (all three components run as it).
-pub fn service_account(plan: &GroupPlan) -> ServiceAccount {
+/// A component's ServiceAccount: one per component, so each can get its own cloud role (the
+/// updater writes the table; products and batch only read it).
+pub fn service_account(plan: &GroupPlan, component: Component) -> ServiceAccount {
     ServiceAccount {
         metadata: ObjectMeta {
             annotations: (!plan.service_account_annotations.is_empty())
                 .then(|| plan.service_account_annotations.clone()),
-            ..object_meta(plan, plan.service_account_name(), None)
+            ..object_meta(plan, plan.service_account_name(component), Some(component))
         },
         ..ServiceAccount::default()
     }
 }
 
-/// Role that reads EndpointSlices in the group's namespace.
-pub fn endpoint_reader_role(plan: &GroupPlan) -> Role {
-    Role {
-        metadata: object_meta(plan, plan.endpoint_reader_name(), None),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["discovery.k8s.io".into()]),
-            resources: Some(vec!["endpointslices".into()]),
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
-            ..PolicyRule::default()
-        }]),
-    }
-}
-
-/// Binds [`endpoint_reader_role`] to the group's ServiceAccount.
+/// Binds the chart's [`ENDPOINT_READER_CLUSTER_ROLE`] to the batch ServiceAccount, in the
+/// group's namespace only.
 pub fn endpoint_reader_binding(plan: &GroupPlan) -> RoleBinding {
     RoleBinding {
-        metadata: object_meta(plan, plan.endpoint_reader_name(), None),
+        metadata: object_meta(plan, plan.endpoint_reader_name(), Some(Component::Batch)),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: plan.endpoint_reader_name(),
+            kind: "ClusterRole".into(),
+            name: ENDPOINT_READER_CLUSTER_ROLE.into(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
-            name: plan.service_account_name(),
+            name: plan.service_account_name(Component::Batch),
             namespace: Some(plan.owner.namespace.clone()),
             ..Subject::default()
         }]),

@@ -56,7 +56,7 @@ fn headers(country: &str, segment: Option<&str>) -> Value {
     Value::Array(h)
 }
 
-fn rules(country: &str, pool: &PoolRoute) -> [Value; 2] {
+fn rules(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> [Value; 2] {
     let seg = pool.segment.as_deref();
     let spelled = spellings(country);
     let batch_matches: Vec<Value> = BATCH_PATHS
@@ -91,10 +91,19 @@ fn rules(country: &str, pool: &PoolRoute) -> [Value; 2] {
             })
             .collect()
     };
-    [
+    let mut out = [
         json!({"matches": batch_matches, "backendRefs": refs(true)}),
         json!({"matches": item_matches, "backendRefs": refs(false)}),
-    ]
+    ];
+    if let Some(r) = &opts.auth.gateway_extension_ref {
+        for rule in &mut out {
+            rule["filters"] = json!([{
+                "type": "ExtensionRef",
+                "extensionRef": {"group": r.group, "kind": r.kind, "name": r.name},
+            }]);
+        }
+    }
+    out
 }
 
 /// The HTTPRoute of a country.
@@ -136,7 +145,7 @@ pub fn http_route(
     let rules: Vec<Value> = route
         .pools
         .iter()
-        .flat_map(|p| rules(&route.country, p))
+        .flat_map(|p| rules(&route.country, p, opts))
         .collect();
     let mut spec = json!({
         "parentRefs": [{

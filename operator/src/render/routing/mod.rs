@@ -612,6 +612,8 @@ pub struct RouteOptions {
     pub balance_factor: f64,
     /// Host names of routes whose groups set none (`--route-hosts`); empty: any host.
     pub hosts: Vec<String>,
+    /// The ingress's token check, added to every rendered route.
+    pub auth: RouteAuth,
 }
 
 impl Default for RouteOptions {
@@ -620,6 +622,49 @@ impl Default for RouteOptions {
             gateway: None,
             balance_factor: DEFAULT_BALANCE_FACTOR,
             hosts: Vec::new(),
+            auth: RouteAuth::default(),
+        }
+    }
+}
+
+/// The authentication hook on rendered routes: the ingress checks each request's token before it
+/// reaches a group, so an installation whose API guidelines require OAuth2 gets it without any
+/// change to the data plane (docs/operator.md, "Authentication on the routes").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteAuth {
+    /// A Skipper filter put first on every RouteGroup route (`--skipper-auth-filter`), e.g.
+    /// `oauthTokeninfoAnyScope("uid")` or `jwtValidation("https://issuer.example")`.
+    pub skipper_filter: Option<String>,
+    /// An implementation-specific HTTPRoute filter put on every rule (`--gateway-auth-filter
+    /// GROUP/KIND/NAME`): `{type: ExtensionRef, extensionRef: {group, kind, name}}`, the Gateway
+    /// API's way to attach an implementation's own filter object (a token check configured in it).
+    pub gateway_extension_ref: Option<ExtensionRef>,
+}
+
+/// A Gateway API `LocalObjectReference` to an implementation-specific filter object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtensionRef {
+    /// API group of the filter object (empty for the core group).
+    pub group: String,
+    /// Kind of the filter object.
+    pub kind: String,
+    /// Name of the filter object, in the route's namespace.
+    pub name: String,
+}
+
+impl std::str::FromStr for ExtensionRef {
+    type Err = String;
+
+    /// Parses `GROUP/KIND/NAME` (`GROUP` may be empty: `/KIND/NAME`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [group, kind, name] if !kind.is_empty() && !name.is_empty() => Ok(ExtensionRef {
+                group: (*group).to_string(),
+                kind: (*kind).to_string(),
+                name: (*name).to_string(),
+            }),
+            _ => Err(format!("expected GROUP/KIND/NAME, got {s:?}")),
         }
     }
 }

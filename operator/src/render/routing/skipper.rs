@@ -74,7 +74,7 @@ fn pool_balance_factor(pool: &PoolRoute) -> f64 {
         .fold(1.0, f64::max)
 }
 
-fn pool_routes(country: &str, pool: &PoolRoute) -> Vec<Value> {
+fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Value> {
     let seg = pool.segment.as_deref();
     let balance_factor = pool_balance_factor(pool);
     let refs = |batch: bool| -> Vec<Value> {
@@ -90,28 +90,34 @@ fn pool_routes(country: &str, pool: &PoolRoute) -> Vec<Value> {
             })
             .collect()
     };
+    // The token check runs first, so an unauthenticated request reaches no backend.
+    let auth: Vec<String> = opts.auth.skipper_filter.iter().cloned().collect();
     let mut routes: Vec<Value> = ITEM_PATHS
         .iter()
         .map(|p| {
+            let mut filters = auth.clone();
+            filters.push("consistentHashKey(\"${id}\")".to_string());
+            filters.push(format!("consistentHashBalanceFactor({balance_factor})"));
             json!({
                 "path": p,
                 "methods": ["GET", "HEAD"],
                 "predicates": predicates(country, seg),
-                "filters": [
-                    "consistentHashKey(\"${id}\")",
-                    format!("consistentHashBalanceFactor({balance_factor})"),
-                ],
+                "filters": filters,
                 "backends": refs(false),
             })
         })
         .collect();
     routes.extend(BATCH_PATHS.iter().map(|p| {
-        json!({
+        let mut route = json!({
             "path": p,
             "methods": ["GET", "HEAD"],
             "predicates": predicates(country, seg),
             "backends": refs(true),
-        })
+        });
+        if !auth.is_empty() {
+            route["filters"] = json!(auth);
+        }
+        route
     }));
     routes
 }
@@ -142,7 +148,7 @@ pub fn route_group(namespace: &str, route: &CountryRoute, opts: &RouteOptions) -
     let routes: Vec<Value> = route
         .pools
         .iter()
-        .flat_map(|p| pool_routes(&route.country, p))
+        .flat_map(|p| pool_routes(&route.country, p, opts))
         .collect();
     let mut spec = json!({
         "backends": backends,

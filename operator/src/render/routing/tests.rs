@@ -927,3 +927,64 @@ proptest! {
         }
     }
 }
+
+/// The authentication hook: the Skipper filter first on every route (before the hash filters, so
+/// an unauthenticated request reaches no backend), the Gateway ExtensionRef on every rule, and
+/// nothing added when unset (the routes above).
+#[test]
+fn the_auth_hook_guards_every_route() {
+    let mut seg = group("s", &["de"], 100);
+    seg.segment = "beta".into();
+    let p = plan(&[group("a", &["de"], 100), seg], &Applied::new());
+    let skipper_opts = RouteOptions {
+        auth: RouteAuth {
+            skipper_filter: Some("oauthTokeninfoAnyScope(\"uid\")".into()),
+            gateway_extension_ref: None,
+        },
+        ..RouteOptions::default()
+    };
+    let obj = skipper::route_group("shop", route(&p, "de"), &skipper_opts);
+    let routes = obj["spec"]["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 10, "5 routes for each of 2 pools");
+    for r in routes {
+        assert_eq!(r["filters"][0], "oauthTokeninfoAnyScope(\"uid\")", "{r}");
+    }
+    assert_eq!(
+        routes[0]["filters"],
+        json!([
+            "oauthTokeninfoAnyScope(\"uid\")",
+            "consistentHashKey(\"${id}\")",
+            "consistentHashBalanceFactor(1.25)"
+        ])
+    );
+    let gateway_opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        auth: RouteAuth {
+            skipper_filter: None,
+            gateway_extension_ref: Some(
+                "filters.example.com/TokenCheck/oauth".parse().expect("ref"),
+            ),
+        },
+        ..RouteOptions::default()
+    };
+    let obj = gateway::http_route("shop", route(&p, "de"), &gateway_opts).expect("route");
+    let rules = obj["spec"]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 4);
+    for r in rules {
+        assert_eq!(
+            r["filters"],
+            json!([{"type": "ExtensionRef", "extensionRef": {"group": "filters.example.com", "kind": "TokenCheck", "name": "oauth"}}])
+        );
+    }
+    assert_eq!(
+        "/Secret/x".parse::<ExtensionRef>(),
+        Ok(ExtensionRef {
+            group: String::new(),
+            kind: "Secret".into(),
+            name: "x".into()
+        })
+    );
+    for bad in ["", "a/b", "a/b/c/d", "g//n", "g/k/"] {
+        assert!(bad.parse::<ExtensionRef>().is_err(), "{bad:?}");
+    }
+}
