@@ -248,6 +248,10 @@ pub struct ProductsArgs {
     /// Connections and shutdown.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Name the answering pod (this host's name) in an `X-Served-By` header on every API response
+    /// (off: it tells clients how the deployment is laid out).
+    #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
+    pub served_by_header: bool,
 }
 
 /// `prapi batch`.
@@ -294,6 +298,10 @@ pub struct BatchArgs {
     /// Connections and shutdown.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Name the answering pod (this host's name) in an `X-Served-By` header on every API response
+    /// (off: it tells clients how the deployment is laid out).
+    #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
+    pub served_by_header: bool,
 }
 
 /// Hedging of `prapi batch` (docs/load-balancing.md, "Hedging").

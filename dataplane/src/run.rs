@@ -25,6 +25,7 @@ use crate::http::overload::{LifoLimiter, OverloadConfig};
 use crate::http::server::{
     Readiness, api_layers, ops_router, problem_for_405, serve, shutdown_signal,
 };
+use crate::http::served_by::served_by;
 use crate::lb::discovery::DEFAULT_DEBOUNCE;
 use crate::lb::{
     Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, hedge::HedgeConfig,
@@ -267,6 +268,7 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
         overload: (&args.overload).into(),
     }
     .router_with_registry(store, readiness.clone(), registry)?;
+    let app = served_by(app, args.served_by_header)?;
     let api = bind(args.listen).await?;
     let ops = bind_ops(&args.serve).await?;
     tracing::info!(listen = %args.listen, countries = %args.countries, "products serving");
@@ -365,6 +367,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
         overload: (&args.overload).into(),
     }
     .router_with_registry(balancer, readiness.clone(), registry);
+    let app = served_by(app, args.served_by_header)?;
     tracing::info!(listen = %args.listen, countries = %args.countries, "batch serving");
     let api = bind(args.listen).await?;
     let ops = bind_ops(&args.serve).await?;

@@ -142,7 +142,8 @@ values = {
     "routing": {"provider": "skipper"},
     "store": "aws",
     "awsEnv": env,
-    "dataPlane": {"env": env},
+    # The suite checks where the ingress places ids by the pod that answered (X-Served-By).
+    "dataPlane": {"env": env, "servedByHeader": True},
 }
 with open(out, "w") as f:
     json.dump(values, f, indent=2)  # JSON is YAML

@@ -1,7 +1,8 @@
 //! What integration tests share beyond finding the environment (feature `kit`): one bound on
 //! waiting ([`PATIENCE`]) and one way to wait ([`eventually`]), a client for the environment's
 //! cluster ([`TestEnv::kube_client`]), and a namespace of the test's own that is deleted when the
-//! test ends, also when it panics ([`TestNamespace`]).
+//! test ends, also when it panics ([`TestNamespace`]); one reading of Prometheus text
+//! ([`metric_sum`]).
 
 use crate::{TestEnv, unique_name};
 use k8s_openapi::api::core::v1::Namespace;
@@ -83,11 +84,18 @@ pub struct TestNamespace {
     name: String,
     kubeconfig: PathBuf,
     strip_finalizers: Vec<ApiResource>,
+    delete_first: Vec<ApiResource>,
 }
 
 impl TestNamespace {
     /// Creates the namespace.
     pub async fn create(env: &TestEnv, client: &Client, prefix: &str) -> TestNamespace {
+        Self::create_in(&env.kubeconfig(), client, prefix).await
+    }
+
+    /// Creates the namespace in the cluster of `kubeconfig` (`client`'s), for suites on a
+    /// cluster other than the test environment's (kind).
+    pub async fn create_in(kubeconfig: &Path, client: &Client, prefix: &str) -> TestNamespace {
         let name = unique_name(prefix);
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
@@ -97,8 +105,9 @@ impl TestNamespace {
             .expect("create namespace");
         TestNamespace {
             name,
-            kubeconfig: env.kubeconfig(),
+            kubeconfig: kubeconfig.to_path_buf(),
             strip_finalizers: Vec::new(),
+            delete_first: Vec::new(),
         }
     }
 
@@ -109,13 +118,42 @@ impl TestNamespace {
         self
     }
 
+    /// Deletes every object of `resource` in the namespace first and waits until they are gone
+    /// (at most a minute) before deleting the namespace: their controller is running and its
+    /// finalizers clean up what lives outside the cluster (a MarketGroup's table).
+    pub fn delete_first(mut self, resource: ApiResource) -> TestNamespace {
+        self.delete_first.push(resource);
+        self
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Deletes the namespace now (what dropping does).
-    pub async fn delete(client: &Client, name: &str, strip_finalizers: &[ApiResource]) {
+    async fn delete(
+        client: &Client,
+        name: &str,
+        delete_first: &[ApiResource],
+        strip_finalizers: &[ApiResource],
+    ) {
+        for resource in delete_first {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, resource);
+            let _ = api
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while api
+                    .list_metadata(&ListParams::default())
+                    .await
+                    .is_ok_and(|l| !l.items.is_empty())
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+            .await;
+        }
         for resource in strip_finalizers {
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, resource);
             if let Ok(list) = api.list_metadata(&ListParams::default()).await {
@@ -155,6 +193,7 @@ impl Drop for TestNamespace {
         let kubeconfig = self.kubeconfig.clone();
         let name = self.name.clone();
         let strip = std::mem::take(&mut self.strip_finalizers);
+        let first = std::mem::take(&mut self.delete_first);
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -164,10 +203,31 @@ impl Drop for TestNamespace {
             };
             rt.block_on(async {
                 if let Ok(client) = kube_client_for(&kubeconfig).await {
-                    TestNamespace::delete(&client, &name, &strip).await;
+                    TestNamespace::delete(&client, &name, &first, &strip).await;
                 }
             });
         })
         .join();
     }
+}
+
+/// Sum of the samples of metric `name` in Prometheus text whose labels include all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

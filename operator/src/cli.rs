@@ -158,6 +158,11 @@ pub struct RunArgs {
     /// through their ServiceAccount instead.
     #[arg(long = "data-plane-env", env = "PRAPI_DATA_PLANE_ENV", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_env_var)]
     pub data_plane_env: Vec<(String, String)>,
+    /// Products and batch pods name themselves (their pod name) in an `X-Served-By` header on
+    /// every API response: for checking where the ingress places ids. Off by default (it tells
+    /// clients how deployments are laid out).
+    #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
+    pub served_by_header: bool,
     /// The updater's autoscaler: auto-detect KEDA, or force one.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
     pub updater_autoscaler: UpdaterAutoscalerChoice,
@@ -286,6 +291,11 @@ pub struct RenderArgs {
     /// through their ServiceAccount instead.
     #[arg(long = "data-plane-env", env = "PRAPI_DATA_PLANE_ENV", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_env_var)]
     pub data_plane_env: Vec<(String, String)>,
+    /// Products and batch pods name themselves (their pod name) in an `X-Served-By` header on
+    /// every API response: for checking where the ingress places ids. Off by default (it tells
+    /// clients how deployments are laid out).
+    #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
+    pub served_by_header: bool,
     /// The updater's autoscaler.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = RenderAutoscaler::Hpa)]
     pub updater_autoscaler: RenderAutoscaler,

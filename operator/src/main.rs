@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
                 &args.namespace,
                 &args.default_image,
                 &args.data_plane_env,
+                args.served_by_header,
                 autoscaler,
             )
             .with_context(|| format!("rendering {}", args.file.display()))?;

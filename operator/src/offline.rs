@@ -85,6 +85,7 @@ pub fn render_manifests(
     namespace: &str,
     default_image: &str,
     data_plane_env: &[(String, String)],
+    served_by_header: bool,
     updater_autoscaler: UpdaterAutoscaler,
 ) -> Result<String, OfflineError> {
     let mut out = String::new();
@@ -95,7 +96,8 @@ pub fn render_manifests(
                 name: mg.metadata.name.clone().unwrap_or_default(),
                 problems,
             })?
-            .with_env(data_plane_env);
+            .with_env(data_plane_env)
+            .with_served_by_header(served_by_header);
         let children = render(&plan, RenderOptions { updater_autoscaler })
             .map_err(|e| OfflineError::Output(e.to_string()))?;
         for child in children {

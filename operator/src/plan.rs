@@ -45,6 +45,9 @@ pub struct GroupPlan {
     /// The group's NetworkPolicies; `None` when the installation turned them off
     /// (`--network-policies false`).
     pub network_policy: Option<NetworkPolicyPlan>,
+    /// Products and batch pods name themselves in an `X-Served-By` header
+    /// (`--served-by-header`).
+    pub served_by_header: bool,
 }
 
 /// Who may reach a group's pods (`--network-policies`, `--ingress-namespaces`).
@@ -187,6 +190,12 @@ impl GroupPlan {
     /// The plan with the installation's NetworkPolicy settings (`None`: no policies).
     pub fn with_network_policy(mut self, policy: Option<NetworkPolicyPlan>) -> Self {
         self.network_policy = policy;
+        self
+    }
+
+    /// The plan with the installation's `--served-by-header` choice.
+    pub fn with_served_by_header(mut self, on: bool) -> Self {
+        self.served_by_header = on;
         self
     }
 

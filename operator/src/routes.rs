@@ -428,6 +428,7 @@ mod tests {
             log_filter: "info".into(),
             service_account_annotations: Default::default(),
             network_policy: None,
+            served_by_header: false,
         }
     }
 

@@ -288,6 +288,7 @@ async fn context(
     let settings = Settings {
         default_image: args.default_image.clone(),
         data_plane_env: args.data_plane_env.clone(),
+        served_by_header: args.served_by_header,
         updater_autoscaler: args.updater_autoscaler,
         balance_factor: args.balance_factor,
         resync: Duration::from_secs(args.resync_seconds.max(1)),

@@ -247,6 +247,7 @@ pub fn plan(
         service_account_annotations: spec.pod.service_account_annotations.clone(),
         // On by default; the installation may turn them off or name the ingress namespaces.
         network_policy: Some(NetworkPolicyPlan::default()),
+        served_by_header: false,
         owner: Owner {
             namespace: namespace.clone(),
             name: name.clone(),

@@ -361,6 +361,7 @@ fn valid_fixtures_pass_validation_and_render() {
             "default",
             "img:1",
             &[],
+            false,
             prapi_operator::render::autoscaling::UpdaterAutoscaler::Keda,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -390,6 +391,7 @@ fn invalid_fixtures_are_rejected_with_their_message() {
             "default",
             "img:1",
             &[],
+            false,
             prapi_operator::render::autoscaling::UpdaterAutoscaler::ExternalMetricHpa,
         )
         .expect_err("render refuses invalid manifests");

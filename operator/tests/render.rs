@@ -866,6 +866,28 @@ fn one_balance_factor_drives_batch_and_hedging_is_off_until_enabled() {
     );
     let routing = prapi_operator::routes::group_routing(&p, None, true, false, &BTreeMap::new());
     assert_eq!(routing.balance_factor, 2.0);
+
+fn served_by_header_is_turned_on_for_products_and_batch_only() {
+    let on = default_plan().with_served_by_header(true);
+    let off = default_plan();
+    let var = "PRAPI_SERVED_BY_HEADER".to_string();
+    for c in Component::ALL {
+        let has = |p: &GroupPlan| {
+            w::component_env(p, c)
+                .into_iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v)
+        };
+        let want = (c != Component::Updater).then(|| "true".to_string());
+        assert_eq!(has(&on), want, "{c:?} with --served-by-header");
+        assert_eq!(has(&off), None, "{c:?} without it");
+        // The ConfigMap carries it, so a change rolls the pods (config hash).
+        if c != Component::Updater {
+            assert_ne!(config_hash(&on, c), config_hash(&off, c), "{c:?}");
+        } else {
+            assert_eq!(config_hash(&on, c), config_hash(&off, c), "{c:?}");
+        }
+    }
 }
 
 fn config_hash(p: &GroupPlan, c: Component) -> String {
@@ -1286,6 +1308,7 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
         "d",
         "i",
         &[],
+        false,
         UpdaterAutoscaler::Keda,
     )
     .expect_err("not a MarketGroup");
@@ -1294,7 +1317,7 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
             .contains("expected apiVersion prapi.dev/v1alpha1, kind MarketGroup")
     );
     assert!(matches!(
-        offline::render_manifests("", "d", "i", &[], UpdaterAutoscaler::Keda),
+        offline::render_manifests("", "d", "i", &[], false, UpdaterAutoscaler::Keda),
         Err(offline::OfflineError::Empty)
     ));
     let err = offline::render_manifests(
@@ -1302,13 +1325,14 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
         "d",
         "i",
         &[],
+        false,
         UpdaterAutoscaler::Keda,
     )
     .expect_err("countries is required");
     assert!(err.to_string().contains("countries"), "{err}");
     let two = "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: a}\nspec: {countries: [de]}\n---\napiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: b}\nspec: {countries: [at]}\n";
-    let out =
-        offline::render_manifests(two, "d", "i", &[], UpdaterAutoscaler::Keda).expect("two groups");
+    let out = offline::render_manifests(two, "d", "i", &[], false, UpdaterAutoscaler::Keda)
+        .expect("two groups");
     assert!(out.contains("name: a-products") && out.contains("name: b-products"));
 }
 

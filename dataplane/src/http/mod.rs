@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by the serving components: connections (limits, timeouts, drain),
-//! problem+json errors, overload protection, request headers (country, flow id, conditional and encoding negotiation).
+//! problem+json errors, overload protection, request headers (country, flow id, conditional and
+//! encoding negotiation), the opt-in `X-Served-By` header.
 
 pub mod caching;
 pub mod chain;
@@ -8,4 +9,5 @@ pub mod headers;
 pub mod openapi;
 pub mod overload;
 pub mod problem;
+pub mod served_by;
 pub mod server;

@@ -11,6 +11,8 @@ export PRAPI_TESTENV_DIR="${PRAPI_KIND_DIR:-$(cd "$KIND_DIR/../.." && pwd)/targe
 source "$KIND_DIR/../testenv/lib/common.sh"
 # shellcheck source=../versions.env
 source "$KIND_DIR/versions.env"
+# Several checkouts can each run a cluster of their own (PRAPI_KIND_CLUSTER=another-name).
+KIND_CLUSTER="${PRAPI_KIND_CLUSTER:-$KIND_CLUSTER}"
 
 KIND_STATE="${PRAPI_KIND_DIR:-$REPO_ROOT/target/kind}"
 KIND_LOGS="$KIND_STATE/logs"

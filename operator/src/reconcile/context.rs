@@ -18,6 +18,8 @@ pub struct Settings {
     pub default_image: String,
     /// Variables every data plane container gets (`--data-plane-env`).
     pub data_plane_env: Vec<(String, String)>,
+    /// `--served-by-header`.
+    pub served_by_header: bool,
     /// How the updater autoscaler is chosen.
     pub updater_autoscaler: UpdaterAutoscalerChoice,
     /// Balance factor of groups that set none (`--balance-factor`).

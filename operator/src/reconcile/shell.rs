@@ -80,6 +80,7 @@ fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate
         p.with_env(&ctx.settings.data_plane_env)
             .with_default_balance_factor(ctx.settings.balance_factor)
             .with_network_policy(ctx.settings.network_policy.clone())
+            .with_served_by_header(ctx.settings.served_by_header)
     })
 }
 

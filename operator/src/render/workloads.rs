@@ -198,8 +198,11 @@ pub fn component_env(plan: &GroupPlan, component: Component) -> Vec<(String, Str
         (prapi_common::logs::FILTER_VAR, plan.log_filter.clone()),
         ("PRAPI_LOG_FORMAT", log_format.to_string()),
     ];
+    let served_by = (plan.served_by_header && component != Component::Updater)
+        .then(|| ("PRAPI_SERVED_BY_HEADER", "true".to_string()));
     logs.into_iter()
         .chain(pairs)
+        .chain(served_by)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
 }

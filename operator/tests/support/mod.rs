@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::{Client, CustomResourceExt};
-pub use prapi_e2e::kit::{PATIENCE, TestNamespace, eventually, eventually_within};
+pub use prapi_e2e::kit::{PATIENCE, TestNamespace, eventually, eventually_within, metric_sum};
 use prapi_e2e::{Part, TestEnv};
 use prapi_operator::crd::MarketGroup;
 use prapi_operator::render::ChildKind;
@@ -540,27 +540,6 @@ pub async fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.0 200")
         .then(|| body.to_string())
         .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
-}
-
-/// Sum of the samples of metric `name` in Prometheus text whose labels include all of `labels`.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let ok = labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-            ok.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
 }
 
 /// The API server's own count of mutating requests (`apiserver_request_total`) for `resources`.
