@@ -39,8 +39,6 @@ pub struct Outcome {
 /// An answer.
 #[derive(Clone, Debug)]
 pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
     /// The pod that answered (`X-Served-By`), when the installation names it.
     pub served_by: Option<String>,
     /// What is wrong with the answer by the stream's [`Accept`] (`None`: a good answer).
@@ -140,7 +138,6 @@ impl Stream {
                             // The whole body: a reset halfway through is a failure too.
                             match r.bytes().await {
                                 Ok(body) => Ok(Reply {
-                                    status,
                                     served_by,
                                     refused: accept(status, &body).err(),
                                 }),

@@ -8,13 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::{Client, ResourceExt as _};
 use prapi_e2e::kit::{TestNamespace, eventually, kube_client_for};
 use prapi_e2e::{parse_env_file, unique_name, workspace_root};
 use rdkafka::ClientConfig;
@@ -492,10 +489,10 @@ impl TwoCatalogues {
     }
 }
 
-/// How long Skipper may take to apply a route it has been written: it polls the API server every
-/// 500 ms (`-source-poll-timeout` in e2e/kind/manifests/skipper.yaml), each replica on its own,
-/// and applies what it read at once. Four polls. The status says the route object is written; the
-/// ingress is then at most this far behind.
+/// How long Skipper may take to apply a route or endpoint change written to the API server: it
+/// polls every 500 ms (`-source-poll-timeout` in e2e/kind/manifests/skipper.yaml), each replica on
+/// its own, and applies what it read at once. Four polls. A status saying the route object is
+/// written (or an EndpointSlice listing a pod) is then at most this far ahead of the ingress.
 pub const INGRESS_PROPAGATION: Duration = Duration::from_secs(2);
 
 /// Label selector of a group's component pods (the operator's labels).
