@@ -139,6 +139,14 @@ async fn a_rolling_update_of_products_and_batch_fails_no_request() {
     .await;
     wait_ready_replicas(&kind, &ns, &format!("{name}-products"), 3).await;
     wait_ready_replicas(&kind, &ns, &format!("{name}-batch"), 2).await;
+    // The old pods have finished draining and exited (the stream covers all of it).
+    let pods: Api<Pod> = Api::namespaced(kind.client.clone(), &ns);
+    for old in &pods_before {
+        eventually(&format!("{old} gone"), || async {
+            pods.get_opt(old).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
     let rolled = started.elapsed();
     tokio::time::sleep(INGRESS_PROPAGATION).await;
     let singles = singles.stop().await;

@@ -77,7 +77,7 @@ async fn sample(kind: &Kind, ns: &str, names: &[&str], country: &str, at: Durati
 /// docs/examples/two-groups-90-10.yaml, both groups on the same catalogue, Germany moved from
 /// `eu` to `eu-next` in the documented steps 100/0 → 90/10 → 50/50 → 0/100 by patching the
 /// weights (the growing side first, so the country never has all weights at 0), then back to
-/// 33/67, then `eu-next` deleted — all under a constant stream of single GETs of existing
+/// 25/75, then `eu-next` deleted — all under a constant stream of single GETs of existing
 /// products. At each step, once both statuses say desired = actual and the ingress has had time
 /// to load the route, the next 4,000 requests split as the weights say (±3 points); before a
 /// step moves traffic to `eu-next`, its products replicas are up to the floor the operator raised
@@ -121,7 +121,7 @@ async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
     let headers = vec![("x-country".to_string(), "de".to_string())];
     let stream = Stream::start(kind.http.clone(), urls, headers, RATE, found);
     let mut report = Vec::new();
-    let steps: [(i64, i64); 4] = [(90, 10), (50, 50), (0, 100), (50, 100)];
+    let steps: [(i64, i64); 4] = [(90, 10), (50, 50), (0, 100), (25, 75)];
     for (eu, next) in steps {
         let total = eu + next;
         let (want_eu, want_next) = (
@@ -220,8 +220,10 @@ async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
         .map(|o| o.sent)
         .max()
         .unwrap_or_default();
+    // The finalizer goes once the routes no longer name eu-next; the ingress may take its
+    // propagation time to load that.
     assert!(
-        last_next <= gone_at,
+        last_next <= gone_at + INGRESS_PROPAGATION,
         "eu-next answered at {last_next:?}, after it was gone at {gone_at:?}"
     );
     let failed = failures(&all);
