@@ -22,10 +22,11 @@ const PODS: i32 = 3;
 /// Ids placed; none exists (a `404` from prapi names its pod as well as a `200` does).
 const IDS: usize = 1000;
 
-/// The products pods' count of API requests (every route and status).
+/// A products pod's count of API requests (every route and status), from its ops listener
+/// (port 9090, `--ops-listen`) through the API server's pod proxy.
 async fn api_requests(kind: &Kind, ns: &str, pod: &str) -> f64 {
     let req = http::Request::get(format!(
-        "/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/metrics"
+        "/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"
     ))
     .body(Vec::new())
     .expect("request");
