@@ -58,10 +58,11 @@ kind-down:
 	e2e/kind/down.sh
 
 # The e2e suite (e2e/tests/kind.rs) against kind: up, the suite, down (PRAPI_KEEP_KIND=1 keeps it).
+# Built with the same package selection as `make test` (features unify per selection), so after
+# `make test`'s build this compiles nothing; the suite uses that build's target/debug/prapi.
 e2e:
-	$(CARGO) build -p prapi-dataplane --bin prapi
-	$(CARGO) test -p prapi-e2e --test kind --no-run
-	e2e/kind/with-kind.sh $(CARGO) test -p prapi-e2e --test kind -- --test-threads=1
+	$(CARGO) test --workspace --no-run
+	e2e/kind/with-kind.sh $(CARGO) test --workspace --test kind -- --test-threads=1
 
 # helm lint and kubeconform over the chart rendered with its default and its e2e values.
 chart-check:

@@ -113,7 +113,7 @@ pub fn prapi_bin() -> PathBuf {
     let bin = target.join("debug/prapi");
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p prapi-dataplane --bin prapi` (make e2e does)",
+        "{} is missing: build it with `cargo test --workspace --no-run` (make e2e does)",
         bin.display()
     );
     bin
