@@ -22,10 +22,10 @@ use crate::clock::MonotonicClock;
 use crate::http::connections::{ConnectionMetrics, ServeConfig, Server};
 use crate::http::headers::ServedCountries;
 use crate::http::overload::{LifoLimiter, OverloadConfig};
+use crate::http::served_by::served_by;
 use crate::http::server::{
     Readiness, api_layers, ops_router, problem_for_405, serve, shutdown_signal,
 };
-use crate::http::served_by::served_by;
 use crate::lb::discovery::DEFAULT_DEBOUNCE;
 use crate::lb::{
     Balancer, BalancerConfig, ClientConfig, LbClient, ServiceRef, hedge::HedgeConfig,
