@@ -866,7 +866,9 @@ fn one_balance_factor_drives_batch_and_hedging_is_off_until_enabled() {
     );
     let routing = prapi_operator::routes::group_routing(&p, None, true, false, &BTreeMap::new());
     assert_eq!(routing.balance_factor, 2.0);
+}
 
+#[test]
 fn served_by_header_is_turned_on_for_products_and_batch_only() {
     let on = default_plan().with_served_by_header(true);
     let off = default_plan();
