@@ -512,6 +512,7 @@ async fn settled(op: &Operator) -> (f64, f64) {
 
 #[tokio::test]
 async fn an_unchanged_group_is_reconciled_without_writes() {
+    let _no_keda_changes = KEDA_CRD_CHANGES.read().await;
     let Some(ReadyGroup { c, ns, mut op, .. }) =
         ready_group("mg-idle", &forced_hpa(), json!({"countries": ["de"]})).await
     else {
@@ -723,6 +724,12 @@ async fn one_leader_of_two_and_failover_after_the_leader_is_killed() {
     assert_eq!(holder.as_deref(), Some(ops[standby].identity.as_str()));
 }
 
+/// The KEDA CRD is cluster-wide: while `keda_present_or_absent_picks_the_updater_autoscaler` adds
+/// and removes it, the operators of tests running at the same time see their ScaledObject lists
+/// fail (and report it). A test that counts an operator's writes holds this lock for reading, the
+/// KEDA test for writing, so the two never overlap.
+static KEDA_CRD_CHANGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn set_keda_crd(client: &kube::Client, present: bool) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     if present {
@@ -754,6 +761,7 @@ async fn set_keda_crd(client: &kube::Client, present: bool) {
 
 #[tokio::test]
 async fn keda_present_or_absent_picks_the_updater_autoscaler() {
+    let _keda_changes = KEDA_CRD_CHANGES.write().await;
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("mg-keda").await;
     set_keda_crd(&c.client, false).await;

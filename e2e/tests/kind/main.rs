@@ -8,9 +8,7 @@
 //! Every wait is bounded (the test kit's `PATIENCE`); each test removes the namespace and topics
 //! it made.
 
-mod failures;
 mod ring;
 mod smoke;
-mod stream;
 mod support;
 mod traffic;

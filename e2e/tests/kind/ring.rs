@@ -1,6 +1,7 @@
-//! Ring parity through the real ingress: Skipper's `consistentHash` (single GETs) and the batch
-//! component's in-process ring place every id on the same products pod, the one `prapi ring`
-//! computes over the live endpoints (docs/load-balancing.md).
+//! Ring parity through the real ingress: Skipper's `consistentHash` places every id on the
+//! products pod `prapi ring` computes over the live endpoints — the ring the batch component
+//! uses in-process (docs/load-balancing.md; `prapi ring` and the batch component share the code,
+//! and `lb/skipper_vectors.rs` pins it to Skipper's own vectors).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -10,10 +11,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
-use prapi_e2e::kit::{eventually, metric_sum};
+use prapi_e2e::kit::eventually;
 use serde_json::json;
 
-use crate::stream::SERVED_BY;
 use crate::support::*;
 
 /// Products pods of the group: enough for a ring where most ids do not land on the first pod.
@@ -22,27 +22,9 @@ const PODS: i32 = 3;
 /// Ids placed; none exists (a `404` from prapi names its pod as well as a `200` does).
 const IDS: usize = 1000;
 
-/// A products pod's count of API requests (every route and status), from its ops listener
-/// (port 9090, `--ops-listen`) through the API server's pod proxy.
-async fn api_requests(kind: &Kind, ns: &str, pod: &str) -> f64 {
-    let req = http::Request::get(format!(
-        "/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"
-    ))
-    .body(Vec::new())
-    .expect("request");
-    let text = kind
-        .client
-        .request_text(req)
-        .await
-        .unwrap_or_else(|e| panic!("{pod}'s /metrics: {e}"));
-    metric_sum(&text, "prapi_http_request_duration_seconds_count", &[])
-}
-
 /// One group with three products pods. For 1,000 ids: the pod that answered each single GET
 /// through Skipper (`X-Served-By`) is the owner `prapi ring` computes over the products Service's
-/// ready endpoints; then the ids are sent as batches through the ingress, grouped by that owner,
-/// and each group of lookups reaches its owner only (the pods' request counters move by exactly
-/// the ids sent to them, the other pods' not at all).
+/// ready endpoints.
 #[tokio::test]
 async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
     let Some(kind) = Kind::get().await else {
@@ -139,48 +121,9 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
         &mismatched[..mismatched.len().min(5)]
     );
 
-    // The batch component: each pod's ids in batches of 100, then the counters.
-    let endpoint_pod: BTreeMap<&str, &str> = pod_endpoint
-        .iter()
-        .map(|(p, e)| (e.as_str(), p.as_str()))
-        .collect();
-    for (endpoint, pod) in &endpoint_pod {
-        let mine: Vec<&str> = ids
-            .iter()
-            .filter(|id| owners.get(*id).map(String::as_str) == Some(*endpoint))
-            .map(String::as_str)
-            .collect();
-        let mut before = BTreeMap::new();
-        for p in endpoint_pod.values() {
-            before.insert(*p, api_requests(&kind, &ns, p).await);
-        }
-        for chunk in mine.chunks(100) {
-            let url = format!("{}/products?ids={}", kind.ingress(), chunk.join(","));
-            let a = get(&kind.http, &url, &[("x-country", "de")])
-                .await
-                .expect("a batch through the ingress");
-            assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-            let v: serde_json::Value = serde_json::from_slice(&a.body).expect("batch JSON");
-            assert_eq!(
-                v["missing"].as_array().map(Vec::len),
-                Some(chunk.len()),
-                "{v}"
-            );
-        }
-        for p in endpoint_pod.values() {
-            let delta = api_requests(&kind, &ns, p).await - before[p];
-            let want = if p == pod { mine.len() as f64 } else { 0.0 };
-            assert_eq!(
-                delta,
-                want,
-                "batches of {pod}'s {} ids made {delta} requests on {p}",
-                mine.len()
-            );
-        }
-    }
     let _ = writeln!(
         std::io::stderr(),
-        "ring parity: {IDS} ids, Skipper = prapi ring = batch for all; ids per pod {per_pod:?}"
+        "ring parity: {IDS} ids, Skipper = prapi ring for all; ids per pod {per_pod:?}"
     );
 }
 

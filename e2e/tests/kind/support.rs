@@ -495,6 +495,10 @@ impl TwoCatalogues {
 /// written (or an EndpointSlice listing a pod) is then at most this far ahead of the ingress.
 pub const INGRESS_PROPAGATION: Duration = Duration::from_secs(2);
 
+/// The header products pods name themselves in when the installation turns it on
+/// (`dataPlane.servedByHeader`, which e2e/kind/up.sh sets).
+pub const SERVED_BY: &str = "x-served-by";
+
 /// Label selector of a group's component pods (the operator's labels).
 pub fn component_selector(group: &str, component: &str) -> String {
     format!("app.kubernetes.io/instance={group},app.kubernetes.io/component={component}")
@@ -510,41 +514,6 @@ pub async fn component_pods(kind: &Kind, ns: &str, group: &str, component: &str)
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
-}
-
-/// Patches `spec` of a MarketGroup with a JSON merge patch.
-pub async fn patch_spec(kind: &Kind, ns: &str, group: &str, spec: Value) {
-    marketgroups(&kind.client, ns)
-        .patch(
-            group,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "spec": spec })),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("patch {ns}/{group}: {e}"));
-}
-
-/// A group's `status.traffic` entry for `country`: (desired, actual).
-pub fn traffic_of(group: &DynamicObject, country: &str) -> Option<(i64, Option<i64>)> {
-    let entry = group.data["status"]["traffic"]
-        .as_array()?
-        .iter()
-        .find(|t| t["country"] == country)?;
-    Some((entry["desired"].as_i64()?, entry["actual"].as_i64()))
-}
-
-/// Waits until every group of `want` reports desired = actual = its percent of `country`.
-pub async fn wait_traffic(kind: &Kind, ns: &str, country: &str, want: &[(&str, i64)]) {
-    let groups = marketgroups(&kind.client, ns);
-    eventually(&format!("{country} split {want:?} in status"), || async {
-        for (name, percent) in want {
-            let g = groups.get(name).await.ok()?;
-            let (desired, actual) = traffic_of(&g, country)?;
-            (desired == *percent && actual == Some(*percent)).then_some(())?;
-        }
-        Some(())
-    })
-    .await;
 }
 
 /// Waits until `table` holds an item for every product of `catalogue` and every offer of it in
