@@ -83,7 +83,21 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
     let ids: Vec<String> = (0..IDS).map(|i| format!("ring-{i:04}")).collect();
     let owners = ring_owners(&endpoints, &ids);
 
-    // Skipper loads endpoints by polling: wait until it routes over all three pods.
+    // Skipper loads routes and endpoints by polling, each replica on its own: 20 answers in a
+    // row from a products pod, then the propagation bound for the last endpoint to arrive.
+    let probe = format!("{}/products/ring-probe", kind.ingress());
+    eventually(
+        "the group's products pods answering through the ingress",
+        || async {
+            for _ in 0..20 {
+                let a = get(&kind.http, &probe, &[("x-country", "de")]).await?;
+                (a.status == 404 && a.content_type.as_deref() == Some("application/problem+json"))
+                    .then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
     tokio::time::sleep(INGRESS_PROPAGATION).await;
     let mut served = Vec::with_capacity(IDS);
     for id in &ids {
