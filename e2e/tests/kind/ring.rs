@@ -85,18 +85,9 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
 
     // Skipper loads routes and endpoints by polling, each replica on its own: 20 answers in a
     // row from a products pod, then the propagation bound for the last endpoint to arrive.
-    let probe = format!("{}/products/ring-probe", kind.ingress());
-    eventually(
-        "the group's products pods answering through the ingress",
-        || async {
-            for _ in 0..20 {
-                let a = get(&kind.http, &probe, &[("x-country", "de")]).await?;
-                (a.status == 404 && a.content_type.as_deref() == Some("application/problem+json"))
-                    .then_some(())?;
-            }
-            Some(())
-        },
-    )
+    wait_ingress_converged(&kind, "/products/ring-probe", &[("x-country", "de")], |a| {
+        a.status == 404 && a.content_type.as_deref() == Some("application/problem+json")
+    })
     .await;
     tokio::time::sleep(INGRESS_PROPAGATION).await;
     let mut served = Vec::with_capacity(IDS);

@@ -398,17 +398,7 @@ async fn two_groups_split_a_country_and_keep_the_other_apart() {
     .await;
     // Every Skipper replica has Austria's route before the sample (routes reach the ingress
     // eventually): 20 answers in a row from eu.
-    eventually("Austria's route in effect on the ingress", || async {
-        for _ in 0..20 {
-            let url = format!("{}{eu_only}", kind.ingress());
-            let a = get(&kind.http, &url, &[("x-country", "at")]).await?;
-            if a.status != 200 {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_ingress_converged(&kind, &eu_only, &[("x-country", "at")], |a| a.status == 200).await;
     let at = statuses(&kind, &eu_only, &[("x-country", "at")], 100).await;
     assert_eq!(at, BTreeMap::from([(200, 100)]), "Austria is eu's alone");
     let de = statuses(&kind, &eu_only, &[("x-country", "de")], 400).await;

@@ -551,3 +551,25 @@ pub async fn wait_table_holds(kind: &Kind, table: &str, catalogue: &Catalogue, c
     })
     .await;
 }
+
+/// Waits until `path` gets 20 answers in a row through the ingress that `accept` takes. Each
+/// Skipper replica loads routes and endpoints on its own, so one good answer says only that one
+/// replica is up to date; 20 in a row, over both, say they all are.
+pub async fn wait_ingress_converged(
+    kind: &Kind,
+    path: &str,
+    headers: &[(&str, &str)],
+    accept: impl Fn(&Answer) -> bool,
+) {
+    let url = format!("{}{path}", kind.ingress());
+    eventually(
+        &format!("{path} {headers:?}: 20 answers in a row through the ingress"),
+        || async {
+            for _ in 0..20 {
+                accept(&get(&kind.http, &url, headers).await?).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+}

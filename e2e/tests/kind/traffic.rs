@@ -3,8 +3,6 @@
 
 use std::io::Write as _;
 
-use prapi_e2e::kit::eventually;
-
 use crate::support::*;
 
 /// docs/examples/one-group.yaml: `X-Country` in any letter case reaches the group serving the
@@ -34,20 +32,10 @@ async fn countries_reach_their_group_in_any_letter_case() {
     let path = format!("/product-offers/{}", catalogue.product_ids[0]);
     // Every Skipper replica has the group's routes and endpoints (each loads them on its own)
     // and the product is in the pod's cache: 20 answers in a row for each country.
-    let url = format!("{}{path}", kind.ingress());
     for country in ["de", "at", "ch"] {
-        eventually(
-            &format!("{path} served for {country} through the ingress"),
-            || async {
-                for _ in 0..20 {
-                    let a = get(&kind.http, &url, &[("x-country", country)]).await?;
-                    (a.status == 200).then_some(())?;
-                }
-                Some(())
-            },
-        )
-        .await;
+        wait_ingress_converged(&kind, &path, &[("x-country", country)], |a| a.status == 200).await;
     }
+    let url = format!("{}{path}", kind.ingress());
 
     let prefix = format!("{name}-products-");
     let mut answered = Vec::new();
