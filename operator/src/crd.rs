@@ -202,8 +202,9 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "pod_annotations")]
     pub annotations: BTreeMap<String, String>,
-    /// Annotations of the group's ServiceAccount, e.g. `eks.amazonaws.com/role-arn` (only in
-    /// `spec.pod`: the components share one ServiceAccount).
+    /// Annotations of the component's ServiceAccount, e.g. `eks.amazonaws.com/role-arn` (each
+    /// component has its own, so the updater's role may write the table while products and batch
+    /// only read it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "pod_annotations")]
     pub service_account_annotations: BTreeMap<String, String>,
@@ -438,8 +439,6 @@ pub struct Products {
     pub resources: Resources,
     /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
     #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
-    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
-        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
     pub pod: PodSettings,
 }
 
@@ -586,8 +585,6 @@ pub struct Batch {
     pub resources: Resources,
     /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
     #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
-    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
-        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
     pub pod: PodSettings,
 }
 
@@ -678,8 +675,6 @@ pub struct Updater {
     pub resources: Resources,
     /// Pod settings of this component, over `spec.pod` (docs/crd.md, "Pod settings").
     #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
-    #[x_kube(validation = Rule::new("!has(self.serviceAccountAnnotations)")
-        .message("serviceAccountAnnotations is set in spec.pod only: the components share one ServiceAccount"))]
     pub pod: PodSettings,
 }
 

@@ -4,7 +4,6 @@
 //! group, child names) live in one place and the renderers stay free of Kubernetes plumbing.
 
 use crate::crd::{DynamoDb, Hedging, LogFormat, PodSettings, Resources};
-use std::collections::BTreeMap;
 
 /// Everything the renderers need to know about one market group.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,8 +39,6 @@ pub struct GroupPlan {
     pub log_filter: String,
     /// The installation's balance factor (`--balance-factor`), for groups that set none.
     pub default_balance_factor: f64,
-    /// Annotations of the group's ServiceAccount (`spec.pod.serviceAccountAnnotations`).
-    pub service_account_annotations: BTreeMap<String, String>,
     /// The group's NetworkPolicies; `None` when the installation turned them off
     /// (`--network-policies false`).
     pub network_policy: Option<NetworkPolicyPlan>,

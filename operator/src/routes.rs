@@ -426,7 +426,6 @@ mod tests {
             default_balance_factor: 1.25,
             log_format: Default::default(),
             log_filter: "info".into(),
-            service_account_annotations: Default::default(),
             network_policy: None,
             served_by_header: false,
         }

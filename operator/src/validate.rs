@@ -244,7 +244,6 @@ pub fn plan(
         default_balance_factor: crate::render::routing::DEFAULT_BALANCE_FACTOR,
         log_format: spec.logs.format,
         log_filter: spec.logs.filter.clone(),
-        service_account_annotations: spec.pod.service_account_annotations.clone(),
         // On by default; the installation may turn them off or name the ingress namespaces.
         network_policy: Some(NetworkPolicyPlan::default()),
         served_by_header: false,

@@ -181,7 +181,10 @@ async fn apply_creates_every_child_as_rendered_and_becomes_ready() {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    assert_eq!(header, vec!["NAME", "COUNTRIES", "WEIGHT", "READY", "AGE"]);
+    assert_eq!(
+        header,
+        vec!["NAME", "COUNTRIES", "WEIGHT", "READY", "REASON", "AGE"]
+    );
     assert!(table.contains("True"), "{table}");
 }
 
@@ -297,11 +300,15 @@ async fn pod_settings_merge_into_the_live_deployments_and_leave_them_when_remove
     assert!(applied >= rendered);
     let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(c.client.clone(), &ns);
-    let live_sa = sa.get("g").await.expect("service account");
-    assert_eq!(
-        live_sa.metadata.annotations.unwrap_or_default()["eks.amazonaws.com/role-arn"],
-        "arn:aws:iam::1:role/r"
-    );
+    // Each component runs under its own ServiceAccount; the shared annotation reaches all three.
+    for name in ["g-updater", "g-products", "g-batch"] {
+        let live_sa = sa.get(name).await.expect("service account");
+        assert_eq!(
+            live_sa.metadata.annotations.unwrap_or_default()["eks.amazonaws.com/role-arn"],
+            "arn:aws:iam::1:role/r",
+            "{name}"
+        );
+    }
     let (_, products_before) = live_template(&deployments, "g-products").await;
     let (batch_generation, _) = live_template(&deployments, "g-batch").await;
     let (updater_generation, _) = live_template(&deployments, "g-updater").await;
@@ -314,7 +321,8 @@ async fn pod_settings_merge_into_the_live_deployments_and_leave_them_when_remove
         json!({"spec": {"updater": {"pod": {
             "env": [{"name": "B", "value": "updater"}],
             "labels": {"tier": "updater"},
-            "tolerations": [{"key": "batch-work", "operator": "Exists"}]
+            "tolerations": [{"key": "batch-work", "operator": "Exists"}],
+            "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/writer"}
         }}}}),
     )
     .await;
@@ -351,6 +359,28 @@ async fn pod_settings_merge_into_the_live_deployments_and_leave_them_when_remove
         ])
     );
     wait_ready(&c.client, &ns, "g").await;
+    // The updater's own cloud role; products and batch keep the shared one.
+    let role_of = |name: &'static str| {
+        let sa = sa.clone();
+        async move {
+            sa.get(name)
+                .await
+                .expect("service account")
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("eks.amazonaws.com/role-arn")
+                .cloned()
+        }
+    };
+    assert_eq!(
+        role_of("g-updater").await.as_deref(),
+        Some("arn:aws:iam::1:role/writer")
+    );
+    assert_eq!(
+        role_of("g-products").await.as_deref(),
+        Some("arn:aws:iam::1:role/r")
+    );
     let (_, products_after) = live_template(&deployments, "g-products").await;
     assert_eq!(products_after, products_before, "products untouched");
     assert_eq!(

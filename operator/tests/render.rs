@@ -592,8 +592,10 @@ fn component_pod_settings_merge_over_the_shared_ones() {
     tolerations: [{key: t, operator: Exists}]
     priorityClassName: shared
     imagePullSecrets: [{name: one}]
+    serviceAccountAnnotations: {eks.amazonaws.com/role-arn: reader, example.com/team: catalogue}
   updater:
     pod:
+      serviceAccountAnnotations: {eks.amazonaws.com/role-arn: writer}
       env: [{name: B, value: updater}, {name: C, value: updater}]
       envFrom: [{configMapRef: {name: updater}}]
       labels: {tier: updater}
@@ -603,6 +605,23 @@ fn component_pod_settings_merge_over_the_shared_ones() {
       imagePullSecrets: [{name: one}, {name: two}]
 "#,
     );
+    // Each component's ServiceAccount gets its merged annotations: the updater its own role.
+    let role = |c| {
+        w::service_account(&p, c)
+            .metadata
+            .annotations
+            .expect("annotations")
+    };
+    assert_eq!(
+        role(Component::Updater),
+        BTreeMap::from([
+            ("eks.amazonaws.com/role-arn".into(), "writer".into()),
+            ("example.com/team".into(), "catalogue".into())
+        ])
+    );
+    for c in [Component::Products, Component::Batch] {
+        assert_eq!(role(c)["eks.amazonaws.com/role-arn"], "reader");
+    }
     let u = w::deployment(&p, Component::Updater);
     assert_eq!(
         settings_env(&u),

@@ -537,8 +537,10 @@ pub fn pod_disruption_budget(plan: &GroupPlan, component: Component) -> PodDisru
 pub fn service_account(plan: &GroupPlan, component: Component) -> ServiceAccount {
     ServiceAccount {
         metadata: ObjectMeta {
-            annotations: (!plan.service_account_annotations.is_empty())
-                .then(|| plan.service_account_annotations.clone()),
+            annotations: {
+                let annotations = &plan.pod(component).service_account_annotations;
+                (!annotations.is_empty()).then(|| annotations.clone())
+            },
             ..object_meta(plan, plan.service_account_name(component), Some(component))
         },
         ..ServiceAccount::default()
