@@ -143,7 +143,10 @@ values = {
     "store": "aws",
     "awsEnv": env,
     # The suite checks where the ingress places ids by the pod that answered (X-Served-By).
-    "dataPlane": {"env": env, "servedByHeader": True},
+    # dynalite on a loaded 2-core host answers in tens of milliseconds, not DynamoDB's few: with
+    # the data plane's 10 ms / 100 ms read timeouts, cold reads would fail as store-unavailable.
+    "dataPlane": {"env": env, "servedByHeader": True,
+                  "storeReadTimeoutMs": 1000, "storeFallbackReadTimeoutMs": 2000},
 }
 with open(out, "w") as f:
     json.dump(values, f, indent=2)  # JSON is YAML

@@ -1,6 +1,7 @@
 //! Command line of `prapi-operator` (docs/operator.md): `run | crd | render -f FILE`. Every flag
 //! also reads the environment variable `PRAPI_<FLAG>`.
 
+use crate::plan::GroupPlan;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,15 +144,10 @@ pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
 
 pub use prapi_common::logs::LogFormat;
 
-/// `prapi-operator run`.
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Address of the HTTP server for /healthz, /readyz and /metrics.
-    #[arg(long, env = "PRAPI_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Image for MarketGroups whose spec.image is empty.
-    #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
-    pub default_image: String,
+/// Settings of this installation that every group's data plane pods get (`run` and `render`
+/// take the same, so an offline render shows what the operator applies).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DataPlaneArgs {
     /// A variable every data plane container gets, `NAME=VALUE` (repeatable; one per line in the
     /// environment variable): settings of this installation such as `AWS_REGION` or AWS service
     /// endpoints. Not for secrets (they end up in the Deployments); give pods cloud credentials
@@ -163,6 +159,41 @@ pub struct RunArgs {
     /// clients how deployments are laid out).
     #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
     pub served_by_header: bool,
+    /// Primary DynamoDB read timeout of the products pods, in milliseconds (their
+    /// `--read-timeout-ms`); unset: the data plane's default, sized for DynamoDB. Raise it for a
+    /// slower store such as a local DynamoDB emulator.
+    #[arg(long, env = "PRAPI_STORE_READ_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_read_timeout_ms: Option<u64>,
+    /// Fallback DynamoDB read timeout of the products pods, in milliseconds (their
+    /// `--fallback-read-timeout-ms`); unset: the data plane's default.
+    #[arg(long, env = "PRAPI_STORE_FALLBACK_READ_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_fallback_read_timeout_ms: Option<u64>,
+}
+
+impl DataPlaneArgs {
+    /// The group's plan with these settings.
+    pub fn apply(&self, plan: GroupPlan) -> GroupPlan {
+        plan.with_env(&self.data_plane_env)
+            .with_served_by_header(self.served_by_header)
+            .with_store_timeouts(crate::plan::StoreTimeouts {
+                read_ms: self.store_read_timeout_ms,
+                fallback_read_ms: self.store_fallback_read_timeout_ms,
+            })
+    }
+}
+
+/// `prapi-operator run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PRAPI_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Image for MarketGroups whose spec.image is empty.
+    #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub default_image: String,
+    /// Settings of this installation every group's data plane gets.
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
     /// The updater's autoscaler: auto-detect KEDA, or force one.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
     pub updater_autoscaler: UpdaterAutoscalerChoice,
@@ -285,17 +316,9 @@ pub struct RenderArgs {
     /// Image for MarketGroups whose spec.image is empty.
     #[arg(long, env = "PRAPI_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     pub default_image: String,
-    /// A variable every data plane container gets, `NAME=VALUE` (repeatable; one per line in the
-    /// environment variable): settings of this installation such as `AWS_REGION` or AWS service
-    /// endpoints. Not for secrets (they end up in the Deployments); give pods cloud credentials
-    /// through their ServiceAccount instead.
-    #[arg(long = "data-plane-env", env = "PRAPI_DATA_PLANE_ENV", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_env_var)]
-    pub data_plane_env: Vec<(String, String)>,
-    /// Products and batch pods name themselves (their pod name) in an `X-Served-By` header on
-    /// every API response: for checking where the ingress places ids. Off by default (it tells
-    /// clients how deployments are laid out).
-    #[arg(long, env = "PRAPI_SERVED_BY_HEADER")]
-    pub served_by_header: bool,
+    /// Settings of this installation every group's data plane gets.
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
     /// The updater's autoscaler.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = RenderAutoscaler::Hpa)]
     pub updater_autoscaler: RenderAutoscaler,

@@ -33,8 +33,7 @@ fn main() -> anyhow::Result<()> {
                 &text,
                 &args.namespace,
                 &args.default_image,
-                &args.data_plane_env,
-                args.served_by_header,
+                &args.data_plane,
                 autoscaler,
             )
             .with_context(|| format!("rendering {}", args.file.display()))?;

@@ -1,5 +1,6 @@
 //! `prapi-operator crd` and `prapi-operator render -f FILE`: offline, no cluster involved.
 
+use crate::cli::DataPlaneArgs;
 use crate::crd::MarketGroup;
 use crate::render::autoscaling::UpdaterAutoscaler;
 use crate::render::{RenderOptions, render};
@@ -84,8 +85,7 @@ pub fn render_manifests(
     text: &str,
     namespace: &str,
     default_image: &str,
-    data_plane_env: &[(String, String)],
-    served_by_header: bool,
+    data_plane: &DataPlaneArgs,
     updater_autoscaler: UpdaterAutoscaler,
 ) -> Result<String, OfflineError> {
     let mut out = String::new();
@@ -95,9 +95,8 @@ pub fn render_manifests(
                 index: i + 1,
                 name: mg.metadata.name.clone().unwrap_or_default(),
                 problems,
-            })?
-            .with_env(data_plane_env)
-            .with_served_by_header(served_by_header);
+            })
+            .map(|plan| data_plane.apply(plan))?;
         let children = render(&plan, RenderOptions { updater_autoscaler })
             .map_err(|e| OfflineError::Output(e.to_string()))?;
         for child in children {

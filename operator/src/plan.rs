@@ -45,6 +45,19 @@ pub struct GroupPlan {
     /// Products and batch pods name themselves in an `X-Served-By` header
     /// (`--served-by-header`).
     pub served_by_header: bool,
+    /// The products pods' DynamoDB read timeouts (`--store-read-timeout-ms` and
+    /// `--store-fallback-read-timeout-ms`).
+    pub store_timeouts: StoreTimeouts,
+}
+
+/// DynamoDB read timeouts of the products pods; `None`: the data plane's default (sized for
+/// DynamoDB itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// Primary read attempt, milliseconds.
+    pub read_ms: Option<u64>,
+    /// Fallback read after a primary timeout or throttle, milliseconds.
+    pub fallback_read_ms: Option<u64>,
 }
 
 /// Who may reach a group's pods (`--network-policies`, `--ingress-namespaces`).
@@ -193,6 +206,12 @@ impl GroupPlan {
     /// The plan with the installation's `--served-by-header` choice.
     pub fn with_served_by_header(mut self, on: bool) -> Self {
         self.served_by_header = on;
+        self
+    }
+
+    /// The plan with the installation's store timeouts.
+    pub fn with_store_timeouts(mut self, timeouts: StoreTimeouts) -> Self {
+        self.store_timeouts = timeouts;
         self
     }
 

@@ -428,6 +428,7 @@ mod tests {
             log_filter: "info".into(),
             network_policy: None,
             served_by_header: false,
+            store_timeouts: Default::default(),
         }
     }
 

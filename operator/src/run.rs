@@ -287,8 +287,7 @@ async fn context(
 ) -> anyhow::Result<Context> {
     let settings = Settings {
         default_image: args.default_image.clone(),
-        data_plane_env: args.data_plane_env.clone(),
-        served_by_header: args.served_by_header,
+        data_plane: args.data_plane.clone(),
         updater_autoscaler: args.updater_autoscaler,
         balance_factor: args.balance_factor,
         resync: Duration::from_secs(args.resync_seconds.max(1)),

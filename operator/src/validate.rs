@@ -247,6 +247,7 @@ pub fn plan(
         // On by default; the installation may turn them off or name the ingress namespaces.
         network_policy: Some(NetworkPolicyPlan::default()),
         served_by_header: false,
+        store_timeouts: Default::default(),
         owner: Owner {
             namespace: namespace.clone(),
             name: name.clone(),

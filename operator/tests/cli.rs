@@ -174,7 +174,7 @@ fn data_plane_env_parses_name_value_pairs_and_refuses_bad_names() {
         panic!("run")
     };
     assert_eq!(
-        args.data_plane_env,
+        args.data_plane.data_plane_env,
         vec![("A".into(), "1".into()), ("B".into(), "2".into())]
     );
     assert!(

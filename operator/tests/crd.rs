@@ -360,8 +360,7 @@ fn valid_fixtures_pass_validation_and_render() {
             &text,
             "default",
             "img:1",
-            &[],
-            false,
+            &Default::default(),
             prapi_operator::render::autoscaling::UpdaterAutoscaler::Keda,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -390,8 +389,7 @@ fn invalid_fixtures_are_rejected_with_their_message() {
             &text,
             "default",
             "img:1",
-            &[],
-            false,
+            &Default::default(),
             prapi_operator::render::autoscaling::UpdaterAutoscaler::ExternalMetricHpa,
         )
         .expect_err("render refuses invalid manifests");

@@ -1,6 +1,7 @@
 //! Rendering: every child of a group, checked field by field, from the defaults and from a spec
 //! that sets everything.
 
+use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvFromSource, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity,
@@ -911,6 +912,76 @@ fn served_by_header_is_turned_on_for_products_and_batch_only() {
     }
 }
 
+#[test]
+fn store_timeouts_reach_the_products_pods_only_when_set() {
+    use prapi_operator::plan::StoreTimeouts;
+    let env_of = |p: &GroupPlan, c: Component, name: &str| {
+        w::component_env(p, c)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
+    let unset = default_plan();
+    let both = default_plan().with_store_timeouts(StoreTimeouts {
+        read_ms: Some(250),
+        fallback_read_ms: Some(1000),
+    });
+    let fallback_only = default_plan().with_store_timeouts(StoreTimeouts {
+        read_ms: None,
+        fallback_read_ms: Some(700),
+    });
+    let read = "PRAPI_READ_TIMEOUT_MS";
+    let fallback = "PRAPI_FALLBACK_READ_TIMEOUT_MS";
+    // Unset: nothing rendered, the data plane's own defaults apply.
+    assert_eq!(env_of(&unset, Component::Products, read), None);
+    assert_eq!(env_of(&unset, Component::Products, fallback), None);
+    assert_eq!(
+        env_of(&both, Component::Products, read).as_deref(),
+        Some("250")
+    );
+    assert_eq!(
+        env_of(&both, Component::Products, fallback).as_deref(),
+        Some("1000")
+    );
+    assert_eq!(env_of(&fallback_only, Component::Products, read), None);
+    assert_eq!(
+        env_of(&fallback_only, Component::Products, fallback).as_deref(),
+        Some("700")
+    );
+    // Only products read the store; a change rolls them and nothing else.
+    for c in [Component::Updater, Component::Batch] {
+        assert_eq!(env_of(&both, c, read), None, "{c:?}");
+        assert_eq!(config_hash(&both, c), config_hash(&unset, c), "{c:?}");
+    }
+    assert_ne!(
+        config_hash(&both, Component::Products),
+        config_hash(&unset, Component::Products)
+    );
+    // The installation flags parse into the same plan, and refuse zero.
+    let cli = prapi_operator::cli::Cli::try_parse_from([
+        "prapi-operator",
+        "run",
+        "--store-read-timeout-ms",
+        "250",
+        "--store-fallback-read-timeout-ms",
+        "1000",
+    ])
+    .expect("parses");
+    let prapi_operator::cli::Command::Run(args) = cli.command else {
+        panic!("run")
+    };
+    assert_eq!(args.data_plane.apply(default_plan()), both);
+    assert!(
+        prapi_operator::cli::Cli::try_parse_from([
+            "prapi-operator",
+            "run",
+            "--store-read-timeout-ms",
+            "0"
+        ])
+        .is_err()
+    );
+}
+
 fn config_hash(p: &GroupPlan, c: Component) -> String {
     w::deployment(p, c)
         .spec
@@ -1328,8 +1399,7 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
         "d",
         "i",
-        &[],
-        false,
+        &Default::default(),
         UpdaterAutoscaler::Keda,
     )
     .expect_err("not a MarketGroup");
@@ -1338,22 +1408,22 @@ fn render_manifests_rejects_other_kinds_and_empty_files() {
             .contains("expected apiVersion prapi.dev/v1alpha1, kind MarketGroup")
     );
     assert!(matches!(
-        offline::render_manifests("", "d", "i", &[], false, UpdaterAutoscaler::Keda),
+        offline::render_manifests("", "d", "i", &Default::default(), UpdaterAutoscaler::Keda),
         Err(offline::OfflineError::Empty)
     ));
     let err = offline::render_manifests(
         "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: x}\nspec: {}\n",
         "d",
         "i",
-        &[],
-        false,
+        &Default::default(),
         UpdaterAutoscaler::Keda,
     )
     .expect_err("countries is required");
     assert!(err.to_string().contains("countries"), "{err}");
     let two = "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: a}\nspec: {countries: [de]}\n---\napiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata: {name: b}\nspec: {countries: [at]}\n";
-    let out = offline::render_manifests(two, "d", "i", &[], false, UpdaterAutoscaler::Keda)
-        .expect("two groups");
+    let out =
+        offline::render_manifests(two, "d", "i", &Default::default(), UpdaterAutoscaler::Keda)
+            .expect("two groups");
     assert!(out.contains("name: a-products") && out.contains("name: b-products"));
 }
 

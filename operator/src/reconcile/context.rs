@@ -16,10 +16,9 @@ use std::time::Duration;
 pub struct Settings {
     /// Image for groups without spec.image.
     pub default_image: String,
-    /// Variables every data plane container gets (`--data-plane-env`).
-    pub data_plane_env: Vec<(String, String)>,
-    /// `--served-by-header`.
-    pub served_by_header: bool,
+    /// The installation's data plane settings (`--data-plane-env`, `--served-by-header`, store
+    /// timeouts).
+    pub data_plane: crate::cli::DataPlaneArgs,
     /// How the updater autoscaler is chosen.
     pub updater_autoscaler: UpdaterAutoscalerChoice,
     /// Balance factor of groups that set none (`--balance-factor`).

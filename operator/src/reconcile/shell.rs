@@ -77,10 +77,11 @@ pub async fn reconcile(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action
 /// The group's plan with the operator's settings, or why its spec is invalid.
 fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate::InvalidSpec> {
     validate::plan(mg, &ctx.settings.default_image, ns).map(|p| {
-        p.with_env(&ctx.settings.data_plane_env)
+        ctx.settings
+            .data_plane
+            .apply(p)
             .with_default_balance_factor(ctx.settings.balance_factor)
             .with_network_policy(ctx.settings.network_policy.clone())
-            .with_served_by_header(ctx.settings.served_by_header)
     })
 }
 

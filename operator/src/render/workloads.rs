@@ -178,7 +178,20 @@ pub fn component_env(plan: &GroupPlan, component: Component) -> Vec<(String, Str
                 "PRAPI_CACHE_MAX_BYTES",
                 plan.products.cache_max_bytes.to_string(),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("PRAPI_READ_TIMEOUT_MS", plan.store_timeouts.read_ms),
+                (
+                    "PRAPI_FALLBACK_READ_TIMEOUT_MS",
+                    plan.store_timeouts.fallback_read_ms,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?.to_string()))),
+        )
+        .collect(),
         Component::Batch => {
             let h = &plan.batch.hedging;
             vec![
