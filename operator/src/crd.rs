@@ -670,6 +670,12 @@ pub struct Updater {
     /// Most updater replicas; defaults to the number of partitions and is never above it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i32>,
+    /// How long the lag must have asked for fewer replicas before the autoscaler removes any
+    /// (every scale step rebalances the consumer group, so it should not follow each dip).
+    #[serde(default = "default_scale_down_stabilization_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600")
+        .message("updater.scaleDownStabilizationSeconds must be between 0 and 3600"))]
+    pub scale_down_stabilization_seconds: i32,
     /// Container resources of an updater pod.
     #[serde(default = "default_updater_resources")]
     pub resources: Resources,
@@ -684,6 +690,7 @@ impl Default for Updater {
             kafka: Kafka::default(),
             lag_threshold: default_lag_threshold(),
             max_replicas: None,
+            scale_down_stabilization_seconds: default_scale_down_stabilization_seconds(),
             resources: default_updater_resources(),
             pod: PodSettings::default(),
         }
@@ -692,6 +699,11 @@ impl Default for Updater {
 
 fn default_lag_threshold() -> i64 {
     5000
+}
+
+/// Kubernetes' own default for an HPA's scale-down window.
+fn default_scale_down_stabilization_seconds() -> i32 {
+    300
 }
 
 fn default_updater_resources() -> Resources {

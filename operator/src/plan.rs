@@ -145,6 +145,8 @@ pub struct UpdaterPlan {
     pub lag_threshold: i64,
     /// Replica ceiling: `maxReplicas` (default: partitions), never above partitions.
     pub max_replicas: i32,
+    /// Scale-down stabilization window of the lag autoscaler, seconds.
+    pub scale_down_stabilization_seconds: i32,
     /// Container resources.
     pub resources: Resources,
     /// Pod settings: `spec.pod` merged with the component's own.

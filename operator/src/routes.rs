@@ -416,6 +416,7 @@ mod tests {
                 consumer_group: "g".into(),
                 partitions: 12,
                 lag_threshold: 5000,
+                scale_down_stabilization_seconds: 300,
                 max_replicas: 12,
                 resources: Default::default(),
                 pod: Default::default(),

@@ -230,6 +230,7 @@ pub fn plan(
             consumer_group: or_default(&kafka.consumer_group),
             partitions: kafka.partitions,
             lag_threshold: spec.updater.lag_threshold,
+            scale_down_stabilization_seconds: spec.updater.scale_down_stabilization_seconds,
             max_replicas: spec
                 .updater
                 .max_replicas

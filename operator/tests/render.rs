@@ -1229,6 +1229,26 @@ fn updater_hpa_scales_on_the_external_lag_metric() {
 }
 
 #[test]
+fn updater_scale_down_window_reaches_the_hpa_and_the_scaled_object() {
+    let window = |p: &GroupPlan| {
+        let hpa = autoscaling::updater_lag_hpa(p)
+            .spec
+            .and_then(|s| s.behavior?.scale_down?.stabilization_window_seconds);
+        let keda = autoscaling::updater_scaled_object(p)["spec"]["advanced"]
+            ["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+            ["stabilizationWindowSeconds"]
+            .as_i64();
+        (hpa, keda)
+    };
+    // Kubernetes' own default unless the group sets one.
+    assert_eq!(window(&default_plan()), (Some(300), Some(300)));
+    let p = plan_of("  countries: [de]\n  updater: {scaleDownStabilizationSeconds: 30}\n");
+    assert_eq!(window(&p), (Some(30), Some(30)));
+    let p = plan_of("  countries: [de]\n  updater: {scaleDownStabilizationSeconds: 0}\n");
+    assert_eq!(window(&p), (Some(0), Some(0)));
+}
+
+#[test]
 fn updater_ceiling_defaults_to_partitions() {
     let p = plan_of("  countries: [de]\n  updater: {kafka: {partitions: 7}}\n");
     assert_eq!(p.updater.max_replicas, 7);

@@ -4,8 +4,9 @@
 use super::meta::object_meta;
 use crate::plan::{Component, GroupPlan};
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler,
-    HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec, MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, ExternalMetricSource, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -114,6 +115,15 @@ pub fn updater_lag_hpa(plan: &GroupPlan) -> HorizontalPodAutoscaler {
                 }),
                 ..MetricSpec::default()
             }]),
+            behavior: Some(HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    stabilization_window_seconds: Some(
+                        plan.updater.scale_down_stabilization_seconds,
+                    ),
+                    ..HPAScalingRules::default()
+                }),
+                ..HorizontalPodAutoscalerBehavior::default()
+            }),
             ..HorizontalPodAutoscalerSpec::default()
         }),
         ..HorizontalPodAutoscaler::default()
@@ -157,6 +167,10 @@ pub fn updater_scaled_object(plan: &GroupPlan) -> Value {
             },
             "minReplicaCount": 1,
             "maxReplicaCount": u.max_replicas.min(u.partitions),
+            // KEDA's cooldownPeriod only governs scaling to zero; the HPA it owns takes this.
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
+                "stabilizationWindowSeconds": u.scale_down_stabilization_seconds,
+            }}}},
             "triggers": [
                 trigger("products", &u.products_topic),
                 trigger("offers", &u.offers_topic),
