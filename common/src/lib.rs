@@ -1,12 +1,13 @@
 //! What the prapi operator and data plane must agree on, written once: the countries a group may
 //! serve ([`countries`]), the DynamoDB table's key layout ([`table`]), how logs are set up
 //! ([`logs`]), the operational endpoints `/healthz`, `/readyz` and `/metrics` ([`ops`]), the
-//! build and process metrics every process exports ([`metrics`]), and the signals that stop a
-//! process ([`shutdown`]).
+//! build and process metrics every process exports ([`metrics`]), Kubernetes' name rule
+//! ([`names`]), and the signals that stop a process ([`shutdown`]).
 
 pub mod countries;
 pub mod logs;
 pub mod metrics;
+pub mod names;
 pub mod ops;
 pub mod shutdown;
 pub mod table;

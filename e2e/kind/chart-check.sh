@@ -40,7 +40,7 @@ fi
 # Every optional part on: what the default values leave out is checked too.
 all_on=(
     --set crds.keep=false --set routing.provider=gateway-api --set routing.gateway=infra/public
-    --set store=aws --set watchNamespace=shop --set priorityClassName=system-cluster-critical
+    --set store=aws --set 'watchNamespaces={shop,shop-staging,shop}' --set priorityClassName=system-cluster-critical
     --set 'imagePullSecrets[0].name=registry' --set podLabels.team=platform
     --set-string 'dataPlane.env[0].name=AWS_REGION,dataPlane.env[0].value=eu-central-1'
     --set-string 'dataPlane.env[1].name=AWS_ENDPOINT_URL_DYNAMODB,dataPlane.env[1].value=http://dynamodb:8000'

@@ -270,15 +270,22 @@ impl Applier {
                 report.unchanged += 1;
                 continue;
             }
-            let applied = self
-                .api(child.kind, namespace)
-                .patch(&child.name, &params, &Patch::Apply(&child.object))
-                .await
-                .map_err(|source| ApplyError::Apply {
-                    kind: child.kind,
-                    name: child.name.clone(),
-                    source,
-                })?;
+            let api = self.api(child.kind, namespace);
+            let patch = Patch::Apply(&child.object);
+            let applied = match api.patch(&child.name, &params, &patch).await {
+                Err(kube::Error::Api(s)) if must_replace(child.kind, &s) => {
+                    match self.delete_to_replace(&api, child).await {
+                        Ok(()) => api.patch(&child.name, &params, &patch).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                applied => applied,
+            }
+            .map_err(|source| ApplyError::Apply {
+                kind: child.kind,
+                name: child.name.clone(),
+                source,
+            })?;
             (self.on_write)(child.kind, "apply");
             self.remember(key, version_of(&applied.metadata));
             if child.kind == ChildKind::Deployment {
@@ -299,6 +306,22 @@ impl Applier {
                 report.reapplied += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the live `child`, to apply it again: for a change the API server refuses as an
+    /// update (see [`must_replace`]).
+    async fn delete_to_replace(
+        &self,
+        api: &Api<DynamicObject>,
+        child: &Child,
+    ) -> Result<(), kube::Error> {
+        match api.delete(&child.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        (self.on_write)(child.kind, "delete");
         Ok(())
     }
 
@@ -338,6 +361,19 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// Whether the API server refused an apply because it changes a field that cannot change once
+/// set, which only deleting and re-creating the object can: a RoleBinding's `roleRef` (older
+/// versions bound a per-group Role under the name that now binds the chart's ClusterRole).
+fn must_replace(kind: ChildKind, status: &kube::core::Status) -> bool {
+    kind == ChildKind::RoleBinding
+        && status.code == 422
+        && status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .any(|c| c.field == "roleRef")
 }
 
 /// The live children by (kind, name).
@@ -406,5 +442,44 @@ mod tests {
             ]
         );
         assert_eq!(stale(&live, &[], "u3"), Vec::new());
+    }
+
+    /// The API server's answer to an update of a RoleBinding's roleRef, as it sends it.
+    fn refused(code: u16, field: &str) -> kube::core::Status {
+        serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+            "reason": "Invalid",
+            "message": "RoleBinding.rbac.authorization.k8s.io \"g-endpointslice-reader\" is invalid: roleRef: Invalid value: ...: cannot change roleRef",
+            "details": {
+                "name": "g-endpointslice-reader", "group": "rbac.authorization.k8s.io",
+                "kind": "RoleBinding",
+                "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: ...: cannot change roleRef", "field": field}]
+            }
+        }))
+        .expect("a Status")
+    }
+
+    #[test]
+    fn only_a_refused_rolebinding_roleref_is_replaced() {
+        assert!(must_replace(
+            ChildKind::RoleBinding,
+            &refused(422, "roleRef")
+        ));
+        assert!(!must_replace(
+            ChildKind::RoleBinding,
+            &refused(422, "subjects[0].name")
+        ));
+        assert!(!must_replace(
+            ChildKind::RoleBinding,
+            &refused(409, "roleRef")
+        ));
+        assert!(!must_replace(
+            ChildKind::Deployment,
+            &refused(422, "roleRef")
+        ));
+        assert!(!must_replace(
+            ChildKind::RoleBinding,
+            &kube::core::Status::failure("forbidden", "Forbidden").with_code(403)
+        ));
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::plan::GroupPlan;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use prapi_common::names::dns_label;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -89,15 +90,7 @@ pub fn parse_route_host(s: &str) -> Result<String, String> {
         Some(rest) => (true, rest),
         None => (false, s),
     };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if s.len() <= 253 && rest.split('.').all(label_ok) {
+    if s.len() <= 253 && rest.split('.').all(dns_label) {
         Ok(format!("{}{rest}", if wildcard { "*." } else { "" }))
     } else {
         Err(format!(
@@ -130,6 +123,17 @@ pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses a namespace name (an RFC 1123 label).
+pub fn parse_namespace(s: &str) -> Result<String, String> {
+    if dns_label(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"
+        ))
+    }
 }
 
 /// Parses `NAMESPACE/NAME`.
@@ -197,9 +201,11 @@ pub struct RunArgs {
     /// The updater's autoscaler: auto-detect KEDA, or force one.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
     pub updater_autoscaler: UpdaterAutoscalerChoice,
-    /// Only reconcile MarketGroups in this namespace (default: all namespaces).
-    #[arg(long, env = "PRAPI_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Reconcile the MarketGroups of these namespaces only (comma-separated or repeated); none:
+    /// every namespace. Each listed namespace needs the operator's Role there (the chart's
+    /// `watchNamespaces`).
+    #[arg(long, env = "PRAPI_WATCH_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub watch_namespaces: Vec<String>,
     /// Take part in leader election (only the leader reconciles).
     #[arg(long, env = "PRAPI_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
     pub leader_election: bool,
@@ -221,7 +227,7 @@ pub struct RunArgs {
     /// Seconds between periodic re-checks of a group that is otherwise unchanged.
     #[arg(long, env = "PRAPI_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
-    /// Most MarketGroups reconciled at once.
+    /// Most MarketGroups reconciled at once (in each namespace of --watch-namespaces).
     #[arg(long, env = "PRAPI_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
     /// Log format.

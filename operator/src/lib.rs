@@ -22,5 +22,6 @@ pub mod reconcile;
 pub mod render;
 pub mod routes;
 pub mod run;
+pub mod scope;
 pub mod status;
 pub mod validate;

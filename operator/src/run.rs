@@ -7,8 +7,9 @@ use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings, Steps};
 use crate::render::ChildKind;
 use crate::render::meta::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::scope::WatchScope;
 use anyhow::{Context as _, bail};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -81,23 +82,48 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
     Ok(Steps::new(store, routes))
 }
 
-/// Runs the controller until `stop` fires.
+/// Runs the controllers of every scope until `stop` fires.
 async fn run_controller(
     client: Client,
     args: &RunArgs,
     ctx: Arc<Context>,
     stop: oneshot::Receiver<()>,
 ) {
-    let ns = args.watch_namespace.as_deref();
+    let stop = stop.shared();
+    // Kubernetes watches one namespace or all of them: an allow-list gets a controller per
+    // namespace, each with its own watches and caches, sharing the context and the stop signal.
+    let scope = WatchScope::new(&args.watch_namespaces);
+    let runs = scope.apis().into_iter().map(|ns| {
+        let stop = stop.clone();
+        controller(&client, args, ns)
+            .with_config(controller::Config::default().concurrency(args.concurrency))
+            .graceful_shutdown_on(async move {
+                let _ = stop.await;
+            })
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .boxed()
+    });
+    futures::stream::select_all(runs)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(group = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+}
+
+/// The controller of the MarketGroups of `ns` (all namespaces: `None`) and their children.
+fn controller(client: &Client, args: &RunArgs, ns: Option<&str>) -> Controller<MarketGroup> {
     let children =
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let controller = Controller::new(api::<MarketGroup>(&client, ns), watcher::Config::default());
+    let controller = Controller::new(api::<MarketGroup>(client, ns), watcher::Config::default());
     // Routes are shared by the groups of a namespace: a change to one group (its weight, its
     // readiness, its deletion) must be seen by the others' reconciles, which own their HPA floors.
     let groups = controller.store();
     let routing = args.routing != crate::cli::RoutingChoice::None;
     let controller = controller.watches(
-        api::<MarketGroup>(&client, ns),
+        api::<MarketGroup>(client, ns),
         watcher::Config::default(),
         move |mg: MarketGroup| {
             let ns = mg.metadata.namespace.clone();
@@ -116,27 +142,14 @@ async fn run_controller(
         },
     );
     // Every kind the groups own, so an edit or deletion of a child by someone else is repaired.
-    let controller = ChildKind::watched().fold(controller, |c, kind| {
+    ChildKind::watched().fold(controller, |c, kind| {
         let ar = kind.api_resource();
         let api = match ns {
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
             None => Api::<DynamicObject>::all_with(client.clone(), &ar),
         };
         c.owns_with(api, ar, children.clone())
-    });
-    controller
-        .with_config(controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(async move {
-            let _ = stop.await;
-        })
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(group = %obj, "reconciled"),
-                Err(e) => debug!(error = %e, "controller event"),
-            }
-        })
-        .await;
+    })
 }
 
 /// `prapi-operator run`: connect, serve the ops endpoints, check access, build the context, run
@@ -222,6 +235,7 @@ async fn spawn_external_metrics(
     let state = em::api::ApiState {
         groups: Arc::new(em::readings::ClusterGroups {
             client: client.clone(),
+            scope: WatchScope::new(&args.watch_namespaces),
         }),
         readings: em::readings::Readings::new(
             Arc::new(crate::aws::lag::KafkaLag::default()),
@@ -256,14 +270,20 @@ async fn spawn_external_metrics(
     Ok(Some((stop, task)))
 }
 
-/// Fails early and clearly when the CRD is missing or RBAC forbids reading groups.
+/// Fails early and clearly when the CRD is missing or RBAC forbids reading the groups of a
+/// watched namespace.
 async fn check_access(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
-    api::<MarketGroup>(client, args.watch_namespace.as_deref())
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .context(
-            "listing MarketGroups (is the CRD installed? does the operator's role allow it?)",
-        )?;
+    for ns in WatchScope::new(&args.watch_namespaces).apis() {
+        api::<MarketGroup>(client, ns)
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .with_context(|| {
+                format!(
+                    "listing MarketGroups in {} (is the CRD installed? does the operator's role allow it there?)",
+                    ns.map_or("every namespace".to_string(), |ns| format!("namespace {ns}"))
+                )
+            })?;
+    }
     Ok(())
 }
 

@@ -35,6 +35,10 @@ fn run_flags_parse_with_defaults_and_overrides() {
         panic!("run")
     };
     assert_eq!(args.updater_autoscaler, UpdaterAutoscalerChoice::Auto);
+    assert!(
+        args.watch_namespaces.is_empty(),
+        "every namespace by default"
+    );
     assert!(args.leader_election);
     assert_eq!(args.lease_duration_seconds, 10);
     assert_eq!(args.listen.port(), 8080);
@@ -55,8 +59,10 @@ fn run_flags_parse_with_defaults_and_overrides() {
         "keda",
         "--leader-election",
         "false",
-        "--watch-namespace",
-        "team-a",
+        "--watch-namespaces",
+        "team-a,team-b",
+        "--watch-namespaces",
+        "team-c",
     ])
     .expect("overrides parse");
     let Command::Run(args) = cli.command else {
@@ -64,7 +70,14 @@ fn run_flags_parse_with_defaults_and_overrides() {
     };
     assert_eq!(args.updater_autoscaler, UpdaterAutoscalerChoice::Keda);
     assert!(!args.leader_election);
-    assert_eq!(args.watch_namespace.as_deref(), Some("team-a"));
+    assert_eq!(args.watch_namespaces, ["team-a", "team-b", "team-c"]);
+    // A namespace name that cannot exist is refused at start, not watched in vain.
+    for bad in ["Team-A", "team_a", "-a", "a-", "", &"a".repeat(64)] {
+        assert!(
+            Cli::try_parse_from(["prapi-operator", "run", "--watch-namespaces", bad]).is_err(),
+            "{bad:?} accepted"
+        );
+    }
     assert!(
         Cli::try_parse_from(["prapi-operator", "run", "--updater-autoscaler", "magic"]).is_err()
     );

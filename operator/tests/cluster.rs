@@ -897,7 +897,7 @@ async fn offline_render_matches_what_the_operator_applies() {
 async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("mg-chart").await;
-    let rendered = chart_rbac("op", &ns, &[&format!("watchNamespace={ns}")]);
+    let rendered = chart_rbac("op", &ns, &[&format!("watchNamespaces={{{ns}}}")]);
     // The chart grants watching exactly what the operator owns (ChildKind::watched).
     let rules: Vec<serde_json::Value> = String::from_utf8_lossy(&rendered)
         .split("\n---")
@@ -1084,6 +1084,86 @@ fn kubectl(env: &prapi_e2e::TestEnv, args: &[&str], stdin: &[u8]) {
     );
 }
 
+/// What ServiceAccount `ns/account` may do, asked of the real API server (SubjectAccessReview,
+/// as `kubectl auth can-i --as` does).
+struct AccessOf {
+    reviews: Api<k8s_openapi::api::authorization::v1::SubjectAccessReview>,
+    user: String,
+    groups: Vec<String>,
+}
+
+impl AccessOf {
+    fn new(admin: &kube::Client, ns: &str, account: &str) -> Self {
+        Self {
+            reviews: Api::all(admin.clone()),
+            user: format!("system:serviceaccount:{ns}:{account}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        }
+    }
+
+    /// Whether it may `verb` `group/resource[:subresource]` in `namespace` ("": cluster-wide)
+    /// named `name` ("": any).
+    async fn can(&self, verb: &str, resource: &str, namespace: &str, name: &str) -> bool {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
+        let (resource, subresource) = match resource.split_once(':') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (resource, None),
+        };
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(self.user.clone()),
+                groups: Some(self.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource,
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: (!name.is_empty()).then(|| name.to_string()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        self.reviews
+            .create(&Default::default(), &review)
+            .await
+            .expect("SubjectAccessReview")
+            .status
+            .is_some_and(|s| s.allowed)
+    }
+}
+
+/// A RoleBinding `try-ROLE` of ClusterRole `role` to the `default` ServiceAccount of `ns`.
+fn binding_of(role: &str, ns: &str) -> k8s_openapi::api::rbac::v1::RoleBinding {
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("try-{role}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "default".into(),
+            namespace: Some(ns.to_string()),
+            ..Subject::default()
+        }]),
+    }
+}
+
 /// Deletes the cluster-scoped RBAC a test applied, also when it panics.
 struct ClusterRbac<'a> {
     env: &'a prapi_e2e::TestEnv,
@@ -1109,10 +1189,6 @@ impl Drop for ClusterRbac<'_> {
 /// namespace: that is what cluster-wide mode grants, docs/operator.md, "Permissions").
 #[tokio::test]
 async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
-    use k8s_openapi::api::authorization::v1::{
-        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-    };
-    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
     let Some(c) = cluster().await else { return };
     let ns_guard = c.namespace("mg-rbac").await;
     let other_guard = c.namespace("mg-rbac-team").await;
@@ -1129,45 +1205,7 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
         &["-n", &ns, "apply", "-f", "-"],
         &chart_rbac(&release, &ns, &[]),
     );
-    let user = format!("system:serviceaccount:{ns}:{account}");
-    let reviews: Api<SubjectAccessReview> = Api::all(c.client.clone());
-    let can = |verb: &str, resource: &str, namespace: &str, name: &str| {
-        let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
-        let (resource, subresource) = match resource.split_once(':') {
-            Some((r, s)) => (r, Some(s.to_string())),
-            None => (resource, None),
-        };
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(user.clone()),
-                groups: Some(vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{ns}"),
-                    "system:authenticated".into(),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.into()),
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    subresource,
-                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
-                    name: (!name.is_empty()).then(|| name.to_string()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        };
-        let reviews = reviews.clone();
-        async move {
-            reviews
-                .create(&Default::default(), &review)
-                .await
-                .expect("SubjectAccessReview")
-                .status
-                .is_some_and(|s| s.allowed)
-        }
-    };
+    let access = AccessOf::new(&c.client, &ns, &account);
     // `group/resource[:subresource]`, namespace, name.
     let allowed = [
         ("create", "apps/deployments", other.as_str(), ""),
@@ -1232,13 +1270,13 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
     ];
     for (verb, resource, namespace, name) in allowed {
         assert!(
-            can(verb, resource, namespace, name).await,
+            access.can(verb, resource, namespace, name).await,
             "the operator may not {verb} {resource} {namespace}/{name}"
         );
     }
     for (verb, resource, namespace, name) in denied {
         assert!(
-            !can(verb, resource, namespace, name).await,
+            !access.can(verb, resource, namespace, name).await,
             "the operator may {verb} {resource} {namespace}/{name}"
         );
     }
@@ -1247,24 +1285,8 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
     // it bind the reader and refuses any other role, including a harmless-looking one.
     let kubeconfig = impersonating_kubeconfig(&c.env, &ns, &account);
     let as_sa = client_of(&kubeconfig).await;
-    let bindings: Api<RoleBinding> = Api::namespaced(as_sa, &other);
-    let binding = |role: &str| RoleBinding {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("try-{role}")),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "default".into(),
-            namespace: Some(other.clone()),
-            ..Subject::default()
-        }]),
-    };
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(as_sa, &other);
+    let binding = |role: &str| binding_of(role, &other);
     bindings
         .create(&Default::default(), &binding("prapi-endpointslice-reader"))
         .await
@@ -1275,6 +1297,328 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
             other => panic!("the operator could bind {role}: {other:?}"),
         }
     }
+}
+
+/// The chart's allow-list mode (`watchNamespaces`): a Role in each listed namespace and no grant
+/// of the operator's cluster-wide. Running as the chart's ServiceAccount, with its release and
+/// Lease in a namespace of their own, the operator makes the groups of both listed namespaces
+/// Ready and leaves a group of a third alone; the API server refuses its writes there, and
+/// anywhere but its Lease in the release namespace.
+#[tokio::test]
+async fn an_allow_list_of_namespaces_is_all_the_operator_reaches() {
+    let Some(c) = cluster().await else { return };
+    let release_guard = c.namespace("mg-allow-op").await;
+    let a_guard = c.namespace("mg-allow-a").await;
+    let b_guard = c.namespace("mg-allow-b").await;
+    let outside_guard = c.namespace("mg-allow-c").await;
+    let (release_ns, a, b, outside) = (
+        release_guard.to_string(),
+        a_guard.to_string(),
+        b_guard.to_string(),
+        outside_guard.to_string(),
+    );
+    let release = release_ns.clone();
+    let account = format!("{release}-prapi-operator");
+    let rendered = chart_rbac(
+        &release,
+        &release_ns,
+        &[&format!("watchNamespaces={{{a},{b}}}")],
+    );
+    let objects: Vec<Value> = String::from_utf8_lossy(&rendered)
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
+        .filter(|o| o.is_object())
+        .collect();
+    // Nothing cluster-wide but the fixed EndpointSlice reader, which the operator may bind and
+    // does not hold.
+    let cluster_wide: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(cluster_wide, ["prapi-endpointslice-reader"]);
+    let role_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == account.as_str())
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(role_namespaces, BTreeSet::from([a.as_str(), b.as_str()]));
+    kubectl(&c.env, &["apply", "-f", "-"], &rendered);
+
+    // The operator's namespaced work, each granted in the listed namespaces and nowhere else
+    // (not in a third namespace, not in its own release namespace, not cluster-wide).
+    let work = [
+        ("create", "apps/deployments", ""),
+        ("update", "/configmaps", ""),
+        ("delete", "/services", ""),
+        ("delete", "/serviceaccounts", ""),
+        ("create", "rbac.authorization.k8s.io/rolebindings", ""),
+        (
+            "bind",
+            "rbac.authorization.k8s.io/clusterroles",
+            "prapi-endpointslice-reader",
+        ),
+        // What the lag API (external metrics) reads for the HPA, too.
+        ("list", "prapi.dev/marketgroups", ""),
+        ("patch", "prapi.dev/marketgroups:status", ""),
+        ("create", "events.k8s.io/events", ""),
+    ];
+    let access = AccessOf::new(&c.client, &release_ns, &account);
+    for ns in [
+        a.as_str(),
+        b.as_str(),
+        outside.as_str(),
+        release_ns.as_str(),
+        "",
+    ] {
+        let listed = ns == a || ns == b;
+        for (verb, resource, name) in work {
+            assert_eq!(
+                access.can(verb, resource, ns, name).await,
+                listed,
+                "{verb} {resource} {name} in {ns:?} (listed: {listed})"
+            );
+        }
+    }
+    assert!(
+        access
+            .can("create", "coordination.k8s.io/leases", &release_ns, "")
+            .await
+    );
+    assert!(
+        !access
+            .can("create", "coordination.k8s.io/leases", &a, "")
+            .await
+    );
+
+    // Real writes outside the list, as the ServiceAccount: refused.
+    let kubeconfig = impersonating_kubeconfig(&c.env, &release_ns, &account);
+    let as_sa = client_of(&kubeconfig).await;
+    let forbidden = |what: &str, result: Result<DynamicObject, kube::Error>| match result {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{what}: {s:?}"),
+        other => panic!("the operator could {what} in {outside}: {other:?}"),
+    };
+    for (kind, object) in [
+        (
+            ChildKind::ConfigMap,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "try"}}),
+        ),
+        (
+            ChildKind::Service,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "try"},
+                   "spec": {"ports": [{"port": 80}]}}),
+        ),
+        (
+            ChildKind::Deployment,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "try"},
+                   "spec": {"selector": {"matchLabels": {"app": "try"}},
+                            "template": {"metadata": {"labels": {"app": "try"}},
+                                         "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+        ),
+    ] {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(as_sa.clone(), &outside, &kind.api_resource());
+        let object: DynamicObject = serde_json::from_value(object).expect("object");
+        forbidden(
+            &format!("create a {kind:?}"),
+            api.create(&Default::default(), &object).await,
+        );
+    }
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(as_sa.clone(), &outside);
+    match bindings
+        .create(
+            &Default::default(),
+            &binding_of("prapi-endpointslice-reader", &outside),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the operator could bind the reader in {outside}: {other:?}"),
+    }
+
+    // The operator at work: Ready in both listed namespaces, the third untouched.
+    for ns in [&a, &b, &outside] {
+        create_group(&c.client, ns, &group(ns, "g", json!({"countries": ["de"]}))).await;
+    }
+    let _op = Operator::start_watching(
+        &kubeconfig,
+        &release_ns,
+        &format!("{a},{b}"),
+        "op-a",
+        &["--updater-autoscaler", "hpa", "--external-metrics", "false"],
+    );
+    for ns in [&a, &b] {
+        wait_ready(&c.client, ns, "g").await;
+        assert_eq!(children(&c.client, ns, "g", &core_kinds()).await.len(), 20);
+    }
+    let left_alone = get_group(&c.client, &outside, "g").await;
+    assert!(left_alone.status.is_none(), "{:?}", left_alone.status);
+    assert!(
+        left_alone
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(
+        children(&c.client, &outside, "g", &core_kinds())
+            .await
+            .is_empty()
+    );
+}
+
+/// A group an older version reconciled: one ServiceAccount `g` for every component, and the
+/// RoleBinding `g-endpointslice-reader` bound to a per-group Role of that name. The operator,
+/// with only the chart's grants, replaces the binding (its roleRef cannot be updated in place)
+/// with one of the chart's reader, deletes the old ServiceAccount, and cannot touch the Role,
+/// which grants nothing once unbound and is garbage-collected with the group.
+#[tokio::test]
+async fn objects_an_older_version_rendered_are_replaced_or_left_inert() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let Some(c) = cluster().await else { return };
+    let ns = c.namespace("mg-upgrade").await;
+    let rendered = chart_rbac("op", &ns, &[&format!("watchNamespaces={{{ns}}}")]);
+    kubectl(&c.env, &["apply", "-f", "-"], &rendered);
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "g", json!({"countries": ["de"]})),
+    )
+    .await;
+    let mg = get_group(&c.client, &ns, "g").await;
+    let uid = mg.metadata.uid.clone().expect("uid");
+    // As the older version rendered them: the group's labels and controller reference.
+    let meta = |name: &str| kube::api::ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.to_string()),
+        labels: Some(
+            [
+                ("app.kubernetes.io/name", "prapi"),
+                ("app.kubernetes.io/instance", "g"),
+                ("app.kubernetes.io/managed-by", "prapi-operator"),
+                ("app.kubernetes.io/part-of", "prapi"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
+        owner_references: Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "prapi.dev/v1alpha1".into(),
+                kind: "MarketGroup".into(),
+                name: "g".into(),
+                uid: uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]),
+        ..Default::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
+    accounts
+        .create(
+            &Default::default(),
+            &ServiceAccount {
+                metadata: meta("g"),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the old ServiceAccount");
+    let roles: Api<Role> = Api::namespaced(c.client.clone(), &ns);
+    roles
+        .create(
+            &Default::default(),
+            &Role {
+                metadata: meta("g-endpointslice-reader"),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec!["discovery.k8s.io".into()]),
+                    resources: Some(vec!["endpointslices".into()]),
+                    verbs: vec!["get".into(), "list".into(), "watch".into()],
+                    ..Default::default()
+                }]),
+            },
+        )
+        .await
+        .expect("the old Role");
+    let bindings: Api<RoleBinding> = Api::namespaced(c.client.clone(), &ns);
+    bindings
+        .create(
+            &Default::default(),
+            &RoleBinding {
+                metadata: meta("g-endpointslice-reader"),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name: "g-endpointslice-reader".into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: "g".into(),
+                    namespace: Some(ns.to_string()),
+                    ..Default::default()
+                }]),
+            },
+        )
+        .await
+        .expect("the old RoleBinding");
+
+    let kubeconfig = impersonating_kubeconfig(&c.env, &ns, "op-prapi-operator");
+    let _op = Operator::start_as(&kubeconfig, &ns, "op-a", &forced_hpa());
+    wait_ready(&c.client, &ns, "g").await;
+    let binding = bindings
+        .get("g-endpointslice-reader")
+        .await
+        .expect("binding");
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("ClusterRole", "prapi-endpointslice-reader")
+    );
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(
+        subjects.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["g-batch"]
+    );
+    eventually("the old ServiceAccount deleted", || async {
+        accounts
+            .get_opt("g")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The Role is bound by nothing now; the operator has no permission on Roles at all.
+    roles
+        .get("g-endpointslice-reader")
+        .await
+        .expect("the old Role stays");
+    let bound = bindings
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .any(|b| b.role_ref.kind == "Role" && b.role_ref.name == "g-endpointslice-reader");
+    assert!(!bound, "the old Role is still bound");
+    Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+        .delete("g", &DeleteParams::background())
+        .await
+        .expect("delete");
+    eventually("the old Role garbage-collected with the group", || async {
+        roles
+            .get_opt("g-endpointslice-reader")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 /// Measurement for the note, not a pass/fail check of speed: 50 groups to Ready, the

@@ -23,7 +23,7 @@ app.kubernetes.io/part-of: prapi
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* ClusterRole (all namespaces) or Role (one namespace) for the MarketGroups and their children. */}}
+{{/* ClusterRole (all namespaces) or a Role in each of watchNamespaces for the MarketGroups and their children. */}}
 {{- define "prapi-operator.rules" -}}
 - apiGroups: [prapi.dev]
   resources: [marketgroups]

@@ -50,7 +50,7 @@ impl ServiceRef {
     pub fn parse(s: &str) -> Result<Self, DiscoveryError> {
         let bad = || DiscoveryError::BadService(s.chars().take(120).collect());
         let (ns, name) = s.split_once('/').ok_or_else(bad)?;
-        if !dns_label(ns) || !dns_label(name) {
+        if !prapi_common::names::dns_label(ns) || !prapi_common::names::dns_label(name) {
             return Err(bad());
         }
         Ok(Self {
@@ -58,15 +58,6 @@ impl ServiceRef {
             name: name.to_string(),
         })
     }
-}
-
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Sets a fixed list of pods on `balancer` (`--endpoints`).

@@ -96,11 +96,16 @@ pub trait Groups: Send + Sync {
 pub struct ClusterGroups {
     /// Client.
     pub client: kube::Client,
+    /// The namespaces the operator works in: it has no groups, and may read nothing, elsewhere.
+    pub scope: crate::scope::WatchScope,
 }
 
 #[async_trait]
 impl Groups for ClusterGroups {
     async fn in_namespace(&self, namespace: &str) -> Result<Vec<ServedGroup>, kube::Error> {
+        if !self.scope.contains(namespace) {
+            return Ok(Vec::new());
+        }
         let api: Api<MarketGroup> = Api::namespaced(self.client.clone(), namespace);
         let list = api.list(&ListParams::default()).await?;
         Ok(list

@@ -368,18 +368,31 @@ impl Operator {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Operator {
-        Self::spawn(&env.kubeconfig(), ns, identity, extra, vars)
+        Self::spawn(&env.kubeconfig(), ns, ns, identity, extra, vars)
     }
 
     /// Like [`Operator::start`], with the given kubeconfig (e.g. one that impersonates a
     /// ServiceAccount).
     pub fn start_as(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> Operator {
-        Self::spawn(kubeconfig, ns, identity, extra, &[])
+        Self::spawn(kubeconfig, ns, ns, identity, extra, &[])
+    }
+
+    /// Like [`Operator::start_as`], watching the namespaces of `watch` (comma-separated) with
+    /// its lease in `lease_ns`.
+    pub fn start_watching(
+        kubeconfig: &Path,
+        lease_ns: &str,
+        watch: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
+        Self::spawn(kubeconfig, lease_ns, watch, identity, extra, &[])
     }
 
     fn spawn(
         kubeconfig: &Path,
         ns: &str,
+        watch: &str,
         identity: &str,
         extra: &[&str],
         vars: &[(&str, &str)],
@@ -397,8 +410,8 @@ impl Operator {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prapi-operator"));
         cmd.args([
             "run",
-            "--watch-namespace",
-            ns,
+            "--watch-namespaces",
+            watch,
             "--lease-namespace",
             ns,
             "--identity",
