@@ -124,7 +124,6 @@ pub fn updater_lag_hpa(plan: &GroupPlan) -> HorizontalPodAutoscaler {
                 }),
                 ..HorizontalPodAutoscalerBehavior::default()
             }),
-            ..HorizontalPodAutoscalerSpec::default()
         }),
         ..HorizontalPodAutoscaler::default()
     }
