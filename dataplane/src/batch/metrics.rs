@@ -128,8 +128,8 @@ impl BatchMetrics {
     }
 }
 
-/// Exposes the load balancer client's retry and hedge counts as `prapi_lb_retries_total` and
-/// `prapi_lb_hedges_total`, read at scrape time.
+/// Exposes the load balancer client's retry, hedge and spill counts as `prapi_lb_retries_total`,
+/// `prapi_lb_hedges_total` and `prapi_lb_spills_total`, read at scrape time.
 #[derive(Debug)]
 pub struct LbStatsCollector(pub Arc<LbClient>);
 
@@ -146,6 +146,11 @@ impl Collector for LbStatsCollector {
                 "lb_hedges",
                 "Hedged lookups sent to a second pod",
                 stats.hedges,
+            ),
+            (
+                "lb_spills",
+                "Lookups sent past their ring owner because it was over the bounded load",
+                stats.spills,
             ),
         ] {
             let counter = ConstCounter::new(value);
@@ -197,6 +202,7 @@ mod tests {
             "prapi_batch_lookup_duration_seconds_count 1",
             "prapi_lb_retries_total 0",
             "prapi_lb_hedges_total 0",
+            "prapi_lb_spills_total 0",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

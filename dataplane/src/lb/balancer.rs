@@ -4,6 +4,7 @@
 //! with our load measure and a cap on the walk). Without a key: power of two choices. Picking
 //! reads one atomically swapped snapshot and allocates nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -72,6 +73,8 @@ pub struct Balancer {
     clock: Arc<dyn Clock>,
     config: BalancerConfig,
     updates: Mutex<()>,
+    /// Keyed picks that passed their ring owner because it was over the bounded load.
+    spills: AtomicU64,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -122,7 +125,14 @@ impl Balancer {
             clock,
             config,
             updates: Mutex::new(()),
+            spills: AtomicU64::new(0),
         }
+    }
+
+    /// Keyed picks so far that went past their ring owner because it was over the bounded load
+    /// (not counting picks that exclude a pod: those are retries and hedges).
+    pub fn spills(&self) -> u64 {
+        self.spills.load(Ordering::Relaxed)
     }
 
     /// The parameters in force.
@@ -177,7 +187,7 @@ impl Balancer {
         let now = self.clock.now_nanos();
         let stage = snap.set.stage_for(fade_point(key), now)?;
         let excluded = exclude.and_then(|x| index_of(&snap.backends, x));
-        let i = bounded_pick(
+        let (i, passed_owner) = bounded_pick(
             stage,
             &snap.backends,
             hash(key),
@@ -185,6 +195,9 @@ impl Balancer {
             now,
             &self.config,
         )?;
+        if passed_owner && exclude.is_none() {
+            self.spills.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Arc::clone(&snap.backends[i as usize]))
     }
 
@@ -249,7 +262,7 @@ fn bounded_pick(
     excluded: Option<usize>,
     now: Nanos,
     config: &BalancerConfig,
-) -> Option<u32> {
+) -> Option<(u32, bool)> {
     let cap = config.load.latency_cap;
     let members = stage.members();
     let mean = mean_latency(members, backends);
@@ -266,22 +279,23 @@ fn bounded_pick(
         return None;
     }
     let target = (sum + 1.0) / f64::from(n) * config.balance_factor;
-    let mut best: Option<(u32, f64)> = None;
-    for m in stage
+    let mut best: Option<(u32, f64, usize)> = None;
+    for (hop, m) in stage
         .ring()
         .clockwise(key_hash)
         .filter(|&m| Some(m as usize) != excluded)
         .take(config.max_hops + 1)
+        .enumerate()
     {
         let load = weighted_load(&backends[m as usize], now, mean, cap);
         if load <= target {
-            return Some(m);
+            return Some((m, hop > 0));
         }
-        if best.is_none_or(|(_, l)| load < l) {
-            best = Some((m, load));
+        if best.is_none_or(|(_, l, _)| load < l) {
+            best = Some((m, load, hop));
         }
     }
-    best.map(|(m, _)| m)
+    best.map(|(m, _, hop)| (m, hop > 0))
 }
 
 #[cfg(test)]
@@ -384,6 +398,12 @@ mod tests {
             "{}",
             owner.load().in_flight()
         );
+        // Every one of the 2,000 picks the owner did not take was a spill.
+        assert_eq!(b.spills(), 2000 - u64::from(owner.load().in_flight()));
+        // A pick that excludes the owner (a retry or a hedge) is counted as such, not here.
+        let spills = b.spills();
+        assert!(b.pick("HOT", Some(&owner)).is_some());
+        assert_eq!(b.spills(), spills);
         drop(guards);
         assert_eq!(owner.load().in_flight(), 0);
     }

@@ -104,6 +104,8 @@ pub struct ClientStats {
     pub retries: u64,
     /// Hedged requests sent.
     pub hedges: u64,
+    /// Lookups sent past their ring owner because it was over the bounded load.
+    pub spills: u64,
 }
 
 type Attempt = Result<Reply, LbError>;
@@ -137,6 +139,7 @@ impl LbClient {
         ClientStats {
             retries: self.retries.load(Ordering::Relaxed),
             hedges: self.hedges.load(Ordering::Relaxed),
+            spills: self.balancer.spills(),
         }
     }
 
