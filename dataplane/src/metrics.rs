@@ -15,7 +15,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::formats::MediaType;
 use crate::http::overload::Rejected;
+use crate::http::problem::PROBLEM_JSON;
 use crate::model::{Country, Offer, ProductId, Write};
 use crate::store::{ApplyOutcome, ProductOffers, Store, StoreError, StoredProduct};
 
@@ -32,6 +34,71 @@ pub struct HttpLabels {
     pub route: &'static str,
     /// Status code.
     pub status: u16,
+    /// The representation served ([`ServedMedia::as_label`]), read from the response's
+    /// `Content-Type`, never from the request's `Accept`.
+    pub media: &'static str,
+}
+
+/// The representation a response carries, as the `media` label of the request metrics: one of
+/// the four media types, a problem+json error, or anything else (OpenAPI, empty bodies). A closed
+/// set, so clients sending arbitrary `Accept` headers cannot grow the series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedMedia {
+    /// One of the API's media types.
+    Api(MediaType),
+    /// `application/problem+json`.
+    Problem,
+    /// Any other or no `Content-Type`.
+    Other,
+}
+
+impl ServedMedia {
+    /// Every value, in label order (`json`, `alpha`, `beta`, `gamma`, `problem`, `other`).
+    pub const ALL: [ServedMedia; 6] = [
+        ServedMedia::Api(MediaType::Json),
+        ServedMedia::Api(MediaType::Alpha),
+        ServedMedia::Api(MediaType::Beta),
+        ServedMedia::Api(MediaType::Gamma),
+        ServedMedia::Problem,
+        ServedMedia::Other,
+    ];
+
+    /// From a response's `Content-Type` value (parameters such as `charset` ignored).
+    pub fn of_content_type(value: Option<&[u8]>) -> ServedMedia {
+        let Some(value) = value else {
+            return ServedMedia::Other;
+        };
+        let essence = value.split(|b| *b == b';').next().unwrap_or_default();
+        let essence = essence.trim_ascii();
+        if essence.eq_ignore_ascii_case(PROBLEM_JSON.as_bytes()) {
+            return ServedMedia::Problem;
+        }
+        MediaType::ALL
+            .into_iter()
+            .find(|m| essence.eq_ignore_ascii_case(m.content_type().as_bytes()))
+            .map_or(ServedMedia::Other, ServedMedia::Api)
+    }
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ServedMedia::Api(m) => m.name(),
+            ServedMedia::Problem => "problem",
+            ServedMedia::Other => "other",
+        }
+    }
+
+    /// Position in [`ServedMedia::ALL`] (for per-value caches).
+    pub fn index(self) -> usize {
+        match self {
+            ServedMedia::Api(MediaType::Json) => 0,
+            ServedMedia::Api(MediaType::Alpha) => 1,
+            ServedMedia::Api(MediaType::Beta) => 2,
+            ServedMedia::Api(MediaType::Gamma) => 3,
+            ServedMedia::Problem => 4,
+            ServedMedia::Other => 5,
+        }
+    }
 }
 
 /// Labels of overload rejections.
@@ -44,7 +111,7 @@ pub struct RejectLabels {
 /// HTTP serving metrics.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    /// Request duration by route and status.
+    /// Request duration by route, status and served media type.
     pub requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
     /// Requests rejected by the overload limiter.
     pub rejected: Family<RejectLabels, Counter>,
@@ -65,7 +132,7 @@ impl HttpMetrics {
         };
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency",
+            "HTTP request latency by route, status and served media type",
             m.requests.clone(),
         );
         // Both reasons exist from the start, so a rate over them is 0, not absent.
@@ -173,4 +240,37 @@ pub fn registry() -> Registry {
 /// component's metrics read this).
 pub fn encode(registry: &Registry) -> String {
     prapi_common::metrics::encode(&[registry])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_media_label_comes_from_the_content_type_and_is_a_closed_set() {
+        let cases: [(Option<&str>, &str); 12] = [
+            (Some("application/json"), "json"),
+            (Some("application/json; charset=utf-8"), "json"),
+            (Some("Application/JSON"), "json"),
+            (Some("application/x.alpha-format+json"), "alpha"),
+            (Some("application/x.beta-format+json"), "beta"),
+            (Some(" application/x.gamma-format+json ;q=1"), "gamma"),
+            (Some("application/problem+json"), "problem"),
+            (Some("application/yaml"), "other"),
+            (Some("text/plain; version=0.0.4"), "other"),
+            (Some("application/x.delta-format+json"), "other"),
+            (Some(""), "other"),
+            (None, "other"),
+        ];
+        for (value, label) in cases {
+            let media = ServedMedia::of_content_type(value.map(str::as_bytes));
+            assert_eq!(media.as_label(), label, "{value:?}");
+            assert_eq!(ServedMedia::ALL[media.index()], media);
+        }
+        let labels: Vec<&str> = ServedMedia::ALL.iter().map(|m| m.as_label()).collect();
+        assert_eq!(
+            labels,
+            ["json", "alpha", "beta", "gamma", "problem", "other"]
+        );
+    }
 }

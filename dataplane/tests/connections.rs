@@ -194,7 +194,7 @@ async fn non_reading_batch_clients_do_not_pin_their_responses() {
         || async {
             let n = metric(
                 &server.base,
-                r#"prapi_http_request_duration_seconds_count{route="/products",status="200"}"#,
+                r#"prapi_http_request_duration_seconds_count{route="/products",status="200",media="json"}"#,
             )
             .await?;
             (n >= answered).then_some(())
@@ -232,7 +232,7 @@ async fn sigterm_with_an_unfinished_response_fails_readiness_then_exits_within_t
     eventually("the unfinished batch to be answered", || async {
         let n = metric(
             &server.base,
-            r#"prapi_http_request_duration_seconds_count{route="/products",status="200"}"#,
+            r#"prapi_http_request_duration_seconds_count{route="/products",status="200",media="json"}"#,
         )
         .await?;
         (n >= 1.0).then_some(())

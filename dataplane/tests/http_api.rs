@@ -405,6 +405,13 @@ async fn api_suite(store: Arc<dyn Store>) {
         "{metrics}"
     );
     assert!(metrics.contains("route=\"/products/{id}\""), "{metrics}");
+    // Latency by the representation served: each format asked for above, and the 406s' problem.
+    for media in ["json", "alpha", "beta", "gamma", "problem"] {
+        assert!(
+            metrics.contains(&format!("media=\"{media}\"")),
+            "{media}: {metrics}"
+        );
+    }
     assert!(
         metrics.contains("prapi_store_operation_duration_seconds"),
         "{metrics}"

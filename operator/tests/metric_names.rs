@@ -405,6 +405,41 @@ async fn every_histogram_but_sizes_is_in_seconds() {
     assert!(histograms.len() > 5, "only {histograms:?}");
 }
 
+/// The request histogram's `media` label: the representation served, a closed set (never the
+/// client's `Accept`), and the one the dashboard splits latency by.
+#[tokio::test]
+async fn request_latency_is_labelled_by_the_served_media_type_from_a_closed_set() {
+    const MEDIA: [&str; 6] = ["json", "alpha", "beta", "gamma", "problem", "other"];
+    let mut seen = BTreeSet::new();
+    for (component, text) in expositions().await {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("prapi_http_request_duration_seconds_count{"))
+        {
+            let media = line
+                .split_once("media=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(m, _)| m)
+                .unwrap_or_else(|| panic!("{component}: no media label: {line}"));
+            assert!(MEDIA.contains(&media), "{component}: media {media:?}");
+            seen.insert(media.to_string());
+        }
+    }
+    // The 404 of a missing product is problem+json; the local batch answers JSON.
+    assert!(
+        seen.contains("problem") && seen.contains("json"),
+        "{seen:?}"
+    );
+    let dashboard =
+        std::fs::read_to_string(repo().join("charts/prapi-operator/files/grafana-dashboard.json"))
+            .expect("dashboard");
+    assert!(
+        dashboard
+            .contains("sum by (le, route, media) (rate(prapi_http_request_duration_seconds_bucket"),
+        "the dashboard's latency quantiles are split by media type"
+    );
+}
+
 const TABLE_BEGIN: &str = "<!-- metrics-reference:begin -->\n";
 const TABLE_END: &str = "<!-- metrics-reference:end -->";
 

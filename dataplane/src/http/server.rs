@@ -25,7 +25,7 @@ use super::connections::{ServeConfig, Server};
 use super::headers::{X_FLOW_ID, flow_id, new_flow_id};
 use super::overload::LifoLimiter;
 use super::problem::{Problem, ProblemType};
-use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels};
+use crate::metrics::{HttpLabels, HttpMetrics, RejectLabels, ServedMedia};
 
 pub use prapi_common::ops::Readiness;
 
@@ -132,10 +132,11 @@ impl<S> tower::Layer<S> for ApiLayer {
 struct ApiService<S> {
     inner: S,
     shared: Arc<ApiShared>,
-    /// This route's label and its `200` latency histogram, resolved on the first `200`: a layer
-    /// instance wraps one route, and looking the pair up in the metric family on every request
-    /// (lock, hash, label clone) is the hot path's most common case.
-    ok: Arc<OnceLock<(&'static str, Histogram)>>,
+    /// This route's label and its `200` latency histogram per served media type
+    /// ([`ServedMedia::index`]), each resolved on its first `200`: a layer instance wraps one
+    /// route, and looking the pair up in the metric family on every request (lock, hash, label
+    /// clone) is the hot path's most common case.
+    ok: Arc<[OnceLock<(&'static str, Histogram)>; ServedMedia::ALL.len()]>,
 }
 
 impl<S> tower::Service<Request> for ApiService<S>
@@ -163,7 +164,7 @@ where
                 f
             }
         };
-        let route = match self.ok.get() {
+        let route = match self.ok.iter().find_map(OnceLock::get) {
             Some((route, _)) => route,
             None => req
                 .extensions()
@@ -210,17 +211,32 @@ where
                 };
                 let seconds = start.elapsed().as_secs_f64();
                 let status = resp.status().as_u16();
+                let served = ServedMedia::of_content_type(
+                    resp.headers()
+                        .get(header::CONTENT_TYPE)
+                        .map(|v| v.as_bytes()),
+                );
+                let media = served.as_label();
                 if status == 200 {
-                    ok.get_or_init(|| {
-                        let labels = HttpLabels { route, status };
-                        (route, metrics.requests.get_or_create(&labels).clone())
-                    })
-                    .1
-                    .observe(seconds);
+                    ok[served.index()]
+                        .get_or_init(|| {
+                            let labels = HttpLabels {
+                                route,
+                                status,
+                                media,
+                            };
+                            (route, metrics.requests.get_or_create(&labels).clone())
+                        })
+                        .1
+                        .observe(seconds);
                 } else {
                     metrics
                         .requests
-                        .get_or_create(&HttpLabels { route, status })
+                        .get_or_create(&HttpLabels {
+                            route,
+                            status,
+                            media,
+                        })
                         .observe(seconds);
                 }
                 resp.headers_mut().insert(X_FLOW_ID, flow);
