@@ -78,6 +78,47 @@ echo "== promtool test rules"
 # The dashboard ConfigMap holds the dashboard of docs/ as it is.
 "${helm[@]}" template x "$chart" --set metrics.grafanaDashboard.enabled=true --show-only templates/grafana-dashboard.yaml |
     python3 -c 'import json, sys, yaml; cm = json.loads(yaml.safe_load(sys.stdin)["data"]["prapi.json"]); sys.exit(0 if cm == json.load(open(sys.argv[1])) else "the dashboard ConfigMap differs from " + sys.argv[1])' "$REPO_ROOT/docs/grafana-dashboard.json" || status=1
+# The operator's ServiceMonitor scrapes its metrics Service: the selector matches the Service's
+# labels, the endpoint names a port of the Service, and that port reaches the container's port.
+echo "== ServiceMonitor of the operator"
+"${helm[@]}" template x "$chart" --namespace prapi-system --set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.interval=15s |
+    python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+sm = [d for d in docs if d["kind"] == "ServiceMonitor"]
+svc = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "x-prapi-operator-metrics"]
+dep = [d for d in docs if d["kind"] == "Deployment"]
+if len(sm) != 1 or len(svc) != 1 or len(dep) != 1:
+    sys.exit(f"want one ServiceMonitor, metrics Service and Deployment, got {len(sm)}, {len(svc)}, {len(dep)}")
+sm, svc, dep = sm[0], svc[0], dep[0]
+labels = svc["metadata"]["labels"]
+if any(labels.get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
+    sys.exit("the ServiceMonitor selects no metrics Service")
+if sm["metadata"]["namespace"] != svc["metadata"]["namespace"]:
+    sys.exit("the ServiceMonitor is not in the namespace of the metrics Service")
+(ep,) = sm["spec"]["endpoints"]
+ports = {p["name"]: p for p in svc["spec"]["ports"]}
+if ep["port"] not in ports or ep["path"] != "/metrics" or ep["interval"] != "15s" or ep.get("honorLabels") is not True:
+    sys.exit(f"unexpected endpoint {ep}")
+container_ports = {p["name"] for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+if ports[ep["port"]]["targetPort"] not in container_ports:
+    sys.exit("the metrics Service port reaches no container port")
+' || status=1
+# Off by default, and never without the Service it scrapes.
+for sets in "" "--set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false"; do
+    # shellcheck disable=SC2086
+    if "${helm[@]}" template x "$chart" $sets | grep '^kind: ServiceMonitor' >/dev/null; then
+        echo "a ServiceMonitor rendered with: ${sets:-the defaults}" >&2
+        status=1
+    fi
+done
+# The PodMonitor switch reaches the operator.
+"${helm[@]}" template x "$chart" --set metrics.podMonitor=off |
+    grep 'name: PRAPI_POD_MONITOR, value: "off"' >/dev/null || { echo "metrics.podMonitor=off not passed to the operator" >&2; status=1; }
+if "${helm[@]}" template x "$chart" --set metrics.podMonitor=maybe >/dev/null 2>&1; then
+    echo "values.schema.json accepted metrics.podMonitor=maybe" >&2
+    status=1
+fi
 echo "== kubeconform: docs/examples"
 "${kubeconform[@]}" "$REPO_ROOT"/docs/examples/*.yaml || status=1
 # The checks can fail: an unknown field in a Deployment and in a MarketGroup, and a

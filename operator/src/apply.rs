@@ -225,11 +225,16 @@ impl Applier {
                     report.deployments.insert(name, d);
                 }
             } else {
-                let list = self
-                    .api(kind, namespace)
-                    .list_metadata(&lp)
-                    .await
-                    .map_err(|source| ApplyError::List { kind, source })?;
+                let list = match self.api(kind, namespace).list_metadata(&lp).await {
+                    Ok(list) => list,
+                    // An add-on's CRD removed since discovery took its objects with it.
+                    Err(kube::Error::Api(s))
+                        if s.code == 404 && ChildKind::OPTIONAL.contains(&kind) =>
+                    {
+                        continue;
+                    }
+                    Err(source) => return Err(ApplyError::List { kind, source }),
+                };
                 for o in list.items {
                     let name = o.metadata.name.clone().unwrap_or_default();
                     live.insert((kind, name), o.metadata);

@@ -41,6 +41,17 @@ pub enum UpdaterAutoscalerChoice {
     Hpa,
 }
 
+/// Whether each group gets a Prometheus Operator PodMonitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PodMonitorChoice {
+    /// A PodMonitor when the PodMonitor API (monitoring.coreos.com/v1) is served.
+    Auto,
+    /// Always a PodMonitor (the reconcile fails where the API is not served).
+    On,
+    /// No PodMonitor; ones made before are deleted.
+    Off,
+}
+
 /// Which routes the operator writes across groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RoutingChoice {
@@ -201,6 +212,10 @@ pub struct RunArgs {
     /// The updater's autoscaler: auto-detect KEDA, or force one.
     #[arg(long, env = "PRAPI_UPDATER_AUTOSCALER", value_enum, default_value_t = UpdaterAutoscalerChoice::Auto)]
     pub updater_autoscaler: UpdaterAutoscalerChoice,
+    /// A Prometheus Operator PodMonitor per group scraping its pods: auto-detect the
+    /// PodMonitor API, or force it on or off.
+    #[arg(long, env = "PRAPI_POD_MONITOR", value_enum, default_value_t = PodMonitorChoice::Auto)]
+    pub pod_monitor: PodMonitorChoice,
     /// Reconcile the MarketGroups of these namespaces only (comma-separated or repeated); none:
     /// every namespace. Each listed namespace needs the operator's Role there (the chart's
     /// `watchNamespaces`).

@@ -50,6 +50,12 @@ pub const MAX_NAME_LEN: usize = 45;
         description = "Traffic weight of each listed country"
     ),
     printcolumn(
+        name = "Actual",
+        type_ = "string",
+        json_path = ".status.actualWeight",
+        description = "Traffic weight the routes give the group now: one figure when every country has the same, else the lowest and highest (e.g. 20-40)"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
@@ -128,6 +134,13 @@ pub struct MarketGroupSpec {
     /// Pod settings shared by the three components (each component's `pod` overrides them).
     #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
     pub pod: PodSettings,
+
+    /// Freeze the group during an incident: while true the operator writes none of the group's
+    /// children, leaves the routes of its countries as they are (their weights included) and only
+    /// reports (`Suspended` condition); deleting the group still works. Setting it back to false
+    /// resumes the reconcile, which then converges on the spec as it is.
+    #[serde(default)]
+    pub suspend: bool,
 }
 
 /// Logging of the data plane pods (docs/operations.md, "Logs").
@@ -892,7 +905,8 @@ pub struct MarketGroupStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, WorkloadsReady, StoreReady, RoutingReady.
+    /// Ready, Progressing, Degraded, Suspended, WorkloadsReady, StoreReady, RoutingReady,
+    /// AutoscalingActive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_string()]))]
     pub conditions: Vec<Condition>,
@@ -912,6 +926,11 @@ pub struct MarketGroupStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["country".to_string()]))]
     pub traffic: Vec<CountryTraffic>,
+    /// The actual weights of `traffic` in one figure, for `kubectl get`: `40` when every country
+    /// whose weight is known has 40, `20-40` (lowest-highest) when they differ; absent while no
+    /// country's actual weight is known (routing off, or no route applied yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_weight: Option<String>,
 }
 
 /// Replicas of the three components.
@@ -939,6 +958,10 @@ pub struct ComponentStatus {
     pub updated: i32,
     /// Pods available to serve.
     pub available: i32,
+    /// The minimum the operator gives the component's HPA now: the spec's, raised while a traffic
+    /// shift moves more of a country to the group (products and batch only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_floor: Option<i32>,
 }
 
 /// The group's table as last observed.

@@ -97,8 +97,14 @@ pub fn render_manifests(
                 problems,
             })
             .map(|plan| data_plane.apply(plan))?;
-        let children = render(&plan, RenderOptions { updater_autoscaler })
-            .map_err(|e| OfflineError::Output(e.to_string()))?;
+        let children = render(
+            &plan,
+            RenderOptions {
+                updater_autoscaler,
+                pod_monitor: false,
+            },
+        )
+        .map_err(|e| OfflineError::Output(e.to_string()))?;
         for child in children {
             out.push_str("---\n");
             out.push_str(

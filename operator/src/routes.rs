@@ -174,7 +174,9 @@ impl RoutesStep {
                 _ => stored_ready,
             };
             let deleting = mg.metadata.deletion_timestamp.is_some() || (is_fresh && fresh.deleting);
-            out.push(group_routing(&plan, mg.uid(), ready, deleting, &available));
+            let mut routing = group_routing(&plan, mg.uid(), ready, deleting, &available);
+            routing.suspended = mg.spec.suspend;
+            out.push(routing);
         }
         Ok(out)
     }
@@ -340,6 +342,7 @@ pub fn group_routing(
         hosts: plan.hosts.clone(),
         ready,
         deleting,
+        suspended: false,
         products_service: ServiceRef {
             name: plan.component_name(Component::Products),
             port: HTTP_PORT,

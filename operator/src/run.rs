@@ -309,6 +309,7 @@ async fn context(
         default_image: args.default_image.clone(),
         data_plane: args.data_plane.clone(),
         updater_autoscaler: args.updater_autoscaler,
+        pod_monitor: args.pod_monitor,
         balance_factor: args.balance_factor,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         network_policy: args

@@ -14,6 +14,7 @@ use crate::crd::{
     ComponentStatus, ComponentsStatus, CountryTraffic, MarketGroupStatus, TableStatus,
 };
 use crate::plan::Component;
+use crate::render::routing::shift::Floors;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -32,6 +33,10 @@ pub const STORE_READY: &str = "StoreReady";
 pub const ROUTING_READY: &str = "RoutingReady";
 /// Condition type: the updater's autoscaler can scale (what its HPA or ScaledObject reports).
 pub const AUTOSCALING_ACTIVE: &str = "AutoscalingActive";
+/// Condition type: `spec.suspend` froze the group (True), or the operator reconciles it (False).
+pub const SUSPENDED: &str = "Suspended";
+/// Reason of `Suspended` True, and of `Ready` while suspended (so `kubectl get mg` shows it).
+pub const SUSPENDED_REASON: &str = "Suspended";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +193,7 @@ pub fn component_status(d: &Deployment) -> ComponentStatus {
         ready: s.ready_replicas.unwrap_or(0),
         updated: s.updated_replicas.unwrap_or(0),
         available: s.available_replicas.unwrap_or(0),
+        hpa_floor: None,
     }
 }
 
@@ -221,6 +227,11 @@ pub struct Observed<'a> {
     pub readings: Readings,
     /// `AutoscalingActive`, once the updater's autoscaler was read.
     pub autoscaling: Option<ConditionUpdate>,
+    /// `spec.suspend`: nothing was written this time.
+    pub suspended: bool,
+    /// The products and batch HPA minimums just applied (None: not applied this time, the
+    /// stored ones stay).
+    pub hpa_floors: Option<Floors>,
 }
 
 /// What the store and routing steps read: each replaces its field of the status, and one not
@@ -318,7 +329,7 @@ pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
         .chain(obs.store.iter())
         .chain(obs.routing.iter())
         .collect();
-    let ready = match gates.iter().find(|g| g.status != Status::True) {
+    let mut ready = match gates.iter().find(|g| g.status != Status::True) {
         None => ConditionUpdate::new(READY, Status::True, "Ready", "the market group serves"),
         Some(g) => ConditionUpdate::new(
             READY,
@@ -327,7 +338,25 @@ pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
             format!("{}: {}", g.type_, g.message),
         ),
     };
-    let mut out = vec![ready, progressing, degraded, workloads];
+    let suspended = if obs.suspended {
+        // Ready keeps saying whether the group serves; its reason says that nobody steers it.
+        ready.reason = SUSPENDED_REASON.into();
+        ready.message = format!("suspended (spec.suspend); {}", ready.message);
+        ConditionUpdate::new(
+            SUSPENDED,
+            Status::True,
+            SUSPENDED_REASON,
+            "spec.suspend is true: the operator writes none of the group's objects and leaves the routes of its countries as they are",
+        )
+    } else {
+        ConditionUpdate::new(
+            SUSPENDED,
+            Status::False,
+            "Reconciling",
+            "the operator reconciles the group",
+        )
+    };
+    let mut out = vec![ready, progressing, degraded, suspended, workloads];
     out.extend(obs.store.clone());
     out.extend(obs.routing.clone());
     // Not a readiness gate: a group serves while its updater cannot scale.
@@ -438,6 +467,29 @@ pub fn desired_status(
             .unwrap_or_default()
     };
     let previous_table = previous.and_then(|p| p.table.clone());
+    let previous_floor = |c: Component| {
+        let comps = previous.and_then(|p| p.components.as_ref());
+        comps.and_then(|s| match c {
+            Component::Products => s.products.hpa_floor,
+            Component::Batch => s.batch.hpa_floor,
+            Component::Updater => None,
+        })
+    };
+    let floor = |c: Component| match (obs.hpa_floors, c) {
+        (Some(f), Component::Products) => Some(f.products),
+        (Some(f), Component::Batch) => Some(f.batch),
+        _ => previous_floor(c),
+    };
+    let component = |c: Component| ComponentStatus {
+        hpa_floor: floor(c),
+        ..component(c)
+    };
+    let traffic = obs
+        .readings
+        .traffic
+        .clone()
+        .or_else(|| previous.map(|p| p.traffic.clone()))
+        .unwrap_or_default();
     MarketGroupStatus {
         observed_generation: Some(obs.generation),
         conditions: merge_conditions(prev_conditions, &conditions(obs), obs.generation, now),
@@ -461,13 +513,24 @@ pub fn desired_status(
             .readings
             .updater_lag
             .or_else(|| previous.and_then(|p| p.updater_lag)),
-        traffic: obs
-            .readings
-            .traffic
-            .clone()
-            .or_else(|| previous.map(|p| p.traffic.clone()))
-            .unwrap_or_default(),
+        actual_weight: actual_weight(&traffic),
+        traffic,
     }
+}
+
+/// The actual weights of `traffic` in one figure (`status.actualWeight`): `N` when every country
+/// whose actual weight is known has `N`, `LOW-HIGH` when they differ, None when none is known.
+pub fn actual_weight(traffic: &[CountryTraffic]) -> Option<String> {
+    let known = traffic.iter().filter_map(|t| t.actual);
+    let (low, high) = known.fold(None, |range, w| match range {
+        None => Some((w, w)),
+        Some((low, high)) => Some((w.min(low), w.max(high))),
+    })?;
+    Some(if low == high {
+        low.to_string()
+    } else {
+        format!("{low}-{high}")
+    })
 }
 
 /// Whether a condition of `type_` is True in `status`.
@@ -533,6 +596,8 @@ mod tests {
             table: Some("prapi-ns-g".into()),
             readings: Readings::default(),
             autoscaling: None,
+            suspended: false,
+            hpa_floors: None,
         }
     }
 
@@ -644,7 +709,10 @@ mod tests {
         let d = deployment(2, 2, 2, 2);
         let c = conditions(&observed([Some(&d), Some(&d), Some(&d)]));
         let types: Vec<&str> = c.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, vec![READY, PROGRESSING, DEGRADED, WORKLOADS_READY]);
+        assert_eq!(
+            types,
+            vec![READY, PROGRESSING, DEGRADED, SUSPENDED, WORKLOADS_READY]
+        );
         assert_eq!(find(&c, READY).status, Status::True);
         assert_eq!(find(&c, WORKLOADS_READY).status, Status::True);
         assert_eq!(
@@ -783,7 +851,7 @@ mod tests {
             (Status::False, "StoreNotReady")
         );
         assert!(r.message.contains("lag 9000"));
-        assert_eq!(c.len(), 6);
+        assert_eq!(c.len(), 7);
         obs.store = Some(ConditionUpdate::new(
             STORE_READY,
             Status::True,
@@ -815,7 +883,8 @@ mod tests {
                 replicas: 3,
                 ready: 3,
                 updated: 3,
-                available: 3
+                available: 3,
+                hpa_floor: None,
             }
         );
         assert_eq!(first.table.map(|t| t.name), Some("prapi-ns-g".into()));
@@ -886,6 +955,122 @@ mod tests {
         assert_eq!(
             (kept.updater_lag, kept.traffic),
             (prev.updater_lag, prev.traffic)
+        );
+    }
+
+    fn traffic(actual: &[Option<i32>]) -> Vec<CountryTraffic> {
+        actual
+            .iter()
+            .zip(["de", "at", "ch"])
+            .map(|(a, c)| CountryTraffic {
+                country: c.into(),
+                desired: 50,
+                actual: *a,
+                reason: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_actual_weight_is_one_figure_or_the_range_of_the_known_ones() {
+        assert_eq!(actual_weight(&[]), None);
+        assert_eq!(actual_weight(&traffic(&[None, None])), None);
+        assert_eq!(actual_weight(&traffic(&[Some(40)])).as_deref(), Some("40"));
+        assert_eq!(
+            actual_weight(&traffic(&[Some(40), Some(40), Some(40)])).as_deref(),
+            Some("40")
+        );
+        assert_eq!(
+            actual_weight(&traffic(&[Some(40), Some(20), Some(100)])).as_deref(),
+            Some("20-100")
+        );
+        assert_eq!(
+            actual_weight(&traffic(&[Some(0), None, Some(0)])).as_deref(),
+            Some("0")
+        );
+        // The status carries it next to the traffic it sums up.
+        let d = deployment(1, 1, 1, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        obs.readings.traffic = Some(traffic(&[Some(30), Some(70)]));
+        let st = desired_status(None, &obs, t(0));
+        assert_eq!(st.actual_weight.as_deref(), Some("30-70"));
+        obs.readings.traffic = None;
+        assert_eq!(
+            desired_status(Some(&st), &obs, t(1))
+                .actual_weight
+                .as_deref(),
+            Some("30-70"),
+            "kept with the traffic it sums up"
+        );
+    }
+
+    #[test]
+    fn a_suspended_group_says_so_in_suspended_and_in_ready_s_reason() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        let c = conditions(&obs);
+        assert_eq!(
+            (
+                find(&c, SUSPENDED).status,
+                find(&c, SUSPENDED).reason.as_str()
+            ),
+            (Status::False, "Reconciling")
+        );
+        assert_eq!(find(&c, READY).reason, "Ready");
+        obs.suspended = true;
+        let c = conditions(&obs);
+        assert_eq!(
+            (
+                find(&c, SUSPENDED).status,
+                find(&c, SUSPENDED).reason.as_str()
+            ),
+            (Status::True, "Suspended")
+        );
+        // Ready still says whether it serves.
+        let r = find(&c, READY);
+        assert_eq!((r.status, r.reason.as_str()), (Status::True, "Suspended"));
+        assert_eq!(
+            r.message,
+            "suspended (spec.suspend); the market group serves"
+        );
+        let none = deployment(2, 2, 0, 2);
+        let obs = Observed {
+            suspended: true,
+            ..observed([Some(&none), Some(&d), Some(&d)])
+        };
+        let r = find(&conditions(&obs), READY).clone();
+        assert_eq!((r.status, r.reason.as_str()), (Status::False, "Suspended"));
+        assert!(
+            r.message.contains("no available replicas yet: updater"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn hpa_floors_applied_replace_the_stored_ones_and_are_kept_otherwise() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        obs.hpa_floors = Some(Floors {
+            products: 5,
+            batch: 3,
+        });
+        let st = desired_status(None, &obs, t(0));
+        let floors = |s: &MarketGroupStatus| {
+            let c = s.components.clone().expect("components");
+            (c.updater.hpa_floor, c.products.hpa_floor, c.batch.hpa_floor)
+        };
+        assert_eq!(floors(&st), (None, Some(5), Some(3)));
+        obs.hpa_floors = None;
+        let kept = desired_status(Some(&st), &obs, t(1));
+        assert_eq!(floors(&kept), (None, Some(5), Some(3)));
+        obs.hpa_floors = Some(Floors {
+            products: 2,
+            batch: 2,
+        });
+        assert_eq!(
+            floors(&desired_status(Some(&kept), &obs, t(2))),
+            (None, Some(2), Some(2))
         );
     }
 }

@@ -2,7 +2,7 @@
 //! subcommands work end to end through the real binary.
 
 use clap::{CommandFactory, Parser};
-use prapi_operator::cli::{Cli, Command, UpdaterAutoscalerChoice};
+use prapi_operator::cli::{Cli, Command, PodMonitorChoice, UpdaterAutoscalerChoice};
 use std::process::Command as Process;
 
 #[test]
@@ -39,6 +39,7 @@ fn run_flags_parse_with_defaults_and_overrides() {
         args.watch_namespaces.is_empty(),
         "every namespace by default"
     );
+    assert_eq!(args.pod_monitor, PodMonitorChoice::Auto);
     assert!(args.leader_election);
     assert_eq!(args.lease_duration_seconds, 10);
     assert_eq!(args.listen.port(), 8080);
@@ -63,12 +64,15 @@ fn run_flags_parse_with_defaults_and_overrides() {
         "team-a,team-b",
         "--watch-namespaces",
         "team-c",
+        "--pod-monitor",
+        "off",
     ])
     .expect("overrides parse");
     let Command::Run(args) = cli.command else {
         panic!("run")
     };
     assert_eq!(args.updater_autoscaler, UpdaterAutoscalerChoice::Keda);
+    assert_eq!(args.pod_monitor, PodMonitorChoice::Off);
     assert!(!args.leader_election);
     assert_eq!(args.watch_namespaces, ["team-a", "team-b", "team-c"]);
     // A namespace name that cannot exist is refused at start, not watched in vain.
@@ -81,6 +85,7 @@ fn run_flags_parse_with_defaults_and_overrides() {
     assert!(
         Cli::try_parse_from(["prapi-operator", "run", "--updater-autoscaler", "magic"]).is_err()
     );
+    assert!(Cli::try_parse_from(["prapi-operator", "run", "--pod-monitor", "maybe"]).is_err());
 }
 
 fn operator() -> Process {

@@ -37,6 +37,7 @@ fn expected_children(
         &plan,
         RenderOptions {
             updater_autoscaler: autoscaler,
+            pod_monitor: false,
         },
     )
     .expect("renders")
@@ -168,24 +169,47 @@ async fn apply_creates_every_child_as_rendered_and_becomes_ready() {
             .any(|f| f == "prapi.dev/cleanup")
     );
 
-    // kubectl's printer columns.
-    let get = std::process::Command::new("kubectl")
-        .args(["-n", &ns, "get", "mg", "dach"])
-        .env("KUBECONFIG", c.env.kubeconfig())
-        .output()
-        .expect("run kubectl");
-    let table = String::from_utf8_lossy(&get.stdout);
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        vec!["NAME", "COUNTRIES", "WEIGHT", "READY", "REASON", "AGE"]
-    );
+    // kubectl's printer columns (ACTUAL stays empty here: this operator routes nothing).
+    let namespace: &str = &ns;
+    let kubectl_get = |wide: bool| {
+        let mut args = vec!["-n", namespace, "get", "mg", "dach"];
+        if wide {
+            args.extend(["-o", "wide"]);
+        }
+        let out = std::process::Command::new("kubectl")
+            .args(&args)
+            .env("KUBECONFIG", c.env.kubeconfig())
+            .output()
+            .expect("run kubectl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let header = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let columns = [
+        "NAME",
+        "COUNTRIES",
+        "WEIGHT",
+        "ACTUAL",
+        "READY",
+        "REASON",
+        "AGE",
+    ];
+    let table = kubectl_get(false);
+    assert_eq!(header(&table), columns);
     assert!(table.contains("True"), "{table}");
+    let wide = kubectl_get(true);
+    assert_eq!(
+        header(&wide),
+        [&columns[..], &["AUTOSCALER", "TABLE"]].concat()
+    );
+    assert!(wide.contains("HorizontalPodAutoscaler"), "{wide}");
 }
 
 #[tokio::test]
@@ -543,6 +567,7 @@ async fn settled(op: &Operator) -> (f64, f64) {
 #[tokio::test]
 async fn an_unchanged_group_is_reconciled_without_writes() {
     let _no_keda_changes = KEDA_CRD_CHANGES.read().await;
+    let _no_pod_monitor_changes = POD_MONITOR_CRD_CHANGES.read().await;
     let Some(ReadyGroup { c, ns, mut op, .. }) =
         ready_group("mg-idle", &forced_hpa(), json!({"countries": ["de"]})).await
     else {
@@ -760,33 +785,46 @@ async fn one_leader_of_two_and_failover_after_the_leader_is_killed() {
 /// KEDA test for writing, so the two never overlap.
 static KEDA_CRD_CHANGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-async fn set_keda_crd(client: &kube::Client, present: bool) {
+/// The same for the Prometheus Operator's PodMonitor CRD and
+/// `pod_monitors_follow_the_prometheus_operator_api` (the other tests' operators run with
+/// `--pod-monitor off`, which still asks whether the API is served and lists PodMonitors there).
+static POD_MONITOR_CRD_CHANGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Installs or removes an add-on's CRD (`kind`: ScaledObject or PodMonitor) and waits until the
+/// operator's own discovery agrees.
+async fn set_addon_crd(client: &kube::Client, kind: ChildKind, present: bool) {
+    let (name, crd) = match kind {
+        ChildKind::ScaledObject => ("scaledobjects.keda.sh", keda_crd()),
+        ChildKind::PodMonitor => ("podmonitors.monitoring.coreos.com", pod_monitor_crd()),
+        other => panic!("{other:?} is not an add-on kind"),
+    };
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     if present {
         crds.patch(
-            "scaledobjects.keda.sh",
+            name,
             &PatchParams::apply("prapi-operator-tests").force(),
-            &Patch::Apply(&keda_crd()),
+            &Patch::Apply(&crd),
         )
         .await
-        .expect("install the KEDA CRD fixture");
+        .unwrap_or_else(|e| panic!("install the {name} CRD fixture: {e}"));
     } else {
-        match crds
-            .delete("scaledobjects.keda.sh", &DeleteParams::background())
-            .await
-        {
+        match crds.delete(name, &DeleteParams::background()).await {
             Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => panic!("delete KEDA CRD: {e}"),
+            Err(e) => panic!("delete {name}: {e}"),
         }
     }
-    eventually(&format!("KEDA API served = {present}"), || async {
-        (prapi_operator::reconcile::keda_installed(client)
-            .await
-            .ok()?
-            == present)
-            .then_some(())
+    eventually(&format!("{kind:?} API served = {present}"), || async {
+        let served = match kind {
+            ChildKind::ScaledObject => prapi_operator::reconcile::keda_installed(client).await,
+            _ => prapi_operator::reconcile::pod_monitor_served(client).await,
+        };
+        (served.ok()? == present).then_some(())
     })
     .await;
+}
+
+async fn set_keda_crd(client: &kube::Client, present: bool) {
+    set_addon_crd(client, ChildKind::ScaledObject, present).await;
 }
 
 #[tokio::test]
@@ -863,6 +901,108 @@ async fn keda_present_or_absent_picks_the_updater_autoscaler() {
         (mg.status?.updater_autoscaler.as_deref() == Some("HorizontalPodAutoscaler")).then_some(())
     })
     .await;
+}
+
+/// `--pod-monitor auto` renders a PodMonitor per group once the Prometheus Operator's API is
+/// served, exactly as rendered offline; `--pod-monitor off` deletes it again.
+#[tokio::test]
+async fn pod_monitors_follow_the_prometheus_operator_api() {
+    let _pod_monitor_changes = POD_MONITOR_CRD_CHANGES.write().await;
+    let Some(c) = cluster().await else { return };
+    let ns = c.namespace("mg-podmon").await;
+    set_addon_crd(&c.client, ChildKind::PodMonitor, false).await;
+    let auto = [
+        "--updater-autoscaler",
+        "hpa",
+        "--pod-monitor",
+        "auto",
+        "--lease-duration-seconds",
+        "3",
+        "--lease-grace-seconds",
+        "1",
+    ];
+    let op = Operator::start(&c.env, &ns, "op-a", &auto);
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "g", json!({"countries": ["de"]})),
+    )
+    .await;
+    let mg = wait_ready(&c.client, &ns, "g").await;
+    // Without the API the group is complete (and Ready) without one.
+    assert!(
+        !children(&c.client, &ns, "g", &ChildKind::ALL)
+            .await
+            .keys()
+            .any(|(k, _)| *k == ChildKind::PodMonitor)
+    );
+
+    set_addon_crd(&c.client, ChildKind::PodMonitor, true).await;
+    poke(&c.client, &ns, "g", 1).await;
+    let pm_api: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &ns, &ChildKind::PodMonitor.api_resource());
+    let live = eventually("PodMonitor created", || async {
+        pm_api.get_opt("g").await.ok().flatten()
+    })
+    .await;
+    let plan = validate::plan(&mg, "prapi:test", "unused").expect("valid");
+    let rendered = render(
+        &plan,
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa,
+            pod_monitor: true,
+        },
+    )
+    .expect("renders")
+    .into_iter()
+    .find(|c| c.kind == ChildKind::PodMonitor)
+    .expect("a rendered PodMonitor");
+    let live = serde_json::to_value(&live).expect("json");
+    if let Err(e) = is_subset(&rendered.object, &live, "PodMonitor/g") {
+        panic!("live PodMonitor differs from the rendered one: {e}");
+    }
+    assert_eq!(
+        live["metadata"]["ownerReferences"][0]["name"],
+        json!("g"),
+        "owned by the group, so it goes with it"
+    );
+    let mg = wait_ready(&c.client, &ns, "g").await;
+    assert_eq!(
+        condition(&mg, "Degraded").map(|c| c.status.as_str()),
+        Some("False")
+    );
+
+    // Turned off: the one made before is deleted.
+    drop(op);
+    let _op = Operator::start(
+        &c.env,
+        &ns,
+        "op-b",
+        &[
+            "--updater-autoscaler",
+            "hpa",
+            "--pod-monitor",
+            "off",
+            "--lease-duration-seconds",
+            "3",
+            "--lease-grace-seconds",
+            "1",
+        ],
+    );
+    poke(&c.client, &ns, "g", 2).await;
+    eventually("PodMonitor deleted with --pod-monitor off", || async {
+        pm_api.get_opt("g").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        pm_api
+            .list(&Default::default())
+            .await
+            .expect("list PodMonitors")
+            .items
+            .is_empty()
+    );
+    set_addon_crd(&c.client, ChildKind::PodMonitor, false).await;
 }
 
 #[tokio::test]

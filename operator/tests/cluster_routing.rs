@@ -14,6 +14,16 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use support::*;
 
+/// The operator's flags for Gateway API routes on the test environment's Gateway.
+const GATEWAY_API: [&str; 6] = [
+    "--updater-autoscaler",
+    "hpa",
+    "--routing",
+    "gateway-api",
+    "--gateway",
+    "infra/public",
+];
+
 fn http_routes() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
@@ -119,19 +129,7 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         return;
     };
     let ns = c.namespace("rt-gw").await;
-    let op = Operator::start(
-        &c.env,
-        &ns,
-        "op",
-        &[
-            "--updater-autoscaler",
-            "hpa",
-            "--routing",
-            "gateway-api",
-            "--gateway",
-            "infra/public",
-        ],
-    );
+    let op = Operator::start(&c.env, &ns, "op", &GATEWAY_API);
     // a runs 9 products pods for its 90%: one per 10%.
     create_group(&c.client, &ns, &group(&ns, "a", small(&["de"], 90, 9))).await;
     create_group(&c.client, &ns, &group(&ns, "b", small(&["de"], 10, 1))).await;
@@ -239,6 +237,19 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
         },
     )
     .await;
+    // b's floor went up ahead of the step and back after it, each change an Event (published
+    // by the reconcile that lowered the HPA's minimum, right after it).
+    eventually("b's HPA floor Events, up and down", || async {
+        let floors = event_notes(&c.client, &ns, "b", "HPAFloorChanged").await;
+        let up = floors
+            .iter()
+            .any(|n| n.starts_with("products HPA minimum 1 → 5 replicas"));
+        let down = floors
+            .iter()
+            .any(|n| n.starts_with("products HPA minimum 5 → 1 replicas"));
+        (up && down).then_some(())
+    })
+    .await;
     // The step is on b as an Event (from → to) and in the operator's gauges.
     let notes = shift_notes(&c.client, &ns, "b").await;
     assert!(
@@ -300,18 +311,23 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
     .await;
 }
 
-/// The notes of the operator's `TrafficShifted` Events on `group`.
-async fn shift_notes(client: &kube::Client, ns: &str, group: &str) -> Vec<String> {
+/// The notes of the operator's `reason` Events on `group`.
+async fn event_notes(client: &kube::Client, ns: &str, group: &str, reason: &str) -> Vec<String> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&Default::default()).await.expect("list events");
     list.items
         .into_iter()
         .filter(|e| {
-            e.reason.as_deref() == Some("TrafficShifted")
+            e.reason.as_deref() == Some(reason)
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(group)
         })
         .filter_map(|e| e.note)
         .collect()
+}
+
+/// The notes of the operator's `TrafficShifted` Events on `group`.
+async fn shift_notes(client: &kube::Client, ns: &str, group: &str) -> Vec<String> {
+    event_notes(client, ns, group, "TrafficShifted").await
 }
 
 /// RouteGroup routes of the first pool whose predicates mention `segment` (or none).
@@ -473,6 +489,175 @@ async fn skipper_route_groups_segments_unready_groups_and_deletion() {
     .await;
     eventually("b reports 33% of de", || async {
         (traffic(&get(&c.client, &ns, "b").await, "de") == Some((33, Some(33), None))).then_some(())
+    })
+    .await;
+}
+
+fn condition_of(mg: &MarketGroup, type_: &str) -> Option<(String, String)> {
+    mg.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// `spec.suspend` freezes a group: its spec edits reach none of its objects and the route of its
+/// country keeps its weights, while its peer's reconciles go on; resumed, everything converges on
+/// the edited spec; and a suspended group can still be deleted.
+#[tokio::test]
+async fn a_suspended_group_keeps_its_objects_and_routes_until_resumed() {
+    let Some(c) = cluster().await else {
+        return;
+    };
+    let ns = c.namespace("rt-suspend").await;
+    let _op = Operator::start(&c.env, &ns, "op", &GATEWAY_API);
+    create_group(&c.client, &ns, &group(&ns, "a", small(&["de"], 50, 1))).await;
+    create_group(&c.client, &ns, &group(&ns, "b", small(&["de"], 50, 1))).await;
+    wait_ready(&c.client, &ns, "a").await;
+    wait_ready(&c.client, &ns, "b").await;
+    let ar = http_routes();
+    let fifty_fifty = weights(&[("a-products", 50), ("b-products", 50)]);
+    eventually("HTTPRoute 50/50", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (http_weights(&r)[1] == fifty_fifty).then_some(())
+    })
+    .await;
+    eventually("a reports 50/50", || async {
+        (traffic(&get(&c.client, &ns, "a").await, "de") == Some((50, Some(50), None))).then_some(())
+    })
+    .await;
+
+    // Suspend a.
+    patch_group(&c.client, &ns, "a", json!({"spec": {"suspend": true}})).await;
+    let mg = eventually("a reports Suspended", || async {
+        let mg = get(&c.client, &ns, "a").await;
+        (condition_of(&mg, "Suspended") == Some(("True".into(), "Suspended".into()))).then_some(mg)
+    })
+    .await;
+    assert_eq!(
+        condition_of(&mg, "Ready"),
+        Some(("True".into(), "Suspended".into())),
+        "Ready still says it serves; its reason says it is suspended"
+    );
+    assert_eq!(
+        mg.status.as_ref().and_then(|s| s.actual_weight.as_deref()),
+        Some("50")
+    );
+    let before = fingerprints(&c.client, &ns, "a").await;
+    let route_before = route(&c.client, &ns, &ar, "prapi-de")
+        .await
+        .expect("prapi-de")["metadata"]["resourceVersion"]
+        .clone();
+
+    // Edit the suspended spec: weight, a country, the cache. Nothing of it may reach the cluster.
+    patch_group(
+        &c.client,
+        &ns,
+        "a",
+        json!({"spec": {"traffic": {"weight": 20}, "countries": ["de", "at"],
+                        "products": {"cache": {"ttlSeconds": 30}}}}),
+    )
+    .await;
+    let generation = get(&c.client, &ns, "a").await.metadata.generation;
+    eventually("a's status describes the edited generation", || async {
+        let mg = get(&c.client, &ns, "a").await;
+        (mg.status.as_ref()?.observed_generation == generation).then_some(())
+    })
+    .await;
+    // b reconciles on: it sees the frozen route and says why its weight is not what the split
+    // now asks (20/50 of de would give it 71%).
+    poke(&c.client, &ns, "b", 1).await;
+    eventually("b reports de frozen by the suspension", || async {
+        let t = traffic(&get(&c.client, &ns, "b").await, "de")?;
+        (t == (71, Some(50), Some("Suspended".into()))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fingerprints(&c.client, &ns, "a").await,
+        before,
+        "a's objects untouched"
+    );
+    let r = route(&c.client, &ns, &ar, "prapi-de")
+        .await
+        .expect("prapi-de");
+    assert_eq!(
+        r["metadata"]["resourceVersion"], route_before,
+        "prapi-de untouched"
+    );
+    assert_eq!(http_weights(&r)[1], fifty_fifty);
+    assert!(
+        route(&c.client, &ns, &ar, "prapi-at").await.is_none(),
+        "no route for at"
+    );
+    let notes = event_notes(&c.client, &ns, "a", "Suspended").await;
+    assert!(
+        notes.iter().any(|n| n.starts_with("spec.suspend is true")),
+        "{notes:?}"
+    );
+
+    // Resume: the edited spec converges.
+    patch_group(&c.client, &ns, "a", json!({"spec": {"suspend": false}})).await;
+    eventually("a converges on 20 of 70 for de and takes at", || async {
+        let mg = get(&c.client, &ns, "a").await;
+        let de = traffic(&mg, "de")?;
+        let at = traffic(&mg, "at")?;
+        (de == (29, Some(29), None)
+            && at == (100, Some(100), None)
+            && condition_of(&mg, "Suspended") == Some(("False".into(), "Reconciling".into())))
+        .then_some(())
+    })
+    .await;
+    eventually("actual weight column says 29-100", || async {
+        let mg = get(&c.client, &ns, "a").await;
+        (mg.status?.actual_weight.as_deref() == Some("29-100")).then_some(())
+    })
+    .await;
+    let r = route(&c.client, &ns, &ar, "prapi-de")
+        .await
+        .expect("prapi-de");
+    // The route carries the weights (20 and 50), which are the 29/71 percents.
+    assert_eq!(
+        http_weights(&r)[1],
+        weights(&[("a-products", 20), ("b-products", 50)])
+    );
+    assert!(route(&c.client, &ns, &ar, "prapi-at").await.is_some());
+    let cm: Api<DynamicObject> = Api::namespaced_with(
+        c.client.clone(),
+        &ns,
+        &prapi_operator::render::ChildKind::ConfigMap.api_resource(),
+    );
+    let data = cm.get("a-config").await.expect("configmap").data["data"].clone();
+    assert_eq!(data["products.PRAPI_CACHE_TTL_SECONDS"], json!("30"));
+    assert!(
+        !event_notes(&c.client, &ns, "a", "Resumed").await.is_empty(),
+        "a Resumed Event"
+    );
+
+    // Suspended again, then deleted: the finalizer's cleanup drains it and lets it go.
+    patch_group(&c.client, &ns, "a", json!({"spec": {"suspend": true}})).await;
+    eventually("a suspended again", || async {
+        let mg = get(&c.client, &ns, "a").await;
+        (condition_of(&mg, "Suspended")?.0 == "True").then_some(())
+    })
+    .await;
+    Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+        .delete("a", &DeleteParams::default())
+        .await
+        .expect("delete a");
+    eventually("a deleted", || async {
+        Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+            .get_opt("a")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // b alone in de's route (with its own weight, 50: all of the country).
+    eventually("b takes all of de", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (http_weights(&r)[1] == weights(&[("b-products", 50)])).then_some(())
     })
     .await;
 }

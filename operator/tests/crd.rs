@@ -108,6 +108,11 @@ fn crd_names_scope_subresource_and_printer_columns() {
                 ".spec.traffic.weight".into()
             ),
             (
+                "Actual".into(),
+                "string".into(),
+                ".status.actualWeight".into()
+            ),
+            (
                 "Ready".into(),
                 "string".into(),
                 ".status.conditions[?(@.type==\"Ready\")].status".into()

@@ -1166,6 +1166,7 @@ fn network_policies_admit_the_ingress_and_batch_only() {
         &off,
         RenderOptions {
             updater_autoscaler: UpdaterAutoscaler::Keda,
+            pod_monitor: false,
         },
     )
     .expect("renders")
@@ -1298,6 +1299,7 @@ fn kinds_and_names(opts: UpdaterAutoscaler) -> Vec<(ChildKind, String)> {
         &default_plan(),
         RenderOptions {
             updater_autoscaler: opts,
+            pod_monitor: false,
         },
     )
     .expect("renders")
@@ -1345,6 +1347,7 @@ fn every_child_has_type_meta_labels_owner_and_its_hash() {
         &default_plan(),
         RenderOptions {
             updater_autoscaler: UpdaterAutoscaler::Keda,
+            pod_monitor: false,
         },
     )
     .expect("renders");
@@ -1404,6 +1407,7 @@ fn offline_render_has_no_owner_reference_without_a_uid() {
         &p,
         RenderOptions {
             updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa,
+            pod_monitor: false,
         },
     )
     .expect("renders");
@@ -1458,7 +1462,7 @@ proptest! {
             min + extra
         );
         let p = plan_of(&spec);
-        let opts = RenderOptions { updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa };
+        let opts = RenderOptions { updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa, pod_monitor: false };
         let a = render(&p, opts).expect("renders");
         let b = render(&p, opts).expect("renders");
         prop_assert_eq!(&a, &b);
@@ -1476,4 +1480,97 @@ proptest! {
             prop_assert_eq!(x.hash == y.hash, same_object, "{:?} {}", x.kind, x.name);
         }
     }
+}
+
+/// The PodMonitor's endpoints that scrape `component`'s pods: the ones whose relabelling keeps
+/// them (no `keep` rule, or one whose regex is the component).
+fn endpoints_for(pm: &Value, component: Component) -> Vec<&Value> {
+    pm["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .expect("podMetricsEndpoints")
+        .iter()
+        .filter(|e| {
+            e["relabelings"].as_array().into_iter().flatten().all(|r| {
+                r["action"] != json!("keep")
+                    || (r["sourceLabels"]
+                        == json!(["__meta_kubernetes_pod_label_app_kubernetes_io_component"])
+                        && r["regex"] == json!(component.as_str()))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_pod_monitor_scrapes_every_component_on_the_port_that_serves_its_metrics() {
+    let p = default_plan();
+    let children = render(
+        &p,
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::ExternalMetricHpa,
+            pod_monitor: true,
+        },
+    )
+    .expect("renders");
+    let pms: Vec<&prapi_operator::render::Child> = children
+        .iter()
+        .filter(|c| c.kind == ChildKind::PodMonitor)
+        .collect();
+    assert_eq!(pms.len(), 1);
+    let pm = &pms[0].object;
+    assert_eq!(pms[0].name, "dach");
+    assert_eq!(pm["apiVersion"], json!("monitoring.coreos.com/v1"));
+    assert_eq!(pm["kind"], json!("PodMonitor"));
+    assert_eq!(pm["metadata"]["namespace"], json!("shop"));
+    assert_eq!(pm["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+    assert_eq!(
+        pm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        json!("prapi-operator")
+    );
+    // The alerts and the dashboard group by these target labels.
+    assert_eq!(
+        pm["spec"]["podTargetLabels"],
+        json!(["app.kubernetes.io/instance", "app.kubernetes.io/component"])
+    );
+    let selector: BTreeMap<String, String> =
+        serde_json::from_value(pm["spec"]["selector"]["matchLabels"].clone()).expect("selector");
+    for c in Component::ALL {
+        let d = w::deployment(&p, c);
+        let template = d.spec.expect("spec").template;
+        let pod_labels = template.metadata.expect("meta").labels.expect("labels");
+        for (k, v) in &selector {
+            assert_eq!(pod_labels.get(k), Some(v), "{c:?} pods carry {k}");
+        }
+        let container = &template.spec.expect("pod spec").containers[0];
+        let ports: Vec<String> = container
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.clone())
+            .collect();
+        // Exactly one endpoint reaches each component, on a port its container has, at the
+        // path its ops router serves.
+        let reaching: Vec<&Value> = endpoints_for(pm, c)
+            .into_iter()
+            .filter(|e| ports.iter().any(|p| e["port"] == json!(p)))
+            .collect();
+        assert_eq!(
+            reaching.len(),
+            1,
+            "{c:?}: {reaching:?} over ports {ports:?}"
+        );
+        let want_port = match c {
+            Component::Updater => w::HTTP_PORT_NAME,
+            Component::Products | Component::Batch => w::OPS_PORT_NAME,
+        };
+        assert_eq!(reaching[0]["port"], json!(want_port), "{c:?}");
+        assert_eq!(reaching[0]["path"], json!("/metrics"));
+    }
+    // Off: no PodMonitor, everything else the same.
+    let without: Vec<(ChildKind, String)> = kinds_and_names(UpdaterAutoscaler::ExternalMetricHpa);
+    let with: Vec<(ChildKind, String)> = children
+        .iter()
+        .filter(|c| c.kind != ChildKind::PodMonitor)
+        .map(|c| (c.kind, c.name.clone()))
+        .collect();
+    assert_eq!(with, without);
 }

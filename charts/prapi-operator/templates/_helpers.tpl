@@ -52,6 +52,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [monitoring.coreos.com]
+  resources: [podmonitors]
+  verbs: [get, list, watch, create, patch, update, delete]
 # Batch pods read EndpointSlices through a RoleBinding to the chart's fixed ClusterRole
 # prapi-endpointslice-reader. The operator creates no Roles, holds no EndpointSlice access itself,
 # and may bind that one ClusterRole only (bind with resourceNames): it cannot grant anything else.

@@ -3,7 +3,7 @@
 
 use super::steps::Steps;
 use crate::apply::Applier;
-use crate::cli::UpdaterAutoscalerChoice;
+use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::Recorder;
@@ -21,6 +21,8 @@ pub struct Settings {
     pub data_plane: crate::cli::DataPlaneArgs,
     /// How the updater autoscaler is chosen.
     pub updater_autoscaler: UpdaterAutoscalerChoice,
+    /// Whether groups get a PodMonitor.
+    pub pod_monitor: PodMonitorChoice,
     /// Balance factor of groups that set none (`--balance-factor`).
     pub balance_factor: f64,
     /// Requeue period of a healthy group.

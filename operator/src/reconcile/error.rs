@@ -20,9 +20,16 @@ pub enum Error {
     /// Writing the status failed.
     #[error("writing the status: {0}")]
     Status(#[source] kube::Error),
-    /// Asking the API server whether KEDA is installed failed.
-    #[error("discovering the KEDA ScaledObject API: {0}")]
-    Discovery(#[source] kube::Error),
+    /// Asking the API server whether an add-on's API (KEDA's ScaledObject, the Prometheus
+    /// Operator's PodMonitor) is served failed.
+    #[error("discovering the {api} API: {source}")]
+    Discovery {
+        /// The API asked about, e.g. `keda.sh/v1alpha1 ScaledObject`.
+        api: &'static str,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
     /// The object lacks a field the API server always sets.
     #[error("the MarketGroup has no {0}")]
     MissingField(&'static str),
@@ -53,7 +60,7 @@ impl Error {
             Error::Apply(e) => e.reason(),
             Error::Render(_) => "RenderFailed",
             Error::Status(_) => "StatusFailed",
-            Error::Discovery(_) => "DiscoveryFailed",
+            Error::Discovery { .. } => "DiscoveryFailed",
             Error::MissingField(_) => "MissingField",
             Error::Cleanup { .. } => "CleanupFailed",
             Error::Store(_) => "AwsError",

@@ -32,5 +32,5 @@ mod steps;
 pub use context::{Context, Settings, backoff};
 pub use error::Error;
 pub use outcome::{Group, Progress, outcome};
-pub use shell::{FINALIZER, error_policy, keda_installed, reconcile};
+pub use shell::{FINALIZER, error_policy, keda_installed, pod_monitor_served, reconcile};
 pub use steps::{CleanupProgress, Steps, StepsReport};

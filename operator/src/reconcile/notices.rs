@@ -3,9 +3,10 @@
 //! logs:
 //!
 //! - from the status before and after ([`status_notices`]): Ready gained or lost, Degraded entered
-//!   or its reason changed, every step of a country's actual traffic weight (from → to, with the
-//!   desired weight), the bootstrap of the table starting and ending (`StoreReady` entering and
-//!   leaving the `Bootstrapping` reason);
+//!   or its reason changed, the group suspended or resumed (`spec.suspend`), every step of a
+//!   country's actual traffic weight (from → to, with the desired weight), every change of the
+//!   products or batch HPA floor (raised ahead of a shift, lowered after it), the bootstrap of the
+//!   table starting and ending (`StoreReady` entering and leaving the `Bootstrapping` reason);
 //! - from what the store step did ([`store_notices`]): the table created or deleted, its
 //!   capacity floors (Application Auto Scaling minimums) set.
 //!
@@ -83,6 +84,20 @@ pub fn status_notices(old: Option<&MarketGroupStatus>, new: &MarketGroupStatus) 
             .unwrap_or_default();
         out.push(Notice::warning("NotReady", msg));
     }
+    match (
+        status::is_true(old, status::SUSPENDED),
+        status::is_true(Some(new), status::SUSPENDED),
+    ) {
+        (false, true) => out.push(Notice::warning(
+            "Suspended",
+            "spec.suspend is true: the operator writes none of the group's objects and leaves the routes of its countries as they are until it is set back to false".into(),
+        )),
+        (true, false) => out.push(Notice::normal(
+            "Resumed",
+            "spec.suspend is false again: the operator converges the group on its spec".into(),
+        )),
+        _ => {}
+    }
     let old_degraded = condition(old, status::DEGRADED).filter(|c| c.status == "True");
     if let Some(d) = condition(Some(new), status::DEGRADED).filter(|c| c.status == "True")
         && old_degraded.map(|o| (&o.reason, &o.message)) != Some((&d.reason, &d.message))
@@ -114,6 +129,32 @@ pub fn status_notices(old: Option<&MarketGroupStatus>, new: &MarketGroupStatus) 
                     t.country,
                     percent(before)
                 )),
+            );
+        }
+    }
+    let floors = |s: Option<&MarketGroupStatus>| {
+        let c = s.and_then(|s| s.components.as_ref());
+        [
+            ("products", c.and_then(|c| c.products.hpa_floor)),
+            ("batch", c.and_then(|c| c.batch.hpa_floor)),
+        ]
+    };
+    for ((component, before), (_, now)) in floors(old).into_iter().zip(floors(Some(new))) {
+        // The first floor a group gets is its spec's, not a change.
+        if let (Some(before), Some(now)) = (before, now)
+            && before != now
+        {
+            let why = if now > before {
+                "raised ahead of a traffic shift to the group, or by the spec"
+            } else {
+                "lowered after the shift, or by the spec"
+            };
+            out.push(
+                Notice::normal(
+                    "HPAFloorChanged",
+                    format!("{component} HPA minimum {before} → {now} replicas ({why})"),
+                )
+                .action(format!("SetHPAFloor {component} {before} to {now}")),
             );
         }
     }
@@ -314,6 +355,79 @@ mod tests {
                 ("BootstrapFinished", false)
             ]
         );
+    }
+
+    fn with_floors(products: Option<i32>, batch: Option<i32>) -> MarketGroupStatus {
+        let c = |f| crate::crd::ComponentStatus {
+            hpa_floor: f,
+            ..Default::default()
+        };
+        MarketGroupStatus {
+            components: Some(crate::crd::ComponentsStatus {
+                updater: c(None),
+                products: c(products),
+                batch: c(batch),
+            }),
+            ..MarketGroupStatus::default()
+        }
+    }
+
+    #[test]
+    fn each_hpa_floor_change_is_one_event_with_from_and_to() {
+        let n = status_notices(
+            Some(&with_floors(Some(2), Some(2))),
+            &with_floors(Some(5), Some(2)),
+        );
+        assert_eq!(reasons(&n), [("HPAFloorChanged", false)]);
+        assert_eq!(
+            n[0].note,
+            "products HPA minimum 2 → 5 replicas (raised ahead of a traffic shift to the group, or by the spec)"
+        );
+        assert_eq!(n[0].action, "SetHPAFloor products 2 to 5");
+        let n = status_notices(
+            Some(&with_floors(Some(5), Some(3))),
+            &with_floors(Some(2), Some(1)),
+        );
+        assert_eq!(
+            n.iter().map(|n| n.action.as_str()).collect::<Vec<_>>(),
+            ["SetHPAFloor products 5 to 2", "SetHPAFloor batch 3 to 1"]
+        );
+        assert!(
+            n[1].note.contains("lowered after the shift"),
+            "{}",
+            n[1].note
+        );
+        // The first floors, and floors not read this time, are not changes.
+        assert_eq!(status_notices(None, &with_floors(Some(5), Some(3))), vec![]);
+        assert_eq!(
+            status_notices(
+                Some(&with_floors(None, None)),
+                &with_floors(Some(5), Some(3))
+            ),
+            vec![]
+        );
+        let same = with_floors(Some(4), Some(4));
+        assert_eq!(status_notices(Some(&same), &same), vec![]);
+    }
+
+    #[test]
+    fn suspending_warns_and_resuming_is_normal() {
+        let active = st(vec![cond("Suspended", "False", "Reconciling", "")], vec![]);
+        let suspended = st(vec![cond("Suspended", "True", "Suspended", "")], vec![]);
+        let n = status_notices(Some(&active), &suspended);
+        assert_eq!(reasons(&n), [("Suspended", true)]);
+        assert!(n[0].note.contains("spec.suspend is true"), "{}", n[0].note);
+        assert_eq!(
+            reasons(&status_notices(Some(&suspended), &active)),
+            [("Resumed", false)]
+        );
+        // Created suspended: warned at once; never suspended: nothing.
+        assert_eq!(
+            reasons(&status_notices(None, &suspended)),
+            [("Suspended", true)]
+        );
+        assert_eq!(status_notices(None, &active), vec![]);
+        assert_eq!(status_notices(Some(&suspended), &suspended), vec![]);
     }
 
     #[test]

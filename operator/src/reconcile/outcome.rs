@@ -7,11 +7,17 @@
 //! | sync failed | the error | the stored one, the plan's | the error: back off and retry |
 //! | synced, a step failed | the step's error | the rendered one, the plan's | the error |
 //! | synced, steps fine | none | the rendered one, the plan's | requeue after the resync, or sooner if a step asks |
+//! | suspended (`spec.suspend`) | none; `Suspended` True | the stored ones | wait for a change: nothing is written until the spec resumes it |
+//!
+//! A suspended group keeps the store and routing conditions and readings it had, so its status
+//! says what was last known rather than guessing.
 
 use super::error::Error;
 use super::steps::StepsReport;
 use crate::plan::Component;
 use crate::render::autoscaling::UpdaterAutoscaler;
+use crate::render::routing::shift::Floors;
+use crate::status::ConditionUpdate;
 use crate::status::{Observed, Problem};
 use crate::validate::InvalidSpec;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -43,6 +49,17 @@ pub enum Progress {
         steps: StepsReport,
         /// The first step that failed, if one did.
         error: Option<Error>,
+        /// The products and batch HPA minimums that were applied.
+        floors: Floors,
+    },
+    /// `spec.suspend`: nothing was rendered, applied or routed.
+    Suspended {
+        /// The table the stored status names.
+        table: Option<String>,
+        /// `StoreReady` as stored.
+        store: Option<ConditionUpdate>,
+        /// `RoutingReady` as stored.
+        routing: Option<ConditionUpdate>,
     },
 }
 
@@ -77,6 +94,8 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
         table: None,
         readings: Default::default(),
         autoscaling: None,
+        suspended: false,
+        hpa_floors: None,
     };
     let next = match progress {
         Progress::Invalid(invalid) => {
@@ -93,14 +112,29 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
             observed.problem = Some(error.problem());
             Err(error)
         }
+        Progress::Suspended {
+            table,
+            store,
+            routing,
+        } => {
+            observed.suspended = true;
+            observed.updater_autoscaler = group.stored_autoscaler.map(str::to_string);
+            observed.table = table;
+            observed.store = store;
+            observed.routing = routing;
+            // Resuming is a spec change, and the Deployments are watched: nothing to poll for.
+            Ok(Action::await_change())
+        }
         Progress::Synced {
             table,
             autoscaler,
             steps,
             error,
+            floors,
         } => {
             observed.updater_autoscaler = Some(autoscaler.kind().to_string());
             observed.table = Some(table);
+            observed.hpa_floors = Some(floors);
             observed.store = steps.store;
             observed.routing = steps.routing;
             observed.readings = steps.readings;
@@ -177,6 +211,10 @@ mod tests {
                 notices: Vec::new(),
             },
             error,
+            floors: Floors {
+                products: 4,
+                batch: 2,
+            },
         }
     }
 
@@ -317,6 +355,43 @@ mod tests {
             Some("RouteInvalid".to_string())
         );
         assert!(matches!(next, Err(Error::Routes(_))));
+    }
+
+    #[test]
+    fn a_synced_group_reports_the_hpa_floors_it_applied() {
+        let ds = BTreeMap::new();
+        let (observed, _) = outcome(group(&ds), synced(None, None));
+        assert_eq!(
+            observed.hpa_floors,
+            Some(Floors {
+                products: 4,
+                batch: 2
+            })
+        );
+        assert!(!observed.suspended);
+    }
+
+    #[test]
+    fn a_suspended_group_keeps_what_was_known_and_waits_for_a_change() {
+        let ds = deployments(&["g-updater", "g-products", "g-batch"]);
+        let store = ConditionUpdate::new(STORE_READY, Status::True, "Active", "table active");
+        let progress = Progress::Suspended {
+            table: Some("prapi-ns-g".into()),
+            store: Some(store.clone()),
+            routing: None,
+        };
+        let (observed, next) = outcome(group(&ds), progress);
+        assert!(observed.suspended);
+        assert_eq!(observed.problem, None);
+        assert_eq!(observed.store, Some(store));
+        assert_eq!(observed.routing, None);
+        assert_eq!(observed.table.as_deref(), Some("prapi-ns-g"));
+        assert_eq!(observed.updater_autoscaler.as_deref(), Some("ScaledObject"));
+        // Nothing applied: the stored floors and readings stay.
+        assert_eq!(observed.hpa_floors, None);
+        assert_eq!(observed.readings, Readings::default());
+        assert!(present(&observed).iter().all(|(_, p)| *p));
+        assert_eq!(next.ok(), Some(Action::await_change()));
     }
 
     #[test]

@@ -5,13 +5,14 @@ use super::context::Context;
 use super::error::Error;
 use super::notices::{Notice, RECONCILE, status_notices};
 use super::outcome::{Group, Progress, outcome};
-use super::steps::CleanupProgress;
+use super::steps::{CleanupProgress, previous_condition};
 use crate::apply::{ApplyError, SyncReport};
-use crate::cli::UpdaterAutoscalerChoice;
+use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
 use crate::crd::{API_GROUP, API_VERSION, MarketGroup, MarketGroupStatus};
 use crate::plan::GroupPlan;
 use crate::render::autoscaling::UpdaterAutoscaler;
 use crate::render::meta::{FIELD_MANAGER, children_selector};
+use crate::render::routing::shift::Floors;
 use crate::render::{ChildKind, RenderOptions, render};
 use crate::status;
 use crate::validate;
@@ -108,11 +109,41 @@ async fn updater_autoscaler(ctx: &Context) -> Result<UpdaterAutoscaler, Error> {
 
 /// Whether the API server serves KEDA's ScaledObject (`keda.sh/v1alpha1`).
 pub async fn keda_installed(client: &Client) -> Result<bool, Error> {
-    match client.list_api_group_resources("keda.sh/v1alpha1").await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "scaledobjects")),
+    served(client, ChildKind::ScaledObject).await
+}
+
+/// Whether the API server serves the Prometheus Operator's PodMonitor (`monitoring.coreos.com/v1`).
+pub async fn pod_monitor_served(client: &Client) -> Result<bool, Error> {
+    served(client, ChildKind::PodMonitor).await
+}
+
+/// Whether the API server serves `kind` (discovery of its group version).
+async fn served(client: &Client, kind: ChildKind) -> Result<bool, Error> {
+    let ar = kind.api_resource();
+    match client.list_api_group_resources(&ar.api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == ar.plural)),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(Error::Discovery(e)),
+        Err(source) => Err(Error::Discovery {
+            api: match kind {
+                ChildKind::PodMonitor => "monitoring.coreos.com/v1 PodMonitor",
+                _ => "keda.sh/v1alpha1 ScaledObject",
+            },
+            source,
+        }),
     }
+}
+
+/// Whether to render the group's PodMonitor, and whether to list (and prune) PodMonitors at all:
+/// a forced `off` on a cluster that serves the API still removes the ones made before.
+async fn pod_monitor(ctx: &Context) -> Result<(bool, bool), Error> {
+    Ok(match ctx.settings.pod_monitor {
+        PodMonitorChoice::On => (true, true),
+        PodMonitorChoice::Auto => {
+            let served = pod_monitor_served(&ctx.client).await?;
+            (served, served)
+        }
+        PodMonitorChoice::Off => (false, pod_monitor_served(&ctx.client).await?),
+    })
 }
 
 fn now() -> Timestamp {
@@ -145,13 +176,32 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
     let name = mg.name_any();
     let uid = mg.uid().ok_or(Error::MissingField("uid"))?;
     let (deployments, progress) = match plan(&mg, &ctx, &ns) {
+        // Suspended: read, never write (the status aside), whatever the spec says now.
+        _ if mg.spec.suspend => {
+            let stored = mg.status.as_ref();
+            (
+                list_deployments(&ctx.client, &ns, &name).await?,
+                Progress::Suspended {
+                    table: stored
+                        .and_then(|s| s.table.as_ref())
+                        .map(|t| t.name.clone()),
+                    store: previous_condition(stored, status::STORE_READY),
+                    routing: previous_condition(stored, status::ROUTING_READY),
+                },
+            )
+        }
         Err(invalid) => (
             list_deployments(&ctx.client, &ns, &name).await?,
             Progress::Invalid(invalid),
         ),
         Ok(plan) => {
             let floors = ctx.steps.floors(&plan).await;
-            match sync(&ctx, &crate::routes::with_floors(&plan, floors), &uid).await {
+            let floored = crate::routes::with_floors(&plan, floors);
+            let applied_floors = Floors {
+                products: floored.products.replicas.min,
+                batch: floored.batch.replicas.min,
+            };
+            match sync(&ctx, &floored, &uid).await {
                 Ok((report, autoscaler)) => {
                     publish_sync_events(&ctx, &mg, &report).await;
                     let (steps, error) = ctx
@@ -164,6 +214,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
                         autoscaler,
                         steps,
                         error,
+                        floors: applied_floors,
                     };
                     (report.deployments, progress)
                 }
@@ -238,10 +289,12 @@ async fn sync(
     uid: &str,
 ) -> Result<(SyncReport, UpdaterAutoscaler), Error> {
     let autoscaler = updater_autoscaler(ctx).await?;
+    let (render_pod_monitor, list_pod_monitors) = pod_monitor(ctx).await?;
     let desired = render(
         plan,
         RenderOptions {
             updater_autoscaler: autoscaler,
+            pod_monitor: render_pod_monitor,
         },
     )?;
     // ScaledObjects can only be listed (and pruned) where KEDA is installed; when forced to HPA on a
@@ -255,7 +308,11 @@ async fn sync(
     };
     let kinds: Vec<ChildKind> = ChildKind::ALL
         .into_iter()
-        .filter(|k| *k != ChildKind::ScaledObject || keda)
+        .filter(|k| match k {
+            ChildKind::ScaledObject => keda,
+            ChildKind::PodMonitor => list_pod_monitors,
+            _ => true,
+        })
         .collect();
     let report = ctx
         .applier

@@ -247,7 +247,8 @@ fn routing_report(report: &mut StepsReport, routes: &RoutesStep, ready: bool, r:
     }
 }
 
-fn previous_condition(
+/// The condition of `type_` as `previous` has it, as an update that keeps it.
+pub(super) fn previous_condition(
     previous: Option<&MarketGroupStatus>,
     type_: &str,
 ) -> Option<ConditionUpdate> {

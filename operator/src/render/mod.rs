@@ -5,6 +5,7 @@
 
 pub mod autoscaling;
 pub mod meta;
+pub mod monitoring;
 pub mod network;
 pub mod routing;
 pub mod workloads;
@@ -38,12 +39,14 @@ pub enum ChildKind {
     HorizontalPodAutoscaler,
     /// keda.sh/v1alpha1 ScaledObject.
     ScaledObject,
+    /// monitoring.coreos.com/v1 PodMonitor.
+    PodMonitor,
 }
 
 impl ChildKind {
     /// Every kind, in apply order (dependencies first: the ServiceAccount and RBAC before the pods
     /// that use them, the Deployments before their autoscalers).
-    pub const ALL: [ChildKind; 9] = [
+    pub const ALL: [ChildKind; 10] = [
         ChildKind::ServiceAccount,
         ChildKind::RoleBinding,
         ChildKind::ConfigMap,
@@ -53,15 +56,19 @@ impl ChildKind {
         ChildKind::NetworkPolicy,
         ChildKind::HorizontalPodAutoscaler,
         ChildKind::ScaledObject,
+        ChildKind::PodMonitor,
     ];
 
-    /// The kinds every cluster serves, which the operator watches: all but ScaledObject, which
-    /// exists only where KEDA is installed and is looked for per reconcile instead. The Helm
-    /// chart's RBAC grants these (its test checks it).
+    /// Kinds served only where an add-on installed their CRD (KEDA, the Prometheus Operator):
+    /// looked for per reconcile instead of watched.
+    pub const OPTIONAL: [ChildKind; 2] = [ChildKind::ScaledObject, ChildKind::PodMonitor];
+
+    /// The kinds every cluster serves, which the operator watches: all but the
+    /// [`ChildKind::OPTIONAL`] ones. The Helm chart's RBAC grants these (its test checks it).
     pub fn watched() -> impl Iterator<Item = ChildKind> {
         Self::ALL
             .into_iter()
-            .filter(|k| *k != ChildKind::ScaledObject)
+            .filter(|k| !Self::OPTIONAL.contains(k))
     }
 
     /// Group, version and kind.
@@ -76,6 +83,7 @@ impl ChildKind {
             ChildKind::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy"),
             ChildKind::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
             ChildKind::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject"),
+            ChildKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor"),
         };
         GroupVersionKind::gvk(g, v, k)
     }
@@ -92,6 +100,7 @@ impl ChildKind {
             ChildKind::NetworkPolicy => "networkpolicies",
             ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
             ChildKind::ScaledObject => "scaledobjects",
+            ChildKind::PodMonitor => "podmonitors",
         }
     }
 
@@ -134,6 +143,8 @@ pub struct RenderError {
 pub struct RenderOptions {
     /// The updater's autoscaler.
     pub updater_autoscaler: UpdaterAutoscaler,
+    /// Render the group's PodMonitor (where the Prometheus Operator's API is served).
+    pub pod_monitor: bool,
 }
 
 fn child(kind: ChildKind, name: String, object: impl Serialize) -> Result<Child, RenderError> {
@@ -253,5 +264,12 @@ pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, Rende
             autoscaling::updater_lag_hpa(plan),
         )?,
     });
+    if opts.pod_monitor {
+        out.push(child(
+            ChildKind::PodMonitor,
+            plan.owner.name.clone(),
+            monitoring::pod_monitor(plan),
+        )?);
+    }
     Ok(out)
 }

@@ -424,6 +424,11 @@ impl Operator {
             "prapi:test",
         ])
         .args(extra);
+        // A PodMonitor only for tests that ask: the PodMonitor CRD is cluster-wide, and a test
+        // installing it must not change what the operators of the other tests render.
+        if !extra.contains(&"--pod-monitor") {
+            cmd.args(["--pod-monitor", "off"]);
+        }
         // The test process may carry PRAPI_* variables of the environment; the operator gets only
         // its flags.
         for (k, _) in std::env::vars() {
@@ -574,22 +579,33 @@ pub async fn apiserver_writes(client: &Client, resources: &[&str]) -> f64 {
         .sum()
 }
 
-/// The minimal KEDA ScaledObject CRD: enough for the API to be served (what the operator detects).
-pub fn keda_crd() -> CustomResourceDefinition {
+/// A minimal CRD of an add-on's namespaced kind, any content accepted: enough for its API to be
+/// served (what the operator detects).
+fn addon_crd(group: &str, version: &str, kind: &str, plural: &str) -> CustomResourceDefinition {
     serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "scaledobjects.keda.sh"},
+        "metadata": {"name": format!("{plural}.{group}")},
         "spec": {
-            "group": "keda.sh",
-            "names": {"kind": "ScaledObject", "plural": "scaledobjects", "singular": "scaledobject", "listKind": "ScaledObjectList"},
+            "group": group,
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
             "scope": "Namespaced",
             "versions": [{
-                "name": "v1alpha1", "served": true, "storage": true,
+                "name": version, "served": true, "storage": true,
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
             }]
         }
     }))
-    .expect("KEDA CRD fixture")
+    .expect("add-on CRD fixture")
+}
+
+/// KEDA's ScaledObject CRD.
+pub fn keda_crd() -> CustomResourceDefinition {
+    addon_crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+}
+
+/// The Prometheus Operator's PodMonitor CRD.
+pub fn pod_monitor_crd() -> CustomResourceDefinition {
+    addon_crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
 }

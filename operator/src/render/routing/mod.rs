@@ -9,6 +9,11 @@
 //! Skipper `RouteGroup`), which carries the whole country: changing a split is one atomic write.
 //! [`readback`] turns the live objects back into applied weights, so `actual` is what the cluster
 //! holds, not what the operator meant to write.
+//!
+//! A suspended group (`spec.suspend`) freezes the countries it serves or still carries: their
+//! route objects are neither written nor deleted, so every group's weight there stays as applied
+//! until the group resumes. A group being deleted thaws its countries, so that deletion (which
+//! drains the group's share first) never waits for a resume.
 
 pub mod gateway;
 pub mod readback;
@@ -86,6 +91,8 @@ pub struct GroupRouting {
     pub ready: bool,
     /// Whether the group is being deleted (its share drains to the others).
     pub deleting: bool,
+    /// `spec.suspend`: the routes of its countries stay as they are.
+    pub suspended: bool,
     /// The products Service.
     pub products_service: ServiceRef,
     /// The batch Service.
@@ -121,6 +128,8 @@ pub enum Reason {
     RouteNotAccepted,
     /// The operator routes nothing (`--routing none`).
     RoutingDisabled,
+    /// A group serving the country is suspended: its route stays as it is.
+    Suspended,
 }
 
 impl Reason {
@@ -138,6 +147,7 @@ impl Reason {
             Reason::RoutePending => "RoutePending",
             Reason::RouteNotAccepted => "RouteNotAccepted",
             Reason::RoutingDisabled => "RoutingDisabled",
+            Reason::Suspended => "Suspended",
         }
     }
 
@@ -169,6 +179,9 @@ impl Reason {
             }
             Reason::RouteNotAccepted => "the route's controller did not accept it",
             Reason::RoutingDisabled => "the operator runs with --routing none",
+            Reason::Suspended => {
+                "a group serving the country is suspended (spec.suspend), so its route stays as it is"
+            }
         }
     }
 }
@@ -288,6 +301,7 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
         }
     }
     let countries_carried = |g: &str| carried.get(g).copied().unwrap_or(1);
+    let frozen = frozen_countries(groups, applied, &countries);
 
     // Pass 1: pools and their floors (a group's floors add up over its countries).
     let mut pools: Vec<(String, String, PoolInput<'_>)> = Vec::new();
@@ -341,7 +355,8 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
     }
     let no_room = |_: &str| true;
     let mut floors: BTreeMap<String, Floors> = BTreeMap::new();
-    for (_, _, input) in &pools {
+    // A frozen country shifts nothing, so it raises no floor.
+    for (_, _, input) in pools.iter().filter(|(c, _, _)| !frozen.contains(c)) {
         let d = decide_pool(input, &no_room, &countries_carried);
         for (g, f) in d.floors {
             let e = floors.entry(g).or_default();
@@ -364,6 +379,22 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
     let mut used_floors: BTreeMap<String, Floors> = BTreeMap::new();
     for (country, segment, input) in &pools {
         let decision: PoolDecision = decide_pool(input, &has_room, &countries_carried);
+        if frozen.contains(country) {
+            // What the spec asks for, next to what the route keeps giving.
+            let kept = shift::shares(&input.applied);
+            for g in &input.members {
+                let desired = decision.desired.get(&g.name).copied().unwrap_or(0);
+                let planned = kept.get(&g.name).copied().unwrap_or(0);
+                out.shares.entry(g.name.clone()).or_default().push(Share {
+                    country: country.clone(),
+                    segment: (!segment.is_empty()).then(|| segment.clone()),
+                    desired,
+                    planned,
+                    reason: (planned != desired).then_some(Reason::Suspended),
+                });
+            }
+            continue;
+        }
         for g in decision.floors.keys() {
             if let Some(f) = floors.get(g) {
                 used_floors.insert(g.clone(), *f);
@@ -447,11 +478,38 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
     let kept: BTreeSet<&str> = out.routes.iter().map(|r| r.country.as_str()).collect();
     out.remove = applied
         .keys()
-        .filter(|c| !kept.contains(c.as_str()))
+        .filter(|c| !kept.contains(c.as_str()) && !frozen.contains(c.as_str()))
         .cloned()
         .collect();
     out.floors = used_floors;
     out
+}
+
+/// The countries whose routes stay as applied: those a suspended group lists or carries traffic
+/// in, unless a group there is being deleted.
+fn frozen_countries(
+    groups: &[GroupRouting],
+    applied: &Applied,
+    countries: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    countries
+        .iter()
+        .filter(|country| {
+            let carries = |g: &GroupRouting| {
+                applied.get(*country).is_some_and(|pools| {
+                    pools
+                        .values()
+                        .any(|p| p.get(&g.name).is_some_and(|w| *w > 0))
+                })
+            };
+            let involved: Vec<&GroupRouting> = groups
+                .iter()
+                .filter(|g| g.countries.contains(*country) || carries(g))
+                .collect();
+            involved.iter().any(|g| g.suspended) && !involved.iter().any(|g| g.deleting)
+        })
+        .cloned()
+        .collect()
 }
 
 /// A group's share as it is reported in its status.

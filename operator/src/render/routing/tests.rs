@@ -22,6 +22,7 @@ fn group(name: &str, countries: &[&str], weight: i32) -> GroupRouting {
         hosts: Vec::new(),
         ready: true,
         deleting: false,
+        suspended: false,
         products_service: ServiceRef {
             name: format!("{name}-products"),
             port: 8080,
@@ -987,4 +988,101 @@ fn the_auth_hook_guards_every_route() {
     for bad in ["", "a/b", "a/b/c/d", "g//n", "g/k/"] {
         assert!(bad.parse::<ExtensionRef>().is_err(), "{bad:?}");
     }
+}
+
+/// What `applied` holds for the unsegmented pool of each country.
+fn applied_of(countries: &[(&str, &[(&str, i32)])]) -> Applied {
+    countries
+        .iter()
+        .map(|(c, weights)| {
+            (
+                c.to_string(),
+                BTreeMap::from([(String::new(), map(weights))]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_suspended_group_freezes_the_routes_of_its_countries() {
+    let mut a = group("a", &["de"], 50);
+    let b = group("b", &["de", "at"], 50);
+    a.suspended = true;
+    let applied = applied_of(&[("de", &[("a", 90), ("b", 10)]), ("at", &[("b", 100)])]);
+    let p = plan(&[a.clone(), b.clone()], &applied);
+    // de is neither written nor deleted; at (where a has no part) is routed as usual.
+    assert_eq!(
+        p.routes
+            .iter()
+            .map(|r| r.country.as_str())
+            .collect::<Vec<_>>(),
+        ["at"]
+    );
+    assert!(p.remove.is_empty(), "{p:?}");
+    assert!(
+        p.floors.is_empty(),
+        "a frozen country shifts nothing: {p:?}"
+    );
+    let (sa, sb) = (share(&p, "a", "de"), share(&p, "b", "de"));
+    assert_eq!(
+        (sa.desired, sa.planned, sa.reason),
+        (50, 90, Some(Reason::Suspended))
+    );
+    assert_eq!(
+        (sb.desired, sb.planned, sb.reason),
+        (50, 10, Some(Reason::Suspended))
+    );
+    assert_eq!(share(&p, "b", "at").reason, None);
+    // The peer's report says why, and the group stays routable (Shifting, not blocked).
+    let live = Live {
+        applied: applied.clone(),
+        ..Live::default()
+    };
+    let rb = report("b", &p, &live);
+    assert_eq!(
+        rb.iter()
+            .map(|s| (s.country.as_str(), s.actual, s.reason))
+            .collect::<Vec<_>>(),
+        [
+            ("at", Some(100), None),
+            ("de", Some(10), Some(Reason::Suspended))
+        ]
+    );
+    let (ok, reason, _) = routing_condition(Provider::GatewayApi, true, &rb);
+    assert_eq!((ok, reason), (true, "Shifting"));
+
+    // A country the suspended group dropped from its spec but still carries stays frozen too,
+    // and one it newly lists but nobody routes yet gets no route.
+    let mut a2 = group("a", &["fr"], 50);
+    a2.suspended = true;
+    let p = plan(&[a2, b.clone()], &applied);
+    assert!(p.routes.iter().all(|r| r.country == "at"), "{p:?}");
+    assert!(p.remove.is_empty());
+
+    // Resumed: de is routed again, towards the spec's split.
+    a.suspended = false;
+    let p = plan(&[a, b], &applied);
+    assert!(p.routes.iter().any(|r| r.country == "de"), "{p:?}");
+    assert_ne!(share(&p, "b", "de").reason, Some(Reason::Suspended));
+}
+
+#[test]
+fn deleting_a_group_thaws_its_countries_so_deletion_never_waits_for_a_resume() {
+    let applied = applied_of(&[("de", &[("a", 50), ("b", 50)])]);
+    // The suspended group itself is deleted: its share drains as for any deleted group.
+    let mut a = group("a", &["de"], 50);
+    a.suspended = true;
+    a.deleting = true;
+    let b = group("b", &["de"], 50);
+    let p = plan(&[a.clone(), b.clone()], &applied);
+    assert!(p.routes.iter().any(|r| r.country == "de"), "{p:?}");
+    assert_eq!(share(&p, "a", "de").desired, 0);
+    assert_ne!(share(&p, "a", "de").reason, Some(Reason::Suspended));
+    // A peer of a suspended group is deleted: the same.
+    a.deleting = false;
+    let mut b_gone = b;
+    b_gone.deleting = true;
+    let p = plan(&[a, b_gone], &applied);
+    assert!(p.routes.iter().any(|r| r.country == "de"), "{p:?}");
+    assert_eq!(share(&p, "b", "de").desired, 0);
 }
