@@ -523,8 +523,13 @@ async fn a_suspended_group_keeps_its_objects_and_routes_until_resumed() {
         (http_weights(&r)[1] == fifty_fifty).then_some(())
     })
     .await;
-    eventually("a reports 50/50", || async {
-        (traffic(&get(&c.client, &ns, "a").await, "de") == Some((50, Some(50), None))).then_some(())
+    // Both report it: b's reconcile reads a's stored readiness, so until b reports 50/50 its
+    // reconciles may still route de to b alone (a's status not written yet).
+    eventually("a and b report 50/50", || async {
+        let fifty = Some((50, Some(50), None));
+        (traffic(&get(&c.client, &ns, "a").await, "de") == fifty
+            && traffic(&get(&c.client, &ns, "b").await, "de") == fifty)
+            .then_some(())
     })
     .await;
 
