@@ -272,6 +272,60 @@ impl TestEnv {
         self.expect_var(Part::Kafka, "KAFKA_BOOTSTRAP_SERVERS")
     }
 
+    /// The secured listeners of the test Kafka as Kafka client Secrets (docs/updater.md, "Kafka
+    /// security"): `sasl-plain` and `sasl-scram` (SASL_PLAINTEXT, PLAIN and SCRAM-SHA-512 users)
+    /// and `mtls` (SSL, client certificate required), each with the key/value pairs a Secret
+    /// holds. Panics when the environment file names a certificate file that cannot be read.
+    pub fn kafka_secured_listeners(&self) -> Vec<SecuredListener> {
+        let var = |name: &'static str| self.expect_var(Part::Kafka, name);
+        let sasl = |mechanism: &str, user: &'static str, password: &'static str| {
+            BTreeMap::from(
+                [
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", mechanism),
+                    ("sasl.username", var(user)),
+                    ("sasl.password", var(password)),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let file = |name: &'static str| {
+            let path = var(name);
+            std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("{name}={path} cannot be read: {e}"))
+        };
+        vec![
+            SecuredListener {
+                name: "sasl-plain",
+                bootstrap_servers: var("KAFKA_SASL_BOOTSTRAP_SERVERS").to_string(),
+                secret: sasl(
+                    "PLAIN",
+                    "KAFKA_SASL_PLAIN_USERNAME",
+                    "KAFKA_SASL_PLAIN_PASSWORD",
+                ),
+            },
+            SecuredListener {
+                name: "sasl-scram",
+                bootstrap_servers: var("KAFKA_SASL_BOOTSTRAP_SERVERS").to_string(),
+                secret: sasl(
+                    "SCRAM-SHA-512",
+                    "KAFKA_SASL_SCRAM_USERNAME",
+                    "KAFKA_SASL_SCRAM_PASSWORD",
+                ),
+            },
+            SecuredListener {
+                name: "mtls",
+                bootstrap_servers: var("KAFKA_TLS_BOOTSTRAP_SERVERS").to_string(),
+                secret: BTreeMap::from([
+                    ("security.protocol".to_string(), "SSL".to_string()),
+                    ("ca.crt".to_string(), file("KAFKA_TLS_CA_FILE")),
+                    ("tls.crt".to_string(), file("KAFKA_TLS_CERT_FILE")),
+                    ("tls.key".to_string(), file("KAFKA_TLS_KEY_FILE")),
+                ]),
+            },
+        ]
+    }
+
     /// Endpoint URL for the DynamoDB client.
     pub fn dynamodb_endpoint(&self) -> &str {
         self.expect_var(Part::DynamoDb, "AWS_ENDPOINT_URL_DYNAMODB")
@@ -299,6 +353,17 @@ impl TestEnv {
     pub fn aws_secret_access_key(&self) -> &str {
         self.var("AWS_SECRET_ACCESS_KEY").unwrap_or("testenv")
     }
+}
+
+/// A secured listener of the test Kafka and the Kafka client Secret that connects to it.
+#[derive(Clone, Debug)]
+pub struct SecuredListener {
+    /// `sasl-plain`, `sasl-scram` or `mtls`.
+    pub name: &'static str,
+    /// Its `host:port`.
+    pub bootstrap_servers: String,
+    /// The Secret's keys and values.
+    pub secret: BTreeMap<String, String>,
 }
 
 /// `target/testenv/env` of this workspace, or `$PRAPI_TESTENV_DIR/env`.

@@ -203,6 +203,26 @@ run_logged() {
     fi
 }
 
+# mkcert NAME CN O EXT_KEY_USAGE [SAN]: an ECDSA key and a certificate signed
+# by a CA of the directory $MKCERT_DIR (default: the Kubernetes PKI_DIR), the
+# CA being $MKCERT_CA.crt/.key there (default ca).
+mkcert() {
+    local name="$1" cn="$2" org="$3" eku="$4" san="${5:-}" ca="${MKCERT_CA:-ca}" subj ext
+    local dir="${MKCERT_DIR:-$PKI_DIR}"
+    subj="/CN=$cn"
+    [[ -z $org ]] || subj="/O=$org/CN=$cn"
+    ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$eku"
+    [[ -z $san ]] || ext+=$'\n'"subjectAltName=$san"
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "$subj" 2>/dev/null
+    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/$ca.crt" -CAkey "$dir/$ca.key" \
+        -set_serial "0x$(openssl rand -hex 12)" -days 3650 -out "$dir/$name.crt" \
+        -extfile <(printf '%s\n' "$ext") 2>/dev/null
+    rm -f "$dir/$name.csr"
+}
+
 # Content hash of files, to tell whether a cached build matches the inputs.
 inputs_hash() {
     cat "$@" | sha256sum | cut -c1-16

@@ -112,24 +112,6 @@ install_k8s() {
     fi
 }
 
-# mkcert NAME CN O EXT_KEY_USAGE [SAN]: an ECDSA key and a certificate signed
-# by the environment's CA ($MKCERT_CA.crt, default ca.crt).
-mkcert() {
-    local name="$1" cn="$2" org="$3" eku="$4" san="${5:-}" ca="${MKCERT_CA:-ca}" subj ext
-    subj="/CN=$cn"
-    [[ -z $org ]] || subj="/O=$org/CN=$cn"
-    ext="basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=$eku"
-    [[ -z $san ]] || ext+=$'\n'"subjectAltName=$san"
-    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-        -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" -subj "$subj" 2>/dev/null
-    openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/$ca.crt" -CAkey "$PKI_DIR/$ca.key" \
-        -set_serial "0x$(openssl rand -hex 12)" -days 3650 -out "$PKI_DIR/$name.crt" \
-        -extfile <(printf '%s\n' "$ext") 2>/dev/null
-    rm -f "$PKI_DIR/$name.csr"
-}
-
 # Certificates and service-account keys, made once per environment directory.
 make_pki() {
     [[ -f $PKI_DIR/.done ]] && return 0
