@@ -2,9 +2,11 @@
 //! serve ([`countries`]), the DynamoDB table's key layout ([`table`]), how logs are set up
 //! ([`logs`]), the operational endpoints `/healthz`, `/readyz` and `/metrics` ([`ops`]), the
 //! build and process metrics every process exports ([`metrics`]), Kubernetes' name rule
-//! ([`names`]), and the signals that stop a process ([`shutdown`]).
+//! ([`names`]), the signals that stop a process ([`shutdown`]), and the Kafka client security a
+//! Secret configures ([`kafka_client`]).
 
 pub mod countries;
+pub mod kafka_client;
 pub mod logs;
 pub mod metrics;
 pub mod names;

@@ -367,6 +367,10 @@ pub struct UpdaterArgs {
     /// Topic for messages that cannot be parsed (none: count and log only).
     #[arg(long, env = "PRAPI_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// Directory of a mounted Secret with the Kafka client's TLS and SASL settings, one file per
+    /// key (docs/updater.md, "Kafka security"); none: plaintext without authentication.
+    #[arg(long, env = "PRAPI_KAFKA_CLIENT_SECRET_DIR")]
+    pub kafka_client_secret_dir: Option<std::path::PathBuf>,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "PRAPI_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
@@ -417,6 +421,7 @@ mod tests {
             "batch --countries de --endpoints http://127.0.0.1:1 --ops-listen 0.0.0.0:9090 --max-connections 100 --header-timeout-ms 500 --write-timeout-ms 500 --max-header-bytes 8192 --shutdown-delay-ms 0 --drain-timeout-ms 100",
             "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de,at --store dynamodb --table t",
             "updater --kafka-bootstrap k:9092 --products-topic p --offers-topic o --group g --countries de --store embedded --data-dir d",
+            "updater --kafka-bootstrap k:9093 --products-topic p --offers-topic o --group g --countries de --store embedded --data-dir d --kafka-client-secret-dir /etc/prapi/kafka-client",
             "gen --products 10 --countries de,at --seed 7",
             "ring --endpoints http://10.0.0.1:8080,http://10.0.0.2:8080",
         ] {

@@ -577,6 +577,15 @@ pub fn updater_ops_router(
 /// `prapi updater`: consumes Kafka into the store; serves `/healthz`, `/readyz` and `/metrics`
 /// (including the per-partition consumer lag the autoscaler reads) on `--listen`.
 pub async fn updater(args: UpdaterArgs) -> anyhow::Result<()> {
+    // Read first: a Secret that cannot configure the client is a configuration error, reported
+    // before anything else starts.
+    let security = match &args.kafka_client_secret_dir {
+        Some(dir) => Some(
+            prapi_common::kafka_client::KafkaClientSecret::read_dir(dir)
+                .with_context(|| format!("the Kafka client Secret in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let mut registry = crate::metrics::registry();
     let store = open_store(&args.store, &mut registry).await?;
     let metrics = Arc::new(UpdaterMetrics::default());
@@ -592,6 +601,7 @@ pub async fn updater(args: UpdaterArgs) -> anyhow::Result<()> {
         args.countries.0,
     );
     config.dead_letter_topic = args.dead_letter_topic;
+    config.security = security;
     // Static membership per pod: a restarted pod takes its partitions back without a rebalance.
     config.instance_id = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty());
     readiness.set(true);

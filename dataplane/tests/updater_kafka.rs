@@ -1,6 +1,7 @@
 //! The updater against the test environment's Kafka and DynamoDB: convergence to an independently
 //! computed model (with deletes and older versions arriving late), SIGKILL at random moments,
-//! and poison messages.
+//! poison messages, and all of it over the secured listeners (SASL PLAIN, SASL SCRAM, mTLS) with
+//! the settings read from a mounted Kafka client Secret.
 
 mod support;
 
@@ -12,6 +13,7 @@ use prapi::model::Country;
 use prapi::store::Store;
 use prapi::store::dynamodb::DynamoStore;
 use prapi::updater::{UpdaterConfig, UpdaterMetrics, run_updater};
+use prapi_common::kafka_client::{KafkaClientSecret, client_config};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -44,11 +46,28 @@ fn topics(name: &str) -> Topics {
     }
 }
 
-async fn create_topics(bootstrap: &str, t: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
+/// Where and how the test's own clients connect: the plaintext listener, or a secured one with
+/// the settings of its Secret (the updater under test gets the same).
+struct Conn {
+    bootstrap: String,
+    security: Option<KafkaClientSecret>,
+}
+
+impl Conn {
+    fn plain(bootstrap: &str) -> Self {
+        Self {
+            bootstrap: bootstrap.to_owned(),
+            security: None,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        client_config(&self.bootstrap, self.security.as_ref())
+    }
+}
+
+async fn create_topics(k: &Conn, t: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = k.config().create().expect("admin client");
     let new: Vec<NewTopic<'_>> = [&t.products, &t.offers, &t.dead]
         .iter()
         .map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)))
@@ -62,9 +81,9 @@ async fn create_topics(bootstrap: &str, t: &Topics) {
     }
 }
 
-async fn produce(bootstrap: &str, t: &Topics, events: &[GenEvent], poison: &[(usize, &str)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+async fn produce(k: &Conn, t: &Topics, events: &[GenEvent], poison: &[(usize, &str)]) {
+    let producer: FutureProducer = k
+        .config()
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
         .create()
@@ -97,9 +116,9 @@ async fn produce(bootstrap: &str, t: &Topics, events: &[GenEvent], poison: &[(us
 }
 
 /// Messages committed by the group and messages in the topics, summed over partitions.
-fn progress(bootstrap: &str, t: &Topics) -> Option<(i64, i64)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn progress(k: &Conn, t: &Topics) -> Option<(i64, i64)> {
+    let consumer: BaseConsumer = k
+        .config()
         .set("group.id", &t.group)
         .create()
         .expect("lag consumer");
@@ -126,16 +145,16 @@ fn progress(bootstrap: &str, t: &Topics) -> Option<(i64, i64)> {
 }
 
 /// Whether the group has committed every partition of the topics up to their end.
-fn caught_up(bootstrap: &str, t: &Topics) -> bool {
-    progress(bootstrap, t).is_some_and(|(done, total)| done >= total)
+fn caught_up(k: &Conn, t: &Topics) -> bool {
+    progress(k, t).is_some_and(|(done, total)| done >= total)
 }
 
-async fn wait_caught_up(bootstrap: &str, t: &Topics) {
+async fn wait_caught_up(k: &Conn, t: &Topics) {
     support::eventually_within(
         Duration::from_secs(600),
         "the group to commit every offset",
         || {
-            let ok = caught_up(bootstrap, t);
+            let ok = caught_up(k, t);
             async move { ok.then_some(()) }
         },
     )
@@ -167,9 +186,9 @@ async fn twenty_thousand_events_converge_to_the_model() {
         return;
     };
     let t = topics("conv");
-    create_topics(&env.kafka, &t).await;
+    create_topics(&Conn::plain(&env.kafka), &t).await;
     let events = support::generate(2024, 20_000);
-    produce(&env.kafka, &t, &events, &[]).await;
+    produce(&Conn::plain(&env.kafka), &t, &events, &[]).await;
 
     let store = store(&env, &t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
@@ -184,7 +203,7 @@ async fn twenty_thousand_events_converge_to_the_model() {
             let _ = stopped.await;
         },
     ));
-    wait_caught_up(&env.kafka, &t).await;
+    wait_caught_up(&Conn::plain(&env.kafka), &t).await;
     // The lag the autoscaler reads: one series per partition, all down to 0 once caught up
     // (librdkafka reports it every second).
     support::eventually_within(
@@ -287,9 +306,9 @@ async fn sigkill_at_random_moments_loses_nothing() {
         return;
     };
     let t = topics("kill");
-    create_topics(&env.kafka, &t).await;
+    create_topics(&Conn::plain(&env.kafka), &t).await;
     let events = support::generate(77, 20_000);
-    produce(&env.kafka, &t, &events, &[]).await;
+    produce(&Conn::plain(&env.kafka), &t, &events, &[]).await;
     // The table exists before the children race to create it.
     drop(store(&env, &t.table).await);
 
@@ -305,7 +324,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
             Duration::from_secs(600),
             "progress past the kill threshold",
             || {
-                let p = progress(&env.kafka, &t);
+                let p = progress(&Conn::plain(&env.kafka), &t);
                 async move {
                     p.filter(|(done, total)| *done as f64 >= share * *total as f64)
                         .map(|_| ())
@@ -322,7 +341,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
         );
     }
     let mut child = spawn_child(&env, &t);
-    wait_caught_up(&env.kafka, &t).await;
+    wait_caught_up(&Conn::plain(&env.kafka), &t).await;
     sigkill(&mut child);
 
     let expected = support::model(&events, &COUNTRIES);
@@ -336,7 +355,7 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
         return;
     };
     let t = topics("poison");
-    create_topics(&env.kafka, &t).await;
+    create_topics(&Conn::plain(&env.kafka), &t).await;
     let events = support::generate(5, 2_000);
     let poison = [
         (0, "not json"),
@@ -347,7 +366,7 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
             r#"{"type":"product","id":"P1","version":-3,"product":{}}"#,
         ),
     ];
-    produce(&env.kafka, &t, &events, &poison).await;
+    produce(&Conn::plain(&env.kafka), &t, &events, &poison).await;
 
     let store = store(&env, &t.table).await;
     let metrics = Arc::new(UpdaterMetrics::default());
@@ -357,7 +376,7 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
     let updater = tokio::spawn(run_updater(config, store, metrics.clone(), async move {
         let _ = stopped.await;
     }));
-    wait_caught_up(&env.kafka, &t).await;
+    wait_caught_up(&Conn::plain(&env.kafka), &t).await;
     let _ = stop.send(());
     updater.await.expect("join").expect("updater ran");
 
@@ -368,16 +387,25 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
     support::assert_same(&actual, &expected);
 
     // The dead-letter topic holds the four messages as sent, with the reason.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka)
+    let seen = read_dead_letters(&Conn::plain(&env.kafka), &t.dead, poison.len()).await;
+    let mut sent: Vec<String> = poison.iter().map(|(_, p)| (*p).to_owned()).collect();
+    sent.sort();
+    assert_eq!(seen, sent);
+}
+
+/// The payloads of the first `n` messages of the dead-letter `topic`, sorted; each must carry
+/// the reason and source headers.
+async fn read_dead_letters(k: &Conn, topic: &str, n: usize) -> Vec<String> {
+    let consumer: BaseConsumer = k
+        .config()
         .set("group.id", support::unique("dlq-reader"))
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&t.dead]).expect("subscribe");
+    consumer.subscribe(&[topic]).expect("subscribe");
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < 4 && std::time::Instant::now() < deadline {
+    while seen.len() < n && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
             let headers = m.headers().expect("headers");
@@ -391,7 +419,80 @@ async fn poison_messages_are_skipped_counted_and_dead_lettered() {
         }
     }
     seen.sort();
-    let mut sent: Vec<String> = poison.iter().map(|(_, p)| (*p).to_owned()).collect();
-    sent.sort();
-    assert_eq!(seen, sent);
+    seen
+}
+
+/// A client on `bootstrap` without the listener's settings: what the broker must refuse.
+fn metadata_without_credentials(bootstrap: &str) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    consumer
+        .fetch_metadata(None, Duration::from_secs(3))
+        .map(|_| ())
+}
+
+/// The Secret as the updater pod sees it: one file per key in a mounted directory.
+fn mounted_secret(dir: &std::path::Path, secret: &std::collections::BTreeMap<String, String>) {
+    for (key, value) in secret {
+        std::fs::write(dir.join(key), value).expect("write a Secret key");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_sasl_plain_sasl_scram_and_mtls_the_updater_consumes_and_dead_letters() {
+    let Some(env) = support::env(true) else {
+        return;
+    };
+    let listeners = prapi_e2e::TestEnv::get_for(&[prapi_e2e::Part::Kafka])
+        .expect("Kafka was found a moment ago")
+        .kafka_secured_listeners();
+    for listener in listeners {
+        let name = listener.name;
+        // The listener refuses a client without the Secret's settings, so passing below proves
+        // they were used.
+        assert!(
+            metadata_without_credentials(&listener.bootstrap_servers).is_err(),
+            "{name}: the listener answers a client without credentials"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        mounted_secret(dir.path(), &listener.secret);
+        let security = KafkaClientSecret::read_dir(dir.path()).expect("the listener's Secret");
+        let k = Conn {
+            bootstrap: listener.bootstrap_servers.clone(),
+            security: Some(security.clone()),
+        };
+        let t = topics(name);
+        create_topics(&k, &t).await;
+        let events = support::generate(11, 300);
+        let poison = [
+            (3, "not json"),
+            (200, r#"{"type":"teleport","id":"P1","version":1}"#),
+        ];
+        produce(&k, &t, &events, &poison).await;
+
+        let store = store(&env, &t.table).await;
+        let metrics = Arc::new(UpdaterMetrics::default());
+        let mut config = updater_config(&listener.bootstrap_servers, &t);
+        config.dead_letter_topic = Some(t.dead.clone());
+        config.security = Some(security);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let updater = tokio::spawn(run_updater(config, store, metrics.clone(), async move {
+            let _ = stopped.await;
+        }));
+        wait_caught_up(&k, &t).await;
+        let _ = stop.send(());
+        updater.await.expect("join").expect("updater ran");
+
+        assert_eq!(metrics.counted("invalid"), 2, "{name}");
+        assert_eq!(metrics.dead_letters.get(), 2, "{name}");
+        let expected = support::model(&events, &COUNTRIES);
+        let actual = support::table_state(&env.client(), &t.table).await;
+        support::assert_same(&actual, &expected);
+        let seen = read_dead_letters(&k, &t.dead, poison.len()).await;
+        let mut sent: Vec<String> = poison.iter().map(|(_, p)| (*p).to_owned()).collect();
+        sent.sort();
+        assert_eq!(seen, sent, "{name}");
+    }
 }

@@ -758,6 +758,14 @@ pub struct Kafka {
     #[serde(default = "default_partitions")]
     #[x_kube(validation = Rule::new("self >= 1").message("updater.kafka.partitions must be at least 1"))]
     pub partitions: i32,
+    /// Secret in the group's namespace with the Kafka client's TLS and SASL settings
+    /// (`security.protocol`, `sasl.*`, `ca.crt`, `tls.crt`, `tls.key`; docs/crd.md, "Kafka
+    /// security"); empty: plaintext without authentication.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("updater.kafka.clientSecretName must be empty or a Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    pub client_secret_name: String,
 }
 
 impl Default for Kafka {
@@ -769,6 +777,7 @@ impl Default for Kafka {
             dead_letter_topic: String::new(),
             consumer_group: String::new(),
             partitions: default_partitions(),
+            client_secret_name: String::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod countries;
 pub mod crd;
 pub mod external_metrics;
 pub mod http;
+pub mod kafka_secret;
 pub mod metrics;
 pub mod offline;
 pub mod plan;

@@ -30,6 +30,18 @@ pub enum OfflineError {
         /// The problems.
         problems: validate::InvalidSpec,
     },
+    /// A MarketGroup whose rendering depends on a Secret offline rendering cannot read.
+    #[error(
+        "document {index} ({name}) names Kafka client Secret {secret}: what the updater's KEDA trigger and TriggerAuthentication hold depends on its keys, which only the operator reads; render it with the operator, or without spec.updater.kafka.clientSecretName"
+    )]
+    NeedsSecret {
+        /// 1-based document number.
+        index: usize,
+        /// Group name.
+        name: String,
+        /// The Secret.
+        secret: String,
+    },
     /// The file has no document.
     #[error("no MarketGroup found")]
     Empty,
@@ -97,6 +109,13 @@ pub fn render_manifests(
                 problems,
             })
             .map(|plan| data_plane.apply(plan))?;
+        if !plan.updater.client_secret_name.is_empty() {
+            return Err(OfflineError::NeedsSecret {
+                index: i + 1,
+                name: plan.owner.name.clone(),
+                secret: plan.updater.client_secret_name.clone(),
+            });
+        }
         let children = render(
             &plan,
             RenderOptions {

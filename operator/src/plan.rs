@@ -4,6 +4,7 @@
 //! group, child names) live in one place and the renderers stay free of Kubernetes plumbing.
 
 use crate::crd::{DynamoDb, Hedging, LogFormat, PodSettings, Resources};
+use prapi_common::kafka_client::KafkaClientSecret;
 
 /// Everything the renderers need to know about one market group.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +152,23 @@ pub struct UpdaterPlan {
     pub resources: Resources,
     /// Pod settings: `spec.pod` merged with the component's own.
     pub pod: PodSettings,
+    /// `spec.updater.kafka.clientSecretName`; empty for plaintext without authentication.
+    pub client_secret_name: String,
+    /// That Secret as read when the plan was made ([`GroupPlan::with_kafka_client`]); `None`
+    /// while it is not read (or there is none).
+    pub kafka_client: Option<KafkaClientPlan>,
+}
+
+/// The group's Kafka client Secret as the operator read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaClientPlan {
+    /// The Secret's name.
+    pub secret_name: String,
+    /// Its `metadata.resourceVersion`: in the updater's pod template, so a changed Secret rolls
+    /// the updater (librdkafka reads its settings once, at start).
+    pub resource_version: String,
+    /// Its contents, checked.
+    pub secret: KafkaClientSecret,
 }
 
 /// The three Deployments of a group.
@@ -203,6 +221,17 @@ impl GroupPlan {
     pub fn with_network_policy(mut self, policy: Option<NetworkPolicyPlan>) -> Self {
         self.network_policy = policy;
         self
+    }
+
+    /// The plan with the group's Kafka client Secret, as read.
+    pub fn with_kafka_client(mut self, client: Option<KafkaClientPlan>) -> Self {
+        self.updater.kafka_client = client;
+        self
+    }
+
+    /// Name of the updater's TriggerAuthentication (KEDA), when there is a Kafka client Secret.
+    pub fn trigger_authentication_name(&self) -> String {
+        self.component_name(Component::Updater)
     }
 
     /// The plan with the installation's `--served-by-header` choice.

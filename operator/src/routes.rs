@@ -423,6 +423,8 @@ mod tests {
                 max_replicas: 12,
                 resources: Default::default(),
                 pod: Default::default(),
+                client_secret_name: String::new(),
+                kafka_client: None,
             },
             table: "t".into(),
             dynamodb: Default::default(),

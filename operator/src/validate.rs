@@ -238,6 +238,8 @@ pub fn plan(
                 .min(kafka.partitions),
             resources: spec.updater.resources.clone(),
             pod: merge(&spec.pod, &spec.updater.pod),
+            client_secret_name: kafka.client_secret_name.clone(),
+            kafka_client: None,
         },
         table: or_default(&spec.dynamodb.table),
         dynamodb: spec.dynamodb.clone(),

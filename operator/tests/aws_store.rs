@@ -71,6 +71,7 @@ fn kafka_ref(group: &str) -> ConsumerGroupRef {
         bootstrap_servers: "127.0.0.1:1".into(),
         group: group.into(),
         topics: vec![],
+        security: None,
     }
 }
 
@@ -385,6 +386,7 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
         bootstrap_servers: bootstrap.clone(),
         group: group.clone(),
         topics: vec![topic.clone()],
+        security: None,
     };
     // Right after the topic is created and filled, the broker can answer before the group's view
     // of it is complete (seen once in `make test`): read until the 40 messages show, then go on.

@@ -795,6 +795,10 @@ static POD_MONITOR_CRD_CHANGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::c
 async fn set_addon_crd(client: &kube::Client, kind: ChildKind, present: bool) {
     let (name, crd) = match kind {
         ChildKind::ScaledObject => ("scaledobjects.keda.sh", keda_crd()),
+        ChildKind::TriggerAuthentication => (
+            "triggerauthentications.keda.sh",
+            trigger_authentication_crd(),
+        ),
         ChildKind::PodMonitor => ("podmonitors.monitoring.coreos.com", pod_monitor_crd()),
         other => panic!("{other:?} is not an add-on kind"),
     };
@@ -815,15 +819,28 @@ async fn set_addon_crd(client: &kube::Client, kind: ChildKind, present: bool) {
     }
     eventually(&format!("{kind:?} API served = {present}"), || async {
         let served = match kind {
-            ChildKind::ScaledObject => prapi_operator::reconcile::keda_installed(client).await,
-            _ => prapi_operator::reconcile::pod_monitor_served(client).await,
+            ChildKind::ScaledObject => prapi_operator::reconcile::keda_installed(client)
+                .await
+                .ok()?,
+            ChildKind::TriggerAuthentication => {
+                match client.list_api_group_resources("keda.sh/v1alpha1").await {
+                    Ok(l) => l.resources.iter().any(|r| r.name == kind.plural()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => false,
+                    Err(_) => return None,
+                }
+            }
+            _ => prapi_operator::reconcile::pod_monitor_served(client)
+                .await
+                .ok()?,
         };
-        (served.ok()? == present).then_some(())
+        (served == present).then_some(())
     })
     .await;
 }
 
+/// KEDA installed (both of its kinds) or removed.
 async fn set_keda_crd(client: &kube::Client, present: bool) {
+    set_addon_crd(client, ChildKind::TriggerAuthentication, present).await;
     set_addon_crd(client, ChildKind::ScaledObject, present).await;
 }
 
@@ -834,13 +851,27 @@ async fn keda_present_or_absent_picks_the_updater_autoscaler() {
     let ns = c.namespace("mg-keda").await;
     set_keda_crd(&c.client, false).await;
     let _op = Operator::start(&c.env, &ns, "op-a", &["--updater-autoscaler", "auto"]);
+    // The updater connects with SASL/SCRAM over TLS: KEDA gets it through a TriggerAuthentication.
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kafka-client"},
+        "stringData": {
+            "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "prapi", "sasl.password": "secret",
+            "ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        },
+    }))
+    .expect("Secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.client.clone(), &ns)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create the Kafka client Secret");
     create_group(
         &c.client,
         &ns,
         &group(
             &ns,
             "g",
-            json!({"countries": ["de"], "updater": {"lagThreshold": 1000}}),
+            json!({"countries": ["de"], "updater": {"lagThreshold": 1000, "kafka": {"clientSecretName": "kafka-client"}}}),
         ),
     )
     .await;
@@ -871,6 +902,28 @@ async fn keda_present_or_absent_picks_the_updater_autoscaler() {
     assert_eq!(
         so.data["spec"]["triggers"][0]["metadata"]["lagThreshold"],
         json!("1000")
+    );
+    for t in so.data["spec"]["triggers"].as_array().expect("triggers") {
+        assert_eq!(t["metadata"]["sasl"], json!("scram_sha512"));
+        assert_eq!(t["metadata"]["tls"], json!("enable"));
+        assert_eq!(t["authenticationRef"], json!({"name": "g-updater"}));
+    }
+    let ta_api: Api<DynamicObject> = Api::namespaced_with(
+        c.client.clone(),
+        &ns,
+        &ChildKind::TriggerAuthentication.api_resource(),
+    );
+    let ta = ta_api
+        .get("g-updater")
+        .await
+        .expect("the TriggerAuthentication, applied before the ScaledObject");
+    assert_eq!(
+        ta.data["spec"]["secretTargetRef"],
+        json!([
+            {"parameter": "username", "name": "kafka-client", "key": "sasl.username"},
+            {"parameter": "password", "name": "kafka-client", "key": "sasl.password"},
+            {"parameter": "ca", "name": "kafka-client", "key": "ca.crt"},
+        ])
     );
     eventually("the lag HPA pruned", || async {
         hpas.get_opt("g-updater")
@@ -1035,6 +1088,8 @@ async fn offline_render_matches_what_the_operator_applies() {
 /// ServiceAccount through create, status, events, leader election, KEDA discovery and deletion.
 #[tokio::test]
 async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
+    // `--updater-autoscaler auto` with KEDA's CRDs flipping under it would render a ScaledObject.
+    let _no_keda_changes = KEDA_CRD_CHANGES.read().await;
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("mg-chart").await;
     let rendered = chart_rbac("op", &ns, &[&format!("watchNamespaces={{{ns}}}")]);
@@ -1103,7 +1158,8 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
         .expect("apply the external metrics API's bindings");
     }
     let kubeconfig = impersonating_kubeconfig(&c.env, &ns, "op-prapi-operator");
-    // The kubeconfig really is the ServiceAccount: it may not read Secrets.
+    // The kubeconfig really is the ServiceAccount: it may not list Secrets (it may get one by
+    // name: a group's Kafka client Secret).
     let as_sa = client_of(&kubeconfig).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(as_sa.clone(), &ns);
     match secrets.list(&Default::default()).await {
@@ -1368,6 +1424,8 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
         ("watch", "prapi.dev/marketgroups", "", ""),
         ("create", "coordination.k8s.io/leases", &ns, ""),
         ("create", "events.k8s.io/events", &other, ""),
+        ("get", "/secrets", &other, "kafka-client"),
+        ("create", "keda.sh/triggerauthentications", &other, ""),
     ];
     let denied = [
         (
@@ -1396,7 +1454,10 @@ async fn the_operators_serviceaccount_can_do_its_work_and_no_more() {
         ),
         ("escalate", "rbac.authorization.k8s.io/clusterroles", "", ""),
         ("list", "discovery.k8s.io/endpointslices", &other, ""),
-        ("get", "/secrets", &other, ""),
+        ("list", "/secrets", &other, ""),
+        ("watch", "/secrets", &other, ""),
+        ("create", "/secrets", &other, ""),
+        ("update", "/secrets", &other, ""),
         ("create", "/pods", &other, ""),
         ("patch", "/nodes", "", ""),
         ("create", "coordination.k8s.io/leases", &other, ""),

@@ -206,6 +206,10 @@ fn cel_rules_are_in_the_schema_with_clear_messages() {
         &format!("{spec}/updater"),
         "maxReplicas must not be greater than updater.kafka.partitions",
     );
+    has(
+        &format!("{spec}/updater/properties/kafka/properties/clientSecretName"),
+        "must be empty or a Secret name",
+    );
     has("", "metadata.name must be a DNS-1035 label");
     // The alpha-2 rule lists exactly the assigned codes.
     let alpha2 = rules_at(&format!("{spec}/countries"))

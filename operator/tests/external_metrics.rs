@@ -237,6 +237,7 @@ fn served(name: &str, group: &str, topics: &[&str], bootstrap: &str) -> ServedGr
             bootstrap_servers: bootstrap.into(),
             group: group.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            security: None,
         },
     )
 }

@@ -1574,3 +1574,299 @@ fn the_pod_monitor_scrapes_every_component_on_the_port_that_serves_its_metrics()
         .collect();
     assert_eq!(with, without);
 }
+
+/// A group whose updater connects with the Kafka client Secret `kafka-client` holding `pairs`.
+fn secured_plan(pairs: &[(&str, &str)]) -> GroupPlan {
+    let secret = prapi_common::kafka_client::KafkaClientSecret::parse(
+        pairs.iter().map(|(k, v)| (*k, v.as_bytes())),
+    )
+    .expect("a valid Secret");
+    plan_of("  countries: [de]\n  updater: {kafka: {clientSecretName: kafka-client}}\n")
+        .with_kafka_client(Some(prapi_operator::plan::KafkaClientPlan {
+            secret_name: "kafka-client".into(),
+            resource_version: "4711".into(),
+            secret,
+        }))
+}
+
+const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+const SASL_SCRAM_MTLS: [(&str, &str); 8] = [
+    ("security.protocol", "SASL_SSL"),
+    ("sasl.mechanism", "SCRAM-SHA-512"),
+    ("sasl.username", "kafka-user-1"),
+    ("sasl.password", "hunter2"),
+    ("ca.crt", PEM_CERT),
+    ("tls.crt", PEM_CERT),
+    ("tls.key", PEM_KEY),
+    ("tls.key.password", "keypass"),
+];
+
+#[test]
+fn the_kafka_client_secret_is_mounted_into_the_updater_only_and_named_by_its_directory() {
+    use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
+    let p = secured_plan(&SASL_SCRAM_MTLS);
+    let args = w::updater_args(&p);
+    assert_eq!(
+        args[args.len() - 2..],
+        strings(&["--kafka-client-secret-dir", "/etc/prapi/kafka-client"])
+    );
+    let d = w::deployment(&p, Component::Updater);
+    assert_eq!(
+        pod(&d).volumes.clone().expect("volumes"),
+        vec![
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(Default::default()),
+                ..Volume::default()
+            },
+            Volume {
+                name: "kafka-client".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some("kafka-client".into()),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]
+    );
+    assert_eq!(
+        container(&d).volume_mounts.clone().expect("mounts"),
+        vec![
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "kafka-client".into(),
+                mount_path: "/etc/prapi/kafka-client".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]
+    );
+    let annotations = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .expect("pod annotations");
+    assert_eq!(
+        annotations.get(w::ANNOTATION_KAFKA_CLIENT_VERSION),
+        Some(&"4711".to_string())
+    );
+    // Products and batch do not talk to Kafka: nothing of the Secret reaches them.
+    for c in [Component::Products, Component::Batch] {
+        let d = w::deployment(&p, c);
+        assert_eq!(pod(&d).volumes.as_ref().map(Vec::len), Some(1), "{c:?}");
+        assert_eq!(container(&d).volume_mounts.as_ref().map(Vec::len), Some(1));
+        assert!(!w::args(&p, c).iter().any(|a| a.contains("kafka-client")));
+        let pod_annotations = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert!(!pod_annotations.contains_key(w::ANNOTATION_KAFKA_CLIENT_VERSION));
+    }
+    // A changed Secret changes the updater's pod template (it restarts with the new settings).
+    let mut changed = p.clone();
+    if let Some(k) = changed.updater.kafka_client.as_mut() {
+        k.resource_version = "4712".into();
+    }
+    assert_ne!(
+        w::deployment(&changed, Component::Updater),
+        w::deployment(&p, Component::Updater)
+    );
+    // No value of the Secret is in any object, the command lines, the variables or the ConfigMap.
+    let all = render(
+        &p,
+        RenderOptions {
+            updater_autoscaler: UpdaterAutoscaler::Keda,
+            pod_monitor: false,
+        },
+    )
+    .expect("renders");
+    let text = serde_json::to_string(&all.iter().map(|c| &c.object).collect::<Vec<_>>())
+        .expect("serialize");
+    for secret in ["hunter2", "keypass", "MIIB", "MIGH", "kafka-user-1"] {
+        assert!(!text.contains(secret), "{secret} is rendered");
+    }
+}
+
+#[test]
+fn without_a_kafka_client_secret_the_updater_has_no_secret_volume_flag_or_annotation() {
+    let p = default_plan();
+    let d = w::deployment(&p, Component::Updater);
+    assert_eq!(pod(&d).volumes.as_ref().map(Vec::len), Some(1));
+    assert!(
+        !w::updater_args(&p)
+            .iter()
+            .any(|a| a == "--kafka-client-secret-dir")
+    );
+    assert!(autoscaling::updater_trigger_authentication(&p).is_none());
+    let so = autoscaling::updater_scaled_object(&p);
+    for t in so["spec"]["triggers"].as_array().expect("triggers") {
+        assert!(t.get("authenticationRef").is_none());
+        assert!(t["metadata"].get("sasl").is_none() && t["metadata"].get("tls").is_none());
+    }
+}
+
+#[test]
+fn keda_triggers_carry_sasl_and_tls_and_reference_a_trigger_authentication_of_the_secrets_keys() {
+    // (Secret, the triggers' sasl and tls, the TriggerAuthentication's parameter → key).
+    type Pairs = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(Pairs, Option<&str>, Option<&str>, Pairs)> = vec![
+        (vec![("security.protocol", "PLAINTEXT")], None, None, vec![]),
+        (
+            vec![("security.protocol", "SSL")],
+            None,
+            Some("enable"),
+            vec![],
+        ),
+        (
+            vec![("security.protocol", "SSL"), ("ca.crt", PEM_CERT)],
+            None,
+            Some("enable"),
+            vec![("ca", "ca.crt")],
+        ),
+        (
+            vec![
+                ("security.protocol", "SSL"),
+                ("ca.crt", PEM_CERT),
+                ("tls.crt", PEM_CERT),
+                ("tls.key", PEM_KEY),
+            ],
+            None,
+            Some("enable"),
+            vec![("ca", "ca.crt"), ("cert", "tls.crt"), ("key", "tls.key")],
+        ),
+        (
+            vec![
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+            Some("plaintext"),
+            None,
+            vec![("username", "sasl.username"), ("password", "sasl.password")],
+        ),
+        (
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-256"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+            Some("scram_sha256"),
+            Some("enable"),
+            vec![("username", "sasl.username"), ("password", "sasl.password")],
+        ),
+        (
+            SASL_SCRAM_MTLS.to_vec(),
+            Some("scram_sha512"),
+            Some("enable"),
+            vec![
+                ("username", "sasl.username"),
+                ("password", "sasl.password"),
+                ("ca", "ca.crt"),
+                ("cert", "tls.crt"),
+                ("key", "tls.key"),
+                ("keyPassword", "tls.key.password"),
+            ],
+        ),
+    ];
+    for (pairs, sasl, tls, refs) in cases {
+        let p = secured_plan(&pairs);
+        let so = autoscaling::updater_scaled_object(&p);
+        let triggers = so["spec"]["triggers"].as_array().expect("triggers");
+        assert_eq!(triggers.len(), 2);
+        for t in triggers {
+            let m = &t["metadata"];
+            assert_eq!(m.get("sasl"), sasl.map(|s| json!(s)).as_ref(), "{pairs:?}");
+            assert_eq!(m.get("tls"), tls.map(|s| json!(s)).as_ref(), "{pairs:?}");
+            let auth_ref = (!refs.is_empty()).then(|| json!({"name": "dach-updater"}));
+            assert_eq!(t.get("authenticationRef"), auth_ref.as_ref(), "{pairs:?}");
+        }
+        let ta = autoscaling::updater_trigger_authentication(&p);
+        if refs.is_empty() {
+            assert!(ta.is_none(), "{pairs:?}");
+            continue;
+        }
+        let ta = ta.expect("a TriggerAuthentication");
+        assert_eq!(ta["apiVersion"], json!("keda.sh/v1alpha1"));
+        assert_eq!(ta["kind"], json!("TriggerAuthentication"));
+        assert_eq!(ta["metadata"]["name"], json!("dach-updater"));
+        assert_eq!(ta["metadata"]["namespace"], json!("shop"));
+        assert_eq!(ta["metadata"]["labels"], json!(labels(Some("updater"))));
+        assert_eq!(ta["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+        let want: Vec<Value> = refs
+            .iter()
+            .map(|(param, key)| json!({"parameter": param, "name": "kafka-client", "key": key}))
+            .collect();
+        assert_eq!(ta["spec"], json!({"secretTargetRef": want}), "{pairs:?}");
+    }
+}
+
+#[test]
+fn the_trigger_authentication_is_rendered_before_the_scaled_object_and_only_for_keda() {
+    let p = secured_plan(&SASL_SCRAM_MTLS);
+    let kinds = |opts| {
+        render(
+            &p,
+            RenderOptions {
+                updater_autoscaler: opts,
+                pod_monitor: false,
+            },
+        )
+        .expect("renders")
+        .into_iter()
+        .map(|c| (c.kind, c.name))
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kinds(UpdaterAutoscaler::Keda),
+        vec![
+            (ChildKind::ScaledObject, "dach-updater".to_string()),
+            (ChildKind::TriggerAuthentication, "dach-updater".to_string()),
+        ]
+    );
+    assert_eq!(
+        kinds(UpdaterAutoscaler::ExternalMetricHpa)[0],
+        (
+            ChildKind::HorizontalPodAutoscaler,
+            "dach-updater".to_string()
+        )
+    );
+    assert!(
+        !kinds(UpdaterAutoscaler::ExternalMetricHpa)
+            .iter()
+            .any(|(k, _)| *k == ChildKind::TriggerAuthentication)
+    );
+    assert!(ChildKind::TriggerAuthentication.keda());
+    assert!(!ChildKind::watched().any(|k| k == ChildKind::TriggerAuthentication));
+}
+
+#[test]
+fn offline_render_refuses_a_group_that_names_a_kafka_client_secret() {
+    let text = "apiVersion: prapi.dev/v1alpha1\nkind: MarketGroup\nmetadata:\n  name: dach\nspec:\n  countries: [de]\n  updater: {kafka: {clientSecretName: kafka-client}}\n";
+    let err = offline::render_manifests(
+        text,
+        "shop",
+        "prapi:test",
+        &Default::default(),
+        UpdaterAutoscaler::Keda,
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .starts_with("document 1 (dach) names Kafka client Secret kafka-client:"),
+        "{err}"
+    );
+}

@@ -50,11 +50,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [keda.sh]
-  resources: [scaledobjects]
+  resources: [scaledobjects, triggerauthentications]
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
   verbs: [get, list, watch, create, patch, update, delete]
+# The Kafka client Secret a MarketGroup names (spec.updater.kafka.clientSecretName), read by name
+# to check it and for the lag reader. get only: the operator cannot list or watch Secrets, so it
+# reads no Secret whose name a MarketGroup does not give.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 # Batch pods read EndpointSlices through a RoleBinding to the chart's fixed ClusterRole
 # prapi-endpointslice-reader. The operator creates no Roles, holds no EndpointSlice access itself,
 # and may bind that one ClusterRole only (bind with resourceNames): it cannot grant anything else.

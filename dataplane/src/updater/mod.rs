@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::config::ClientConfig;
+use prapi_common::kafka_client::{KafkaClientSecret, client_config};
 use tokio::sync::{mpsc, watch};
 
 use crate::model::Country;
@@ -60,8 +60,9 @@ pub struct UpdaterConfig {
     /// Static group membership (`group.instance.id`), e.g. the pod name: a restarted member takes
     /// its partitions back without waiting for the session timeout.
     pub instance_id: Option<String>,
-    /// Extra librdkafka properties, applied last.
-    pub kafka_properties: Vec<(String, String)>,
+    /// TLS and SASL settings from the group's Secret (`--kafka-client-secret-dir`), for the
+    /// consumer and the dead-letter producer alike.
+    pub security: Option<KafkaClientSecret>,
 }
 
 impl UpdaterConfig {
@@ -86,7 +87,7 @@ impl UpdaterConfig {
             commit_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(20),
             instance_id: None,
-            kafka_properties: Vec::new(),
+            security: None,
         }
     }
 
@@ -155,16 +156,12 @@ pub async fn run_updater(
         tracker.clone(),
         metrics.clone(),
     ));
-    let mut kafka = ClientConfig::new();
+    let mut kafka = client_config(&config.kafka_bootstrap, config.security.as_ref());
     kafka
-        .set("bootstrap.servers", &config.kafka_bootstrap)
         .set("group.id", &config.group)
         .set("client.id", "prapi-updater");
     if let Some(id) = &config.instance_id {
         kafka.set("group.instance.id", id);
-    }
-    for (k, v) in &config.kafka_properties {
-        kafka.set(k, v);
     }
     let consumer = source::consumer(
         kafka,
@@ -172,7 +169,7 @@ pub async fn run_updater(
     )?;
     let dead_letters = match &config.dead_letter_topic {
         Some(topic) => Some(source::DeadLetters::new(
-            &config.kafka_bootstrap,
+            client_config(&config.kafka_bootstrap, config.security.as_ref()),
             topic.clone(),
             tokio::runtime::Handle::current(),
         )?),

@@ -167,14 +167,15 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// A dead-letter producer for `topic`.
+    /// A dead-letter producer for `topic` on `config` (the connection settings the consumer
+    /// has too: bootstrap servers, TLS, SASL).
     pub fn new(
-        bootstrap: &str,
+        mut config: ClientConfig,
         topic: String,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let producer: FutureProducer = config
+            .set("client.id", "prapi-updater-dead-letters")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()

@@ -4,7 +4,7 @@
 
 use super::model::LagReading;
 use async_trait::async_trait;
-use rdkafka::config::ClientConfig;
+use prapi_common::kafka_client::{KafkaClientSecret, client_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::time::Duration;
@@ -18,6 +18,9 @@ pub struct ConsumerGroupRef {
     pub group: String,
     /// Topics it consumes.
     pub topics: Vec<String>,
+    /// TLS and SASL settings of the group's Kafka client Secret (the updater's own); `Debug`
+    /// shows no secret.
+    pub security: Option<KafkaClientSecret>,
 }
 
 /// Reads consumer lag.
@@ -52,8 +55,7 @@ pub fn partition_lag(low: i64, high: i64, committed: Option<i64>) -> i64 {
 fn read(group: &ConsumerGroupRef, timeout: Duration) -> Result<i64, String> {
     // Committed offsets are read through a consumer that never subscribes, so it does not join
     // the group and does not disturb the updater's partition assignment.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &group.bootstrap_servers)
+    let consumer: BaseConsumer = client_config(&group.bootstrap_servers, group.security.as_ref())
         .set("group.id", &group.group)
         .set("enable.auto.commit", "false")
         .set("socket.timeout.ms", timeout.as_millis().to_string())

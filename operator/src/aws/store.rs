@@ -48,6 +48,7 @@ pub fn consumer_group(plan: &GroupPlan) -> ConsumerGroupRef {
             plan.updater.products_topic.clone(),
             plan.updater.offers_topic.clone(),
         ],
+        security: plan.updater.kafka_client.as_ref().map(|k| k.secret.clone()),
     }
 }
 

@@ -108,15 +108,33 @@ impl Groups for ClusterGroups {
         }
         let api: Api<MarketGroup> = Api::namespaced(self.client.clone(), namespace);
         let list = api.list(&ListParams::default()).await?;
-        Ok(list
+        let mut served = Vec::new();
+        // A group with an invalid spec has no updater to report on; its status says why.
+        for plan in list
             .items
             .iter()
-            // A group with an invalid spec has no updater to report on; its status says why.
             .filter_map(|mg| crate::validate::plan(mg, "", namespace).ok())
-            .map(|plan| {
-                ServedGroup::new(&plan.owner.name, crate::aws::store::consumer_group(&plan))
-            })
-            .collect())
+        {
+            // The lag is read as the updater connects: with the group's Kafka client Secret.
+            let name = &plan.updater.client_secret_name;
+            let plan = if name.is_empty() {
+                plan
+            } else {
+                match crate::kafka_secret::read(&self.client, namespace, name).await {
+                    Ok(client) => plan.with_kafka_client(Some(client)),
+                    // Not served: the group's status says why (the same read, by the reconcile).
+                    Err(problem) => {
+                        tracing::debug!(group = %plan.owner.name, %problem, "lag not served");
+                        continue;
+                    }
+                }
+            };
+            served.push(ServedGroup::new(
+                &plan.owner.name,
+                crate::aws::store::consumer_group(&plan),
+            ));
+        }
+        Ok(served)
     }
 }
 
@@ -147,6 +165,7 @@ mod tests {
             bootstrap_servers: "kafka:9092".into(),
             group: "g".into(),
             topics: vec!["t".into()],
+            security: None,
         }
     }
 

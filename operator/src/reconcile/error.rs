@@ -2,6 +2,7 @@
 
 use crate::apply::ApplyError;
 use crate::aws::AwsError;
+use crate::kafka_secret::KafkaSecretProblem;
 use crate::render::RenderError;
 use crate::routes::RoutesError;
 use crate::status::Problem;
@@ -48,6 +49,9 @@ pub enum Error {
     /// The routing step failed.
     #[error(transparent)]
     Routes(#[from] RoutesError),
+    /// The group's Kafka client Secret could not be read (the API server did not answer).
+    #[error(transparent)]
+    KafkaSecret(#[from] KafkaSecretProblem),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -65,6 +69,7 @@ impl Error {
             Error::Cleanup { .. } => "CleanupFailed",
             Error::Store(_) => "AwsError",
             Error::Routes(e) => e.reason(),
+            Error::KafkaSecret(e) => e.reason(),
             Error::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 _ => "FinalizerFailed",

@@ -4,6 +4,8 @@
 //! | progress | `Degraded` problem | autoscaler, table | next |
 //! | --- | --- | --- | --- |
 //! | spec invalid | `InvalidSpec` | none, none | wait for a spec change: retrying changes nothing |
+//! | Kafka client Secret missing or invalid | `KafkaSecretMissing`, `KafkaSecretInvalid` | the stored one, the plan's | look again after [`KAFKA_SECRET_RECHECK`] (Secrets are not watched) |
+//! | Kafka client Secret unreadable | `KafkaSecretUnreadable` | the stored one, the plan's | the error: back off and retry |
 //! | sync failed | the error | the stored one, the plan's | the error: back off and retry |
 //! | synced, a step failed | the step's error | the rendered one, the plan's | the error |
 //! | synced, steps fine | none | the rendered one, the plan's | requeue after the resync, or sooner if a step asks |
@@ -14,6 +16,7 @@
 
 use super::error::Error;
 use super::steps::StepsReport;
+use crate::kafka_secret::KafkaSecretProblem;
 use crate::plan::Component;
 use crate::render::autoscaling::UpdaterAutoscaler;
 use crate::render::routing::shift::Floors;
@@ -32,6 +35,14 @@ use std::time::Duration;
 pub enum Progress {
     /// The spec did not validate: nothing was applied.
     Invalid(InvalidSpec),
+    /// The group's Kafka client Secret cannot be used: nothing was applied (what runs keeps
+    /// running as it was).
+    KafkaSecret {
+        /// The plan's table name.
+        table: String,
+        /// What is wrong.
+        problem: KafkaSecretProblem,
+    },
     /// Rendering, applying or pruning the children failed.
     SyncFailed {
         /// The plan's table name.
@@ -62,6 +73,10 @@ pub enum Progress {
         routing: Option<ConditionUpdate>,
     },
 }
+
+/// How soon a group whose Kafka client Secret is missing or invalid is looked at again: the
+/// operator does not watch Secrets, so this bounds how long a fixed Secret goes unnoticed.
+pub const KAFKA_SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 /// What the outcome needs to know of the group besides the progress.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +119,19 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
                 message: invalid.to_string(),
             });
             Ok(Action::await_change())
+        }
+        Progress::KafkaSecret { table, problem } => {
+            observed.updater_autoscaler = group.stored_autoscaler.map(str::to_string);
+            observed.table = Some(table);
+            observed.problem = Some(Problem {
+                reason: problem.reason().into(),
+                message: problem.to_string(),
+            });
+            if problem.transient() {
+                Err(Error::KafkaSecret(problem))
+            } else {
+                Ok(Action::requeue(KAFKA_SECRET_RECHECK.min(group.resync)))
+            }
         }
         Progress::SyncFailed { table, error } => {
             // Nothing new was rendered: the status keeps naming what was there.
@@ -266,6 +294,70 @@ mod tests {
             ]
         );
         assert_eq!(next.ok(), Some(Action::await_change()));
+    }
+
+    #[test]
+    fn a_missing_or_invalid_kafka_secret_is_degraded_and_looked_at_again_without_backoff() {
+        let ds = deployments(&["g-updater", "g-products", "g-batch"]);
+        let problem = crate::kafka_secret::resolve("kafka", None).expect_err("missing");
+        let progress = Progress::KafkaSecret {
+            table: "prapi-ns-g".into(),
+            problem,
+        };
+        let (observed, next) = outcome(group(&ds), progress);
+        assert_eq!(
+            observed.problem,
+            Some(Problem {
+                reason: "KafkaSecretMissing".into(),
+                message: "Kafka client Secret kafka does not exist in the group's namespace".into(),
+            })
+        );
+        assert_eq!(observed.updater_autoscaler.as_deref(), Some("ScaledObject"));
+        assert_eq!(observed.table.as_deref(), Some("prapi-ns-g"));
+        assert!(present(&observed).iter().all(|(_, p)| *p));
+        assert_eq!(next.ok(), Some(Action::requeue(KAFKA_SECRET_RECHECK)));
+
+        let short = Group {
+            resync: Duration::from_secs(5),
+            ..group(&ds)
+        };
+        let problem = crate::kafka_secret::resolve("kafka", None).expect_err("missing");
+        let (_, next) = outcome(
+            short,
+            Progress::KafkaSecret {
+                table: "t".into(),
+                problem,
+            },
+        );
+        assert_eq!(next.ok(), Some(Action::requeue(Duration::from_secs(5))));
+    }
+
+    #[test]
+    fn an_unreadable_kafka_secret_is_an_error_that_backs_off() {
+        let ds = deployments(&[]);
+        let problem = KafkaSecretProblem::Unreadable {
+            name: "kafka".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("secrets \"kafka\" is forbidden", "Forbidden")
+                    .with_code(403)
+                    .boxed(),
+            ),
+        };
+        let (observed, next) = outcome(
+            group(&ds),
+            Progress::KafkaSecret {
+                table: "t".into(),
+                problem,
+            },
+        );
+        assert_eq!(
+            observed.problem.as_ref().map(|p| p.reason.as_str()),
+            Some("KafkaSecretUnreadable")
+        );
+        match next {
+            Err(e) => assert_eq!(e.reason(), "KafkaSecretUnreadable"),
+            Ok(a) => panic!("an unreadable Secret must back off, not {a:?}"),
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use super::steps::{CleanupProgress, previous_condition};
 use crate::apply::{ApplyError, SyncReport};
 use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
 use crate::crd::{API_GROUP, API_VERSION, MarketGroup, MarketGroupStatus};
-use crate::plan::GroupPlan;
+use crate::kafka_secret::{self, KafkaSecretProblem};
+use crate::plan::{GroupPlan, KafkaClientPlan};
 use crate::render::autoscaling::UpdaterAutoscaler;
 use crate::render::meta::{FIELD_MANAGER, children_selector};
 use crate::render::routing::shift::Floors;
@@ -84,6 +85,20 @@ fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate
             .with_default_balance_factor(ctx.settings.balance_factor)
             .with_network_policy(ctx.settings.network_policy.clone())
     })
+}
+
+/// The group's Kafka client Secret, read and checked, when it names one.
+async fn kafka_client(
+    ctx: &Context,
+    plan: &GroupPlan,
+) -> Result<Option<KafkaClientPlan>, KafkaSecretProblem> {
+    let name = &plan.updater.client_secret_name;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    kafka_secret::read(&ctx.client, &plan.owner.namespace, name)
+        .await
+        .map(Some)
 }
 
 /// Controller error policy: log, and retry with exponential backoff per group.
@@ -194,43 +209,53 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
             list_deployments(&ctx.client, &ns, &name).await?,
             Progress::Invalid(invalid),
         ),
-        Ok(plan) => {
-            let floors = ctx.steps.floors(&plan).await;
-            let floored = crate::routes::with_floors(&plan, floors);
-            let applied_floors = Floors {
-                products: floored.products.replicas.min,
-                batch: floored.batch.replicas.min,
-            };
-            match sync(&ctx, &floored, &uid).await {
-                Ok((report, autoscaler)) => {
-                    publish_sync_events(&ctx, &mg, &report).await;
-                    let (steps, error) = ctx
-                        .steps
-                        .run(mg.status.as_ref(), &plan, &report.deployments)
-                        .await;
-                    publish_all(&ctx, &mg, &steps.notices).await;
-                    let progress = Progress::Synced {
-                        table: plan.table,
-                        autoscaler,
-                        steps,
-                        error,
-                        floors: applied_floors,
-                    };
-                    (report.deployments, progress)
-                }
-                Err(error) => {
-                    // Report what went wrong from what exists now, then back off.
-                    let deployments = list_deployments(&ctx.client, &ns, &name)
-                        .await
-                        .unwrap_or_default();
-                    let progress = Progress::SyncFailed {
-                        table: plan.table,
-                        error,
-                    };
-                    (deployments, progress)
+        Ok(plan) => match kafka_client(&ctx, &plan).await {
+            Err(problem) => (
+                list_deployments(&ctx.client, &ns, &name).await?,
+                Progress::KafkaSecret {
+                    table: plan.table,
+                    problem,
+                },
+            ),
+            Ok(client) => {
+                let plan = plan.with_kafka_client(client);
+                let floors = ctx.steps.floors(&plan).await;
+                let floored = crate::routes::with_floors(&plan, floors);
+                let applied_floors = Floors {
+                    products: floored.products.replicas.min,
+                    batch: floored.batch.replicas.min,
+                };
+                match sync(&ctx, &floored, &uid).await {
+                    Ok((report, autoscaler)) => {
+                        publish_sync_events(&ctx, &mg, &report).await;
+                        let (steps, error) = ctx
+                            .steps
+                            .run(mg.status.as_ref(), &plan, &report.deployments)
+                            .await;
+                        publish_all(&ctx, &mg, &steps.notices).await;
+                        let progress = Progress::Synced {
+                            table: plan.table,
+                            autoscaler,
+                            steps,
+                            error,
+                            floors: applied_floors,
+                        };
+                        (report.deployments, progress)
+                    }
+                    Err(error) => {
+                        // Report what went wrong from what exists now, then back off.
+                        let deployments = list_deployments(&ctx.client, &ns, &name)
+                            .await
+                            .unwrap_or_default();
+                        let progress = Progress::SyncFailed {
+                            table: plan.table,
+                            error,
+                        };
+                        (deployments, progress)
+                    }
                 }
             }
-        }
+        },
     };
     let group = Group {
         name: &name,
@@ -297,8 +322,9 @@ async fn sync(
             pod_monitor: render_pod_monitor,
         },
     )?;
-    // ScaledObjects can only be listed (and pruned) where KEDA is installed; when forced to HPA on a
-    // cluster with KEDA, stale ScaledObjects must still go, so check.
+    // KEDA's objects (ScaledObjects, TriggerAuthentications) can only be listed (and pruned) where
+    // KEDA is installed; when forced to HPA on a cluster with KEDA, stale ones must still go, so
+    // check.
     let keda = match autoscaler {
         UpdaterAutoscaler::Keda => true,
         UpdaterAutoscaler::ExternalMetricHpa => {
@@ -309,7 +335,8 @@ async fn sync(
     let kinds: Vec<ChildKind> = ChildKind::ALL
         .into_iter()
         .filter(|k| match k {
-            ChildKind::ScaledObject => keda,
+            // KEDA installs both of its kinds' CRDs together.
+            ChildKind::ScaledObject | ChildKind::TriggerAuthentication => keda,
             ChildKind::PodMonitor => list_pod_monitors,
             _ => true,
         })

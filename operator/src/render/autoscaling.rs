@@ -1,5 +1,7 @@
 //! Autoscalers: CPU-based HPAs for products and batch; the updater scaled on consumer lag, by a
 //! KEDA ScaledObject (kafka triggers) where KEDA is installed, else by an HPA on an External metric.
+//! A group with a Kafka client Secret gets a KEDA TriggerAuthentication that maps the Secret's
+//! keys to the kafka scaler's parameters (docs/crd.md, "Kafka security").
 
 use super::meta::object_meta;
 use crate::plan::{Component, GroupPlan};
@@ -10,6 +12,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use prapi_common::kafka_client::{self as kc, KafkaSecurity, SaslMechanism};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -139,8 +142,10 @@ pub fn updater_scaled_object(plan: &GroupPlan) -> Value {
         plan.component_name(Component::Updater),
         Some(Component::Updater),
     );
+    let security = u.kafka_client.as_ref().map(|k| k.secret.security());
+    let authentication = trigger_authentication_refs(plan);
     let trigger = |name: &str, topic: &str| {
-        json!({
+        let mut trigger = json!({
             "type": "kafka",
             "name": name,
             "metadata": {
@@ -152,7 +157,20 @@ pub fn updater_scaled_object(plan: &GroupPlan) -> Value {
                 // A new group starts from the beginning, so its whole backlog counts as lag.
                 "offsetResetPolicy": "earliest",
             }
-        })
+        });
+        if let Some(security) = security {
+            // Not secret, so in the trigger; KEDA reads them there as from a TriggerAuthentication.
+            if let Some(m) = security.mechanism {
+                trigger["metadata"]["sasl"] = json!(keda_sasl(m));
+            }
+            if security.protocol.tls() {
+                trigger["metadata"]["tls"] = json!("enable");
+            }
+        }
+        if !authentication.is_empty() {
+            trigger["authenticationRef"] = json!({"name": plan.trigger_authentication_name()});
+        }
+        trigger
     };
     json!({
         "apiVersion": KEDA_API_VERSION,
@@ -176,4 +194,71 @@ pub fn updater_scaled_object(plan: &GroupPlan) -> Value {
             ],
         }
     })
+}
+
+/// KEDA's name of a SASL mechanism (its kafka scaler's `sasl` parameter).
+pub fn keda_sasl(m: SaslMechanism) -> &'static str {
+    match m {
+        SaslMechanism::Plain => "plaintext",
+        SaslMechanism::ScramSha256 => "scram_sha256",
+        SaslMechanism::ScramSha512 => "scram_sha512",
+    }
+}
+
+/// `(KEDA kafka scaler parameter, Secret key)` for what the group's Kafka client Secret holds:
+/// KEDA reads the values from the Secret itself, so none is copied into the object.
+pub fn trigger_authentication_refs(plan: &GroupPlan) -> Vec<(&'static str, &'static str)> {
+    let Some(k) = &plan.updater.kafka_client else {
+        return Vec::new();
+    };
+    let KafkaSecurity {
+        protocol,
+        ca,
+        client_certificate,
+        key_password,
+        ..
+    } = k.secret.security();
+    let mut refs = Vec::new();
+    if protocol.sasl() {
+        refs.extend([
+            ("username", kc::SASL_USERNAME),
+            ("password", kc::SASL_PASSWORD),
+        ]);
+    }
+    if ca {
+        refs.push(("ca", kc::CA_CERT));
+    }
+    if client_certificate {
+        refs.extend([("cert", kc::CLIENT_CERT), ("key", kc::CLIENT_KEY)]);
+    }
+    if key_password {
+        refs.push(("keyPassword", kc::CLIENT_KEY_PASSWORD));
+    }
+    refs
+}
+
+/// The updater's KEDA TriggerAuthentication: the credentials and certificates of the group's
+/// Kafka client Secret, by reference. `None` when there is nothing to reference (no Secret, or
+/// one with `security.protocol` `PLAINTEXT`, or `SSL` verified against the system's CAs).
+pub fn updater_trigger_authentication(plan: &GroupPlan) -> Option<Value> {
+    let k = plan.updater.kafka_client.as_ref()?;
+    let refs = trigger_authentication_refs(plan);
+    if refs.is_empty() {
+        return None;
+    }
+    let meta = object_meta(
+        plan,
+        plan.trigger_authentication_name(),
+        Some(Component::Updater),
+    );
+    let secret_target_ref: Vec<Value> = refs
+        .into_iter()
+        .map(|(parameter, key)| json!({"parameter": parameter, "name": k.secret_name, "key": key}))
+        .collect();
+    Some(json!({
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "TriggerAuthentication",
+        "metadata": meta,
+        "spec": {"secretTargetRef": secret_target_ref},
+    }))
 }

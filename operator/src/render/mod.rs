@@ -37,6 +37,8 @@ pub enum ChildKind {
     NetworkPolicy,
     /// autoscaling/v2 HorizontalPodAutoscaler.
     HorizontalPodAutoscaler,
+    /// keda.sh/v1alpha1 TriggerAuthentication.
+    TriggerAuthentication,
     /// keda.sh/v1alpha1 ScaledObject.
     ScaledObject,
     /// monitoring.coreos.com/v1 PodMonitor.
@@ -46,7 +48,7 @@ pub enum ChildKind {
 impl ChildKind {
     /// Every kind, in apply order (dependencies first: the ServiceAccount and RBAC before the pods
     /// that use them, the Deployments before their autoscalers).
-    pub const ALL: [ChildKind; 10] = [
+    pub const ALL: [ChildKind; 11] = [
         ChildKind::ServiceAccount,
         ChildKind::RoleBinding,
         ChildKind::ConfigMap,
@@ -55,13 +57,26 @@ impl ChildKind {
         ChildKind::PodDisruptionBudget,
         ChildKind::NetworkPolicy,
         ChildKind::HorizontalPodAutoscaler,
+        ChildKind::TriggerAuthentication,
         ChildKind::ScaledObject,
         ChildKind::PodMonitor,
     ];
 
     /// Kinds served only where an add-on installed their CRD (KEDA, the Prometheus Operator):
     /// looked for per reconcile instead of watched.
-    pub const OPTIONAL: [ChildKind; 2] = [ChildKind::ScaledObject, ChildKind::PodMonitor];
+    pub const OPTIONAL: [ChildKind; 3] = [
+        ChildKind::TriggerAuthentication,
+        ChildKind::ScaledObject,
+        ChildKind::PodMonitor,
+    ];
+
+    /// Whether the kind is KEDA's.
+    pub fn keda(self) -> bool {
+        matches!(
+            self,
+            ChildKind::ScaledObject | ChildKind::TriggerAuthentication
+        )
+    }
 
     /// The kinds every cluster serves, which the operator watches: all but the
     /// [`ChildKind::OPTIONAL`] ones. The Helm chart's RBAC grants these (its test checks it).
@@ -82,6 +97,7 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
             ChildKind::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy"),
             ChildKind::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            ChildKind::TriggerAuthentication => ("keda.sh", "v1alpha1", "TriggerAuthentication"),
             ChildKind::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject"),
             ChildKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor"),
         };
@@ -99,6 +115,7 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => "poddisruptionbudgets",
             ChildKind::NetworkPolicy => "networkpolicies",
             ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            ChildKind::TriggerAuthentication => "triggerauthentications",
             ChildKind::ScaledObject => "scaledobjects",
             ChildKind::PodMonitor => "podmonitors",
         }
@@ -252,6 +269,15 @@ pub fn render(plan: &GroupPlan, opts: RenderOptions) -> Result<Vec<Child>, Rende
         )?);
     }
     let updater = plan.component_name(Component::Updater);
+    if opts.updater_autoscaler == UpdaterAutoscaler::Keda
+        && let Some(auth) = autoscaling::updater_trigger_authentication(plan)
+    {
+        out.push(child(
+            ChildKind::TriggerAuthentication,
+            plan.trigger_authentication_name(),
+            auth,
+        )?);
+    }
     out.push(match opts.updater_autoscaler {
         UpdaterAutoscaler::Keda => child(
             ChildKind::ScaledObject,

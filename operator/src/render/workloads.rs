@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -76,6 +76,17 @@ fn serving_flags() -> [String; 6] {
 /// holds `bind` on this one role only, so it never creates Roles and cannot grant anything else.
 pub const ENDPOINT_READER_CLUSTER_ROLE: &str = "prapi-endpointslice-reader";
 
+/// Volume of the updater's Kafka client Secret.
+pub const KAFKA_CLIENT_VOLUME: &str = "kafka-client";
+/// Where the updater's Kafka client Secret is mounted (`--kafka-client-secret-dir`), one file per
+/// key, readable by the pod's group only.
+pub const KAFKA_CLIENT_DIR: &str = "/etc/prapi/kafka-client";
+/// Mode of those files: the owner (root) and the pod's `fsGroup` read them.
+pub const KAFKA_CLIENT_FILE_MODE: i32 = 0o440;
+/// Pod annotation of the updater with the Kafka client Secret's resourceVersion: a changed
+/// Secret changes the pod template, so the updater restarts with it.
+pub const ANNOTATION_KAFKA_CLIENT_VERSION: &str = "prapi.dev/kafka-client-secret-version";
+
 /// Binary inside the image.
 pub const BINARY: &str = "prapi";
 /// Non-root user and group the pods run as (the distroless `nonroot` id).
@@ -107,6 +118,13 @@ pub fn updater_args(plan: &GroupPlan) -> Vec<String> {
         args.extend([
             "--dead-letter-topic".to_string(),
             u.dead_letter_topic.clone(),
+        ]);
+    }
+    // Only the directory is on the command line; what is in it stays in the Secret.
+    if u.kafka_client.is_some() {
+        args.extend([
+            "--kafka-client-secret-dir".to_string(),
+            KAFKA_CLIENT_DIR.to_string(),
         ]);
     }
     args
@@ -368,6 +386,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
             OPS_PORT_NAME,
         ),
     };
+    let (volumes, mounts) = pod_volumes(plan, component);
     let container = Container {
         name: component.as_str().into(),
         image: Some(plan.image.clone()),
@@ -382,11 +401,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         readiness_probe: Some(http_probe(probe_port, "/readyz", 5, 3)),
         resources: Some(resource_requirements(resources_of(plan, component))),
         security_context: Some(restricted_container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     // Serving components must not lose capacity during a rollout (cold caches are expensive).
@@ -416,6 +431,12 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
     pod_labels.extend(meta::labels(plan, Some(component)));
     let mut pod_annotations = settings.annotations.clone();
     pod_annotations.insert(ANNOTATION_CONFIG_HASH.to_string(), config_hash);
+    if let (Component::Updater, Some(k)) = (component, &plan.updater.kafka_client) {
+        pod_annotations.insert(
+            ANNOTATION_KAFKA_CLIENT_VERSION.to_string(),
+            k.resource_version.clone(),
+        );
+    }
     Deployment {
         metadata: object_meta(plan, name, Some(component)),
         spec: Some(DeploymentSpec {
@@ -442,11 +463,7 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
                     affinity: settings.affinity.clone(),
                     priority_class_name: settings.priority_class_name.clone(),
                     image_pull_secrets: non_empty(&settings.image_pull_secrets),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -454,6 +471,41 @@ pub fn deployment(plan: &GroupPlan, component: Component) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// A component's volumes and the container's mounts: a writable `/tmp` (the root filesystem is
+/// read-only) and, for the updater of a group with a Kafka client Secret, that Secret read-only
+/// at [`KAFKA_CLIENT_DIR`].
+pub fn pod_volumes(plan: &GroupPlan, component: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    if let (Component::Updater, Some(k)) = (component, &plan.updater.kafka_client) {
+        volumes.push(Volume {
+            name: KAFKA_CLIENT_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(k.secret_name.clone()),
+                default_mode: Some(KAFKA_CLIENT_FILE_MODE),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: KAFKA_CLIENT_VOLUME.into(),
+            mount_path: KAFKA_CLIENT_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    (volumes, mounts)
 }
 
 fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {

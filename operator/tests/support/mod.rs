@@ -605,6 +605,16 @@ pub fn keda_crd() -> CustomResourceDefinition {
     addon_crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
 }
 
+/// KEDA's TriggerAuthentication CRD (KEDA installs it with the ScaledObject's).
+pub fn trigger_authentication_crd() -> CustomResourceDefinition {
+    addon_crd(
+        "keda.sh",
+        "v1alpha1",
+        "TriggerAuthentication",
+        "triggerauthentications",
+    )
+}
+
 /// The Prometheus Operator's PodMonitor CRD.
 pub fn pod_monitor_crd() -> CustomResourceDefinition {
     addon_crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
