@@ -80,6 +80,8 @@ pub struct GroupRoutes {
     pub shares: Vec<ReportedShare>,
     /// Whether the group still carries traffic anywhere (for draining).
     pub carries_traffic: bool,
+    /// Whether this sync wrote or deleted a route object (the ingress has yet to load it).
+    pub changed: bool,
 }
 
 /// The routing step.
@@ -248,6 +250,7 @@ impl RoutesStep {
                 ))
             })
             .collect();
+        let mut changed = false;
         for route in &plan.routes {
             let Some(mut obj) = routing::render_route(self.provider, ns, route, &self.options)?
             else {
@@ -267,6 +270,7 @@ impl RoutesStep {
             )
             .await
             .map_err(kube_err(format!("applying {} {ns}/{name}", ar.kind)))?;
+            changed = true;
             let pools: Vec<String> = route
                 .pools
                 .iter()
@@ -302,7 +306,10 @@ impl RoutesStep {
         for country in &plan.remove {
             let name = routing::route_name(country);
             match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => info!(route = %format!("{ns}/{name}"), "deleted route"),
+                Ok(_) => {
+                    changed = true;
+                    info!(route = %format!("{ns}/{name}"), "deleted route");
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(kube_err(format!("deleting {ns}/{name}"))(e)),
             }
@@ -318,6 +325,7 @@ impl RoutesStep {
         Ok(GroupRoutes {
             shares: routing::report(&fresh.name, &plan, &live),
             carries_traffic,
+            changed,
         })
     }
 }

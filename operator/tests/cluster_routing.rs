@@ -474,6 +474,17 @@ async fn skipper_route_groups_segments_unready_groups_and_deletion() {
         .then_some(())
     })
     .await;
+    // Its pods outlive the route change by the ingress's reload time (ROUTE_PROPAGATION):
+    // removing them at once would leave an ingress that has not reloaded yet sending requests
+    // to a Service that is gone.
+    assert!(
+        Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
+            .get_opt("c")
+            .await
+            .expect("get c")
+            .is_some(),
+        "c was released as soon as the routes stopped naming it"
+    );
     eventually("c is gone", || async {
         Api::<MarketGroup>::namespaced(c.client.clone(), &ns)
             .get_opt("c")

@@ -24,6 +24,10 @@ use tracing::warn;
 const SHIFT_RECHECK: Duration = Duration::from_secs(10);
 /// While the group's share drains, look again this soon.
 const DRAIN_RECHECK: Duration = Duration::from_secs(5);
+/// How long a deleted group's backends stay after the last change to the routes that named it:
+/// the ingress loads route objects on its own schedule (Skipper polls the API every 3 s), and a
+/// route still sending requests to a Service that is gone answers them with 503.
+pub const ROUTE_PROPAGATION: Duration = Duration::from_secs(6);
 /// While the table or its autoscaling is being removed, look again this soon.
 const TABLE_RECHECK: Duration = Duration::from_secs(2);
 
@@ -160,6 +164,11 @@ impl Steps {
             if r.carries_traffic {
                 // The others' floors rise first (their reconciles see this group deleting).
                 return Ok((CleanupProgress::Pending(DRAIN_RECHECK), Vec::new()));
+            }
+            if r.changed {
+                // The routes were rewritten without this group's share just now: keep its pods
+                // until the ingress has loaded them.
+                return Ok((CleanupProgress::Pending(ROUTE_PROPAGATION), Vec::new()));
             }
         }
         if let Some(store) = &self.store {
