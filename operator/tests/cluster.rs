@@ -1169,9 +1169,12 @@ async fn the_helm_chart_rbac_is_enough_to_run_the_operator() {
     // What the external metrics API reads and asks: the front proxy's CA, and access reviews.
     let auth: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(as_sa.clone(), "kube-system");
-    auth.get("extension-apiserver-authentication")
-        .await
-        .expect("the ServiceAccount may read the front proxy's CA");
+    // The authorizer learns of a new binding from its informer, a moment after the write.
+    eventually(
+        "the ServiceAccount may read the front proxy's CA",
+        || async { auth.get("extension-apiserver-authentication").await.ok() },
+    )
+    .await;
     let caller = prapi_operator::external_metrics::auth::Caller {
         user: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
         groups: vec!["system:serviceaccounts".into()],
