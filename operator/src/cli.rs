@@ -265,6 +265,11 @@ pub struct RunArgs {
     /// Whether the operator manages the groups' DynamoDB tables and their autoscaling.
     #[arg(long, env = "PRAPI_STORE", value_enum, default_value_t = StoreChoice::None)]
     pub store: StoreChoice,
+    /// The bootstrap gate: a group is routed for a country once its updater's consumer group is
+    /// at most this many messages behind after it started reading for the country (and stays
+    /// routed); docs/operator.md, "The bootstrap gate".
+    #[arg(long, env = "PRAPI_BOOTSTRAP_MAX_LAG", default_value_t = crate::gate::DEFAULT_MAX_LAG, value_parser = clap::value_parser!(i64).range(0..))]
+    pub bootstrap_max_lag: i64,
     /// Serve the updaters' consumer lag as `external.metrics.k8s.io/v1beta1` (the aggregated
     /// API the updater HPA reads; needs the chart's APIService).
     #[arg(long, env = "PRAPI_EXTERNAL_METRICS", default_value_t = true, action = ArgAction::Set)]

@@ -940,6 +940,31 @@ pub struct MarketGroupStatus {
     /// country's actual weight is known (routing off, or no route applied yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_weight: Option<String>,
+    /// The bootstrap gate: which consumer group the updater reads with, and for which countries
+    /// the table holds the catalogue (those are routed; the others wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapStatus>,
+}
+
+/// The bootstrap gate's memory (docs/operator.md, "The bootstrap gate"): a country is routed once
+/// the updater has caught up after it started reading for it, and stays routed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapStatus {
+    /// The consumer group the updater reads with (the operator renders it): the spec's, with
+    /// `-replay-<n>` appended once the country set has grown `n` times.
+    pub consumer_group: String,
+    /// How many times a country was added: each addition re-reads the topics from the start under
+    /// a new consumer group, so the added country's offers reach the table.
+    #[serde(default)]
+    pub replay: i64,
+    /// The countries the consumer group reads for (sorted).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The countries whose offers the table holds (sorted): routed, and never gated again while
+    /// they stay in `spec.countries`.
+    #[serde(default)]
+    pub bootstrapped: Vec<String>,
 }
 
 /// Replicas of the three components.

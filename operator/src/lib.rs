@@ -3,7 +3,8 @@
 //! Flow (docs/operator.md): a [`crd::MarketGroup`] is read and [`validate`]d into a
 //! [`plan::GroupPlan`] (the domain view with every default resolved), [`render`]ed by pure
 //! functions into the desired child objects, server-side applied and pruned by [`apply`], and
-//! summarised by [`status`]; [`reconcile`] runs that pipeline, [`run`] hosts it with leader
+//! summarised by [`status`]; [`gate`] holds routing back per country until the group's table holds
+//! the catalogue; [`reconcile`] runs that pipeline, [`run`] hosts it with leader
 //! election, health and metrics, and [`external_metrics`] serves the updater's lag to its HPA.
 
 pub mod apply;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod countries;
 pub mod crd;
 pub mod external_metrics;
+pub mod gate;
 pub mod http;
 pub mod kafka_secret;
 pub mod metrics;

@@ -69,6 +69,8 @@ pub struct Fresh {
     pub name: String,
     /// Its readiness as just observed (None: use the stored status).
     pub ready: Option<bool>,
+    /// Its bootstrapped countries as just decided (None: use the stored status).
+    pub open: Option<Vec<String>>,
     /// Whether it is being deleted.
     pub deleting: bool,
 }
@@ -175,9 +177,19 @@ impl RoutesStep {
                 (true, Some(r)) => r,
                 _ => stored_ready,
             };
+            let open = match (is_fresh, &fresh.open) {
+                (true, Some(o)) => o.clone(),
+                _ => crate::gate::open_countries(mg.status.as_ref(), &plan.countries),
+            };
             let deleting = mg.metadata.deletion_timestamp.is_some() || (is_fresh && fresh.deleting);
             let mut routing = group_routing(&plan, mg.uid(), ready, deleting, &available);
             routing.suspended = mg.spec.suspend;
+            routing.bootstrapping = plan
+                .countries
+                .iter()
+                .filter(|c| !open.contains(c))
+                .cloned()
+                .collect();
             out.push(routing);
         }
         Ok(out)
@@ -349,6 +361,7 @@ pub fn group_routing(
         balance_factor: plan.balance_factor(),
         hosts: plan.hosts.clone(),
         ready,
+        bootstrapping: Vec::new(),
         deleting,
         suspended: false,
         products_service: ServiceRef {

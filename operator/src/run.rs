@@ -79,7 +79,11 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
         ),
         _ => None,
     };
-    Ok(Steps::new(store, routes))
+    let gate = reconcile::GateStep {
+        max_lag: args.bootstrap_max_lag,
+        ..reconcile::GateStep::default()
+    };
+    Ok(Steps::new(store, routes, gate))
 }
 
 /// Runs the controllers of every scope until `stop` fires.

@@ -7,7 +7,10 @@
 //! stays true during a rolling update); `Progressing` means a rollout is under way; `Degraded` means
 //! the operator hit an error or a rollout stalled. `Ready` is the conjunction of the readiness gates:
 //! `WorkloadsReady`, plus `StoreReady` and `RoutingReady` once the steps that manage those report
-//! them. `Degraded` deliberately does not clear `Ready`: an operator-side error must not look like the
+//! them, plus the bootstrap gate while it serves no country yet (`Ready` False with reason
+//! `Bootstrapping`: a new group whose table is still being filled). `Bootstrapped` says whether
+//! every country is served; a running group waiting for an added country stays `Ready` (it serves
+//! the others). `Degraded` deliberately does not clear `Ready`: an operator-side error must not look like the
 //! group stopped serving (routing only sends traffic to Ready groups).
 
 use crate::crd::{
@@ -37,6 +40,9 @@ pub const AUTOSCALING_ACTIVE: &str = "AutoscalingActive";
 pub const SUSPENDED: &str = "Suspended";
 /// Reason of `Suspended` True, and of `Ready` while suspended (so `kubectl get mg` shows it).
 pub const SUSPENDED_REASON: &str = "Suspended";
+/// Condition type: the table holds the catalogue of every country of the spec (the bootstrap
+/// gate, [`crate::gate`]).
+pub const BOOTSTRAPPED: &str = "Bootstrapped";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +238,8 @@ pub struct Observed<'a> {
     /// The products and batch HPA minimums just applied (None: not applied this time, the
     /// stored ones stay).
     pub hpa_floors: Option<Floors>,
+    /// The bootstrap gate as decided this time (None: not run; the stored memory stands).
+    pub gate: Option<crate::gate::Gate>,
 }
 
 /// What the store and routing steps read: each replaces its field of the status, and one not
@@ -325,16 +333,32 @@ pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
         }
         (None, true) => ConditionUpdate::new(DEGRADED, Status::False, "AsExpected", "no errors"),
     };
-    let gates: Vec<&ConditionUpdate> = std::iter::once(&workloads)
+    // The gate holds Ready back only while no country is served: a running group that waits for
+    // an added country serves the others. It explains more than the routing it causes, so it
+    // comes before `RoutingReady`.
+    let unbootstrapped = obs
+        .gate
+        .as_ref()
+        .filter(|g| g.open().is_empty() && g.condition.status != Status::True)
+        .map(|g| &g.condition);
+    let not_ready = |g: &&ConditionUpdate| g.status != Status::True;
+    let blocking = std::iter::once(&workloads)
         .chain(obs.store.iter())
-        .chain(obs.routing.iter())
-        .collect();
-    let mut ready = match gates.iter().find(|g| g.status != Status::True) {
+        .find(not_ready)
+        .map(|g| (format!("{}NotReady", g.type_.trim_end_matches("Ready")), g))
+        .or_else(|| unbootstrapped.map(|g| (crate::gate::BOOTSTRAPPING.to_string(), g)))
+        .or_else(|| {
+            obs.routing
+                .iter()
+                .find(not_ready)
+                .map(|g| (format!("{}NotReady", g.type_.trim_end_matches("Ready")), g))
+        });
+    let mut ready = match blocking {
         None => ConditionUpdate::new(READY, Status::True, "Ready", "the market group serves"),
-        Some(g) => ConditionUpdate::new(
+        Some((reason, g)) => ConditionUpdate::new(
             READY,
             Status::False,
-            &format!("{}NotReady", g.type_.trim_end_matches("Ready")),
+            &reason,
             format!("{}: {}", g.type_, g.message),
         ),
     };
@@ -359,6 +383,7 @@ pub fn conditions(obs: &Observed<'_>) -> Vec<ConditionUpdate> {
     let mut out = vec![ready, progressing, degraded, suspended, workloads];
     out.extend(obs.store.clone());
     out.extend(obs.routing.clone());
+    out.extend(obs.gate.as_ref().map(|g| g.condition.clone()));
     // Not a readiness gate: a group serves while its updater cannot scale.
     out.extend(obs.autoscaling.clone());
     out
@@ -490,6 +515,17 @@ pub fn desired_status(
         .clone()
         .or_else(|| previous.map(|p| p.traffic.clone()))
         .unwrap_or_default();
+    // A reconcile that did not get to the gate keeps its memory and condition.
+    let mut obs = obs.clone();
+    if obs.gate.is_none()
+        && let Some(b) = previous.and_then(|p| p.bootstrap.clone())
+    {
+        obs.gate = Some(crate::gate::Gate {
+            condition: crate::gate::condition(&b, None, 0),
+            status: b,
+        });
+    }
+    let obs = &obs;
     MarketGroupStatus {
         observed_generation: Some(obs.generation),
         conditions: merge_conditions(prev_conditions, &conditions(obs), obs.generation, now),
@@ -515,6 +551,7 @@ pub fn desired_status(
             .or_else(|| previous.and_then(|p| p.updater_lag)),
         actual_weight: actual_weight(&traffic),
         traffic,
+        bootstrap: obs.gate.as_ref().map(|g| g.status.clone()),
     }
 }
 
@@ -598,6 +635,7 @@ mod tests {
             autoscaling: None,
             suspended: false,
             hpa_floors: None,
+            gate: None,
         }
     }
 
@@ -859,6 +897,97 @@ mod tests {
             "table active",
         ));
         assert_eq!(find(&conditions(&obs), READY).status, Status::True);
+    }
+
+    fn gate(countries: &[&str], done: &[&str]) -> crate::gate::Gate {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let status = crate::crd::BootstrapStatus {
+            consumer_group: "g".into(),
+            replay: 0,
+            countries: v(countries),
+            bootstrapped: v(done),
+        };
+        crate::gate::Gate {
+            condition: crate::gate::condition(&status, None, 100),
+            status,
+        }
+    }
+
+    #[test]
+    fn the_gate_holds_ready_back_only_while_no_country_is_served() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        // A new group: nothing served yet.
+        obs.gate = Some(gate(&["at", "de"], &[]));
+        let c = conditions(&obs);
+        let r = find(&c, READY);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::False, "Bootstrapping")
+        );
+        assert!(
+            r.message.starts_with("Bootstrapped: at, de not routed"),
+            "{}",
+            r.message
+        );
+        let b = find(&c, BOOTSTRAPPED);
+        assert_eq!(
+            (b.status, b.reason.as_str()),
+            (Status::False, "Bootstrapping")
+        );
+        // The routes it is left out of say so too; Ready names the cause, the gate.
+        obs.routing = Some(ConditionUpdate::new(
+            ROUTING_READY,
+            Status::False,
+            "Bootstrapping",
+            "de: desired 100%, actual 0%",
+        ));
+        assert_eq!(find(&conditions(&obs), READY).reason, "Bootstrapping");
+        obs.routing = None;
+        // A running group waiting for an added country: Ready (it serves de), not Bootstrapped.
+        obs.gate = Some(gate(&["at", "de"], &["de"]));
+        let c = conditions(&obs);
+        assert_eq!(find(&c, READY).status, Status::True);
+        assert_eq!(find(&c, BOOTSTRAPPED).status, Status::False);
+        // All served.
+        obs.gate = Some(gate(&["at", "de"], &["at", "de"]));
+        let c = conditions(&obs);
+        assert_eq!(find(&c, READY).status, Status::True);
+        assert_eq!(
+            (
+                find(&c, BOOTSTRAPPED).status,
+                find(&c, BOOTSTRAPPED).reason.as_str()
+            ),
+            (Status::True, "CaughtUp")
+        );
+        // An unavailable workload outranks the gate in Ready's reason.
+        let none = deployment(2, 2, 0, 2);
+        let mut obs = observed([Some(&none), Some(&d), Some(&d)]);
+        obs.gate = Some(gate(&["de"], &[]));
+        assert_eq!(find(&conditions(&obs), READY).reason, "WorkloadsNotReady");
+    }
+
+    #[test]
+    fn a_reconcile_without_a_gate_decision_keeps_the_stored_memory() {
+        let d = deployment(2, 2, 2, 2);
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        obs.gate = Some(gate(&["at", "de"], &["de"]));
+        let first = desired_status(None, &obs, t(0));
+        assert_eq!(first.bootstrap, Some(gate(&["at", "de"], &["de"]).status));
+        // The sync failed: no decision this time; memory and condition stay.
+        obs.gate = None;
+        let again = desired_status(Some(&first), &obs, t(10));
+        assert_eq!(again.bootstrap, first.bootstrap);
+        let b = again
+            .conditions
+            .iter()
+            .find(|c| c.type_ == BOOTSTRAPPED)
+            .expect("Bootstrapped kept");
+        assert_eq!(
+            (b.status.as_str(), b.reason.as_str()),
+            ("False", "Bootstrapping")
+        );
+        assert_eq!(b.last_transition_time, Time(t(0)));
     }
 
     #[test]

@@ -409,14 +409,14 @@ async fn bootstrap_floor_is_raised_while_the_updater_lags_and_restored_after() {
     ));
     for _ in 0..60 {
         out = s.reconcile(&spec, &k).await.expect("reconcile");
-        if out.condition.reason == "Bootstrapping" && out.executed.is_empty() {
+        if out.condition.reason == "BootstrapCapacity" && out.executed.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
         (out.condition.ready, out.condition.reason),
-        (false, "Bootstrapping"),
+        (true, "BootstrapCapacity"),
         "{out:#?}"
     );
     assert_eq!(out.lag, LagReading::Known(40));

@@ -46,6 +46,11 @@ fn run_flags_parse_with_defaults_and_overrides() {
     assert!(args.external_metrics);
     assert_eq!(args.external_metrics_listen.port(), 6443);
     assert_eq!(args.external_metrics_cert_file, None);
+    assert_eq!(args.bootstrap_max_lag, 100);
+    assert!(
+        Cli::try_parse_from(["prapi-operator", "run", "--bootstrap-max-lag", "-1"]).is_err(),
+        "a negative gate threshold is refused"
+    );
     // A certificate without its key (or the reverse) is refused, not silently self-signed.
     for flag in [
         "--external-metrics-cert-file",

@@ -110,11 +110,18 @@ impl Groups for ClusterGroups {
         let list = api.list(&ListParams::default()).await?;
         let mut served = Vec::new();
         // A group with an invalid spec has no updater to report on; its status says why.
-        for plan in list
-            .items
-            .iter()
-            .filter_map(|mg| crate::validate::plan(mg, "", namespace).ok())
-        {
+        for plan in list.items.iter().filter_map(|mg| {
+            let mut plan = crate::validate::plan(mg, "", namespace).ok()?;
+            // The consumer group the operator renders for the updater (a replay's, after a
+            // country was added).
+            plan.updater.consumer_group = crate::gate::replay(
+                &plan.updater.consumer_group,
+                &plan.countries,
+                mg.status.as_ref(),
+            )
+            .consumer_group;
+            Some(plan)
+        }) {
             // The lag is read as the updater connects: with the group's Kafka client Secret.
             let name = &plan.updater.client_secret_name;
             let plan = if name.is_empty() {

@@ -5,8 +5,8 @@
 //! - from the status before and after ([`status_notices`]): Ready gained or lost, Degraded entered
 //!   or its reason changed, the group suspended or resumed (`spec.suspend`), every step of a
 //!   country's actual traffic weight (from → to, with the desired weight), every change of the
-//!   products or batch HPA floor (raised ahead of a shift, lowered after it), the bootstrap of the
-//!   table starting and ending (`StoreReady` entering and leaving the `Bootstrapping` reason);
+//!   products or batch HPA floor (raised ahead of a shift, lowered after it), the bootstrap gate
+//!   starting to wait for countries and opening for them (`status.bootstrap`);
 //! - from what the store step did ([`store_notices`]): the table created or deleted, its
 //!   capacity floors (Application Auto Scaling minimums) set.
 //!
@@ -16,8 +16,9 @@
 //! did in its action, so every step is its own Event.
 
 use crate::aws::Billing;
-use crate::aws::planner::{AwsAction, BOOTSTRAPPING};
+use crate::aws::planner::AwsAction;
 use crate::crd::MarketGroupStatus;
+use crate::gate;
 use crate::status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -67,8 +68,11 @@ fn percent(p: Option<i32>) -> String {
     p.map_or_else(|| "unknown".to_string(), |p| format!("{p}%"))
 }
 
-fn bootstrapping(s: Option<&MarketGroupStatus>) -> bool {
-    condition(s, status::STORE_READY).is_some_and(|c| c.reason == BOOTSTRAPPING)
+/// The countries the bootstrap gate waits for.
+fn waiting(s: Option<&MarketGroupStatus>) -> Vec<String> {
+    s.and_then(|s| s.bootstrap.as_ref())
+        .map(gate::pending)
+        .unwrap_or_default()
 }
 
 /// The Events for the transition from `old` to `new`, in a stable order.
@@ -158,18 +162,49 @@ pub fn status_notices(old: Option<&MarketGroupStatus>, new: &MarketGroupStatus) 
             );
         }
     }
-    match (bootstrapping(old), bootstrapping(Some(new))) {
-        (false, true) => out.push(Notice::normal(
-            "BootstrapStarted",
-            condition(Some(new), status::STORE_READY)
-                .map(|c| c.message.clone())
-                .unwrap_or_default(),
-        )),
-        (true, false) => out.push(Notice::normal(
-            "BootstrapFinished",
-            "the updater caught up; the table's bootstrap write floor is lifted".into(),
-        )),
-        _ => {}
+    // Opened: bootstrapped now and not before. Compared with what was open rather than with what
+    // was waiting, so that a reconcile whose stored status is a step behind (the watch had not
+    // delivered the last status write yet) still tells.
+    let (was_waiting, now_waiting) = (waiting(old), waiting(Some(new)));
+    let was_open = new
+        .bootstrap
+        .as_ref()
+        .map(|b| gate::open_countries(old, &b.countries))
+        .unwrap_or_default();
+    let started: Vec<&str> = now_waiting
+        .iter()
+        .filter(|c| !was_waiting.contains(c))
+        .map(String::as_str)
+        .collect();
+    let opened: Vec<&str> = new
+        .bootstrap
+        .iter()
+        .flat_map(|b| b.bootstrapped.iter())
+        .filter(|c| !was_open.contains(c))
+        .map(String::as_str)
+        .collect();
+    if let Some(b) = new.bootstrap.as_ref().filter(|_| !started.is_empty()) {
+        let countries = started.join(", ");
+        out.push(
+            Notice::normal(
+                "BootstrapStarted",
+                format!(
+                    "{countries}: not routed until the updater (consumer group {}) has read the topics from the start",
+                    b.consumer_group
+                ),
+            )
+            .action(format!("Bootstrap {countries}")),
+        );
+    }
+    if !opened.is_empty() {
+        let countries = opened.join(", ");
+        out.push(
+            Notice::normal(
+                "BootstrapFinished",
+                format!("{countries}: the updater has caught up; routed from now on"),
+            )
+            .action(format!("Bootstrapped {countries}")),
+        );
     }
     out
 }
@@ -225,7 +260,7 @@ pub fn store_notices(table: &str, executed: &[AwsAction]) -> Vec<Notice> {
 mod tests {
     use super::*;
     use crate::aws::Dimension;
-    use crate::crd::CountryTraffic;
+    use crate::crd::{BootstrapStatus, CountryTraffic};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
@@ -266,10 +301,13 @@ mod tests {
             vec![
                 cond("Ready", "True", "Ready", ""),
                 cond("Degraded", "True", "ApplyFailed", "boom"),
-                cond("StoreReady", "False", BOOTSTRAPPING, "filling"),
             ],
             vec![traffic("de", 50, Some(50)), traffic("at", 100, None)],
         );
+        let s = MarketGroupStatus {
+            bootstrap: boot("g", &["at", "de"], &["de"]),
+            ..s
+        };
         assert_eq!(status_notices(Some(&s), &s), vec![]);
     }
 
@@ -311,8 +349,18 @@ mod tests {
         assert_eq!(n.len(), 3, "{n:?}");
     }
 
+    fn boot(group: &str, countries: &[&str], done: &[&str]) -> Option<BootstrapStatus> {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        Some(BootstrapStatus {
+            consumer_group: group.into(),
+            replay: 0,
+            countries: v(countries),
+            bootstrapped: v(done),
+        })
+    }
+
     #[test]
-    fn ready_degraded_and_bootstrap_transitions() {
+    fn ready_and_degraded_transitions() {
         let before = st(vec![cond("Ready", "True", "Ready", "")], vec![]);
         let after = st(
             vec![
@@ -323,37 +371,84 @@ mod tests {
                     "products unavailable",
                 ),
                 cond("Degraded", "True", "ApplyFailed", "forbidden"),
-                cond("StoreReady", "False", BOOTSTRAPPING, "lag 9000 > 1000"),
             ],
             vec![],
         );
         let n = status_notices(Some(&before), &after);
-        assert_eq!(
-            reasons(&n),
-            [
-                ("NotReady", true),
-                ("ApplyFailed", true),
-                ("BootstrapStarted", false)
-            ]
-        );
+        assert_eq!(reasons(&n), [("NotReady", true), ("ApplyFailed", true)]);
         assert_eq!(n[0].note, "products unavailable");
-        assert_eq!(n[2].note, "lag 9000 > 1000");
-        // Same degradation with another message: published again; bootstrap over; Ready back.
+        // Same degradation with another message: published again; Ready back.
         let later = st(
             vec![
                 cond("Ready", "True", "Ready", ""),
                 cond("Degraded", "True", "ApplyFailed", "still forbidden"),
-                cond("StoreReady", "True", "TableActive", ""),
             ],
             vec![],
         );
         assert_eq!(
             reasons(&status_notices(Some(&after), &later)),
-            [
-                ("Ready", false),
-                ("ApplyFailed", true),
-                ("BootstrapFinished", false)
-            ]
+            [("Ready", false), ("ApplyFailed", true)]
+        );
+    }
+
+    #[test]
+    fn the_gate_publishes_when_it_starts_waiting_for_countries_and_when_it_opens_them() {
+        let with = |b| MarketGroupStatus {
+            bootstrap: b,
+            ..MarketGroupStatus::default()
+        };
+        // A new group: both countries wait.
+        let first = with(boot("g", &["at", "de"], &[]));
+        let n = status_notices(None, &first);
+        assert_eq!(reasons(&n), [("BootstrapStarted", false)]);
+        assert_eq!(
+            n[0].note,
+            "at, de: not routed until the updater (consumer group g) has read the topics from the start"
+        );
+        assert_eq!(n[0].action, "Bootstrap at, de");
+        // Still waiting: nothing new.
+        assert_eq!(status_notices(Some(&first), &first), vec![]);
+        // Caught up.
+        let open = with(boot("g", &["at", "de"], &["at", "de"]));
+        let n = status_notices(Some(&first), &open);
+        assert_eq!(reasons(&n), [("BootstrapFinished", false)]);
+        assert_eq!(
+            n[0].note,
+            "at, de: the updater has caught up; routed from now on"
+        );
+        // fr added: only fr starts; then it opens on its own.
+        let replaying = with(boot("g-replay-1", &["at", "de", "fr"], &["at", "de"]));
+        let n = status_notices(Some(&open), &replaying);
+        assert_eq!(
+            n.iter().map(|n| n.action.as_str()).collect::<Vec<_>>(),
+            ["Bootstrap fr"]
+        );
+        let done = with(boot("g-replay-1", &["at", "de", "fr"], &["at", "de", "fr"]));
+        let n = status_notices(Some(&replaying), &done);
+        assert_eq!(
+            n.iter().map(|n| n.action.as_str()).collect::<Vec<_>>(),
+            ["Bootstrapped fr"]
+        );
+        // A waiting country removed is neither finished nor started.
+        let removed = with(boot("g-replay-1", &["at", "de"], &["at", "de"]));
+        assert_eq!(status_notices(Some(&replaying), &removed), vec![]);
+        // An adopted group (served before the gate existed) publishes nothing.
+        let ready_before = st(vec![cond("Ready", "True", "Ready", "")], vec![]);
+        let adopted = MarketGroupStatus {
+            conditions: ready_before.conditions.clone(),
+            ..open.clone()
+        };
+        assert_eq!(status_notices(Some(&ready_before), &adopted), vec![]);
+        // A group caught up at its first reading (empty topics): it opened.
+        assert_eq!(
+            reasons(&status_notices(None, &open)),
+            [("BootstrapFinished", false)]
+        );
+        // The stored status a step behind (the replay's start not seen yet): fr still opened.
+        let n = status_notices(Some(&open), &done);
+        assert_eq!(
+            n.iter().map(|n| n.action.as_str()).collect::<Vec<_>>(),
+            ["Bootstrapped fr"]
         );
     }
 

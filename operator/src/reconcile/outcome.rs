@@ -111,6 +111,7 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
         autoscaling: None,
         suspended: false,
         hpa_floors: None,
+        gate: None,
     };
     let next = match progress {
         Progress::Invalid(invalid) => {
@@ -166,6 +167,7 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
             observed.store = steps.store;
             observed.routing = steps.routing;
             observed.readings = steps.readings;
+            observed.gate = steps.gate;
             match error {
                 Some(e) => {
                     observed.problem = Some(e.problem());
@@ -237,6 +239,7 @@ mod tests {
                 },
                 requeue_after,
                 notices: Vec::new(),
+                gate: None,
             },
             error,
             floors: Floors {

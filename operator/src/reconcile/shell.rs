@@ -8,7 +8,8 @@ use super::outcome::{Group, Progress, outcome};
 use super::steps::{CleanupProgress, previous_condition};
 use crate::apply::{ApplyError, SyncReport};
 use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
-use crate::crd::{API_GROUP, API_VERSION, MarketGroup, MarketGroupStatus};
+use crate::crd::{API_GROUP, API_VERSION, BootstrapStatus, MarketGroup, MarketGroupStatus};
+use crate::gate;
 use crate::kafka_secret::{self, KafkaSecretProblem};
 use crate::plan::{GroupPlan, KafkaClientPlan};
 use crate::render::autoscaling::UpdaterAutoscaler;
@@ -76,14 +77,23 @@ pub async fn reconcile(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
-/// The group's plan with the operator's settings, or why its spec is invalid.
-fn plan(mg: &MarketGroup, ctx: &Context, ns: &str) -> Result<GroupPlan, validate::InvalidSpec> {
+/// The group's plan with the operator's settings, or why its spec is invalid; the updater reads
+/// with the consumer group the bootstrap gate chose ([`gate::replay`]), which comes with it.
+fn plan(
+    mg: &MarketGroup,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(GroupPlan, BootstrapStatus), validate::InvalidSpec> {
     validate::plan(mg, &ctx.settings.default_image, ns).map(|p| {
-        ctx.settings
+        let mut p = ctx
+            .settings
             .data_plane
             .apply(p)
             .with_default_balance_factor(ctx.settings.balance_factor)
-            .with_network_policy(ctx.settings.network_policy.clone())
+            .with_network_policy(ctx.settings.network_policy.clone());
+        let bootstrap = gate::replay(&p.updater.consumer_group, &p.countries, mg.status.as_ref());
+        p.updater.consumer_group = bootstrap.consumer_group.clone();
+        (p, bootstrap)
     })
 }
 
@@ -189,6 +199,20 @@ async fn list_deployments(
 pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = mg.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = mg.name_any();
+    // The controller's copy can be a step behind this operator's own last status write (its watch
+    // event not delivered yet). The status is built on the stored one, and the bootstrap gate's
+    // memory in it must never go back (a served country would be gated again): read the group.
+    let mg = match Api::<MarketGroup>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+    {
+        Ok(Some(latest)) => Arc::new(latest),
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => {
+            warn!(group = %key_of(&mg), error = %e, "cannot read the group; using the watched copy");
+            mg
+        }
+    };
     let uid = mg.uid().ok_or(Error::MissingField("uid"))?;
     let (deployments, progress) = match plan(&mg, &ctx, &ns) {
         // Suspended: read, never write (the status aside), whatever the spec says now.
@@ -209,7 +233,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
             list_deployments(&ctx.client, &ns, &name).await?,
             Progress::Invalid(invalid),
         ),
-        Ok(plan) => match kafka_client(&ctx, &plan).await {
+        Ok((plan, bootstrap)) => match kafka_client(&ctx, &plan).await {
             Err(problem) => (
                 list_deployments(&ctx.client, &ns, &name).await?,
                 Progress::KafkaSecret {
@@ -230,7 +254,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
                         publish_sync_events(&ctx, &mg, &report).await;
                         let (steps, error) = ctx
                             .steps
-                            .run(mg.status.as_ref(), &plan, &report.deployments)
+                            .run(mg.status.as_ref(), &plan, bootstrap, &report.deployments)
                             .await;
                         publish_all(&ctx, &mg, &steps.notices).await;
                         let progress = Progress::Synced {
@@ -465,7 +489,7 @@ async fn external_cleanup(mg: &MarketGroup, ctx: &Context) -> Result<Option<Dura
         return Ok(None);
     }
     match plan(mg, ctx, &ns) {
-        Ok(plan) => {
+        Ok((plan, _)) => {
             let (progress, notices) = ctx.steps.cleanup(&plan).await?;
             publish_all(ctx, mg, &notices).await;
             match progress {

@@ -1,22 +1,28 @@
-//! The store and routing steps inside the reconcile: after the workloads are applied, the table is
-//! reconciled (`StoreReady`), then the routes of the namespace (`RoutingReady`); what they read
-//! (the table, the updater's lag, the desired versus actual traffic) goes into the status. On
+//! The store, gate and routing steps inside the reconcile: after the workloads are applied, the
+//! table is reconciled (`StoreReady`), the updater's lag decides the bootstrap gate
+//! (`Bootstrapped`, [`crate::gate`]), then the routes of the namespace are written with the
+//! group's open countries only (`RoutingReady`); what they read (the table, the updater's lag, the
+//! desired versus actual traffic) goes into the status. On
 //! deletion, the group's share drains first, then its routes' backends, autoscaling and (per
 //! policy) table go.
 //!
-//! [`Steps`] holds whichever steps the flags turned on; with none it does nothing.
+//! [`Steps`] holds whichever of the store and routing steps the flags turned on; the gate always
+//! runs.
 
 use super::error::Error;
 use super::notices::{Notice, store_notices};
+use crate::aws::lag::{KafkaLag, LagSource};
 use crate::aws::store::{StoreOutcome, StoreStep, consumer_group, table_spec};
 use crate::aws::{Billing, LagReading};
-use crate::crd::{CountryTraffic, MarketGroupStatus, TableStatus};
+use crate::crd::{BootstrapStatus, CountryTraffic, MarketGroupStatus, TableStatus};
+use crate::gate::{self, Gate};
 use crate::plan::{Component, GroupPlan};
 use crate::render::routing::{self, shift::Floors};
 use crate::routes::{Fresh, GroupRoutes, RoutesStep};
 use crate::status::{self, ConditionUpdate, ROUTING_READY, Readings, STORE_READY, Status};
 use k8s_openapi::api::apps::v1::Deployment;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -30,6 +36,8 @@ const DRAIN_RECHECK: Duration = Duration::from_secs(5);
 pub const ROUTE_PROPAGATION: Duration = Duration::from_secs(6);
 /// While the table or its autoscaling is being removed, look again this soon.
 const TABLE_RECHECK: Duration = Duration::from_secs(2);
+/// While the bootstrap gate waits for the updater, read its lag again this soon.
+const GATE_RECHECK: Duration = Duration::from_secs(10);
 
 /// What the steps observed, for the status and the requeue.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,6 +52,8 @@ pub struct StepsReport {
     pub requeue_after: Option<Duration>,
     /// Events for what the steps did (the table created, capacity floors set).
     pub notices: Vec<Notice>,
+    /// The bootstrap gate as decided.
+    pub gate: Option<Gate>,
 }
 
 /// Progress of an external cleanup.
@@ -55,17 +65,42 @@ pub enum CleanupProgress {
     Pending(Duration),
 }
 
-/// The table step (`--store aws`) and the routing step (`--routing`), each when turned on.
+/// Where the bootstrap gate reads the updater's lag, and where it opens.
+#[derive(Clone)]
+pub struct GateStep {
+    /// Reads the lag when the store step did not.
+    pub lag: Arc<dyn LagSource>,
+    /// The most messages the updater may be behind for its countries to open
+    /// (`--bootstrap-max-lag`).
+    pub max_lag: i64,
+}
+
+impl Default for GateStep {
+    fn default() -> Self {
+        Self {
+            lag: Arc::new(KafkaLag::default()),
+            max_lag: gate::DEFAULT_MAX_LAG,
+        }
+    }
+}
+
+/// The table step (`--store aws`) and the routing step (`--routing`), each when turned on, and the
+/// bootstrap gate.
 #[derive(Default)]
 pub struct Steps {
     store: Option<StoreStep>,
     routes: Option<RoutesStep>,
+    gate: GateStep,
 }
 
 impl Steps {
     /// The steps to run; `None` leaves one out.
-    pub fn new(store: Option<StoreStep>, routes: Option<RoutesStep>) -> Steps {
-        Steps { store, routes }
+    pub fn new(store: Option<StoreStep>, routes: Option<RoutesStep>, gate: GateStep) -> Steps {
+        Steps {
+            store,
+            routes,
+            gate,
+        }
     }
 
     /// The HPA floors the routing asks of this group before its share rises.
@@ -74,6 +109,7 @@ impl Steps {
         let fresh = Fresh {
             name: plan.owner.name.clone(),
             ready: None,
+            open: None,
             deleting: false,
         };
         match routes.floors(&plan.owner.namespace, &fresh).await {
@@ -85,12 +121,14 @@ impl Steps {
         }
     }
 
-    /// Runs the store and routing steps for a group whose workloads were just applied. The first
-    /// error is returned next to what was observed; a failed step keeps its previous condition.
+    /// Runs the store, gate and routing steps for a group whose workloads were just applied (with
+    /// the updater on `bootstrap.consumer_group`, from [`gate::replay`]). The first error is
+    /// returned next to what was observed; a failed step keeps its previous condition.
     pub async fn run(
         &self,
         previous: Option<&MarketGroupStatus>,
         plan: &GroupPlan,
+        bootstrap: BootstrapStatus,
         deployments: &BTreeMap<String, Deployment>,
     ) -> (StepsReport, Option<Error>) {
         let mut report = StepsReport::default();
@@ -102,6 +140,7 @@ impl Steps {
         });
 
         let mut store_ready = true;
+        let mut lag = None;
         if let Some(store) = &self.store {
             match store
                 .reconcile(&table_spec(plan), &consumer_group(plan))
@@ -110,6 +149,7 @@ impl Steps {
                 Ok(out) => {
                     store_ready = out.condition.ready;
                     store_report(&mut report, plan, &out);
+                    lag = Some(out.lag);
                 }
                 Err(e) => {
                     // An AWS error says nothing about whether the table serves: keep what was
@@ -129,11 +169,31 @@ impl Steps {
             }
         }
 
+        // One reading serves the store's capacity floor and the gate.
+        let lag = match lag {
+            Some(l) => l,
+            None => self.gate.lag.lag(&consumer_group(plan)).await,
+        };
+        if let LagReading::Known(n) = lag {
+            report.readings.updater_lag = Some(n);
+        }
+        let gate = gate::decide(bootstrap, &lag, self.gate.max_lag);
+        if !gate::pending(&gate.status).is_empty() {
+            report.requeue_after = Some(
+                report
+                    .requeue_after
+                    .map_or(GATE_RECHECK, |d| d.min(GATE_RECHECK)),
+            );
+        }
+        let open = gate.open().to_vec();
+        report.gate = Some(gate);
+
         if let Some(routes) = &self.routes {
             let ready = workloads_ready && store_ready;
             let fresh = Fresh {
                 name: plan.owner.name.clone(),
                 ready: Some(ready),
+                open: Some(open),
                 deleting: false,
             };
             match routes.sync(&plan.owner.namespace, &fresh).await {
@@ -155,6 +215,7 @@ impl Steps {
             let fresh = Fresh {
                 name: plan.owner.name.clone(),
                 ready: None,
+                open: None,
                 deleting: true,
             };
             let r = routes
@@ -221,9 +282,6 @@ fn store_report(report: &mut StepsReport, plan: &GroupPlan, out: &StoreOutcome) 
             ..TableStatus::default()
         },
     });
-    if let LagReading::Known(n) = out.lag {
-        report.readings.updater_lag = Some(n);
-    }
     report.requeue_after = out.requeue_after;
     report.notices = store_notices(&plan.table, &out.executed);
 }

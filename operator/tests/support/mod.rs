@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod kafka;
+pub mod routing;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -106,9 +107,27 @@ pub fn group(ns: &str, name: &str, spec: Value) -> Value {
     })
 }
 
-/// Creates a MarketGroup from raw JSON.
+/// Creates a MarketGroup from raw JSON. A group whose spec names no Kafka of its own reads two
+/// new, empty topics of the test environment's Kafka: its updater has nothing to catch up on, so
+/// the bootstrap gate opens at the operator's first lag reading (the gate's own tests name topics
+/// with a backlog).
 pub async fn create_group(client: &Client, ns: &str, manifest: &Value) {
-    let mg: MarketGroup = serde_json::from_value(manifest.clone()).expect("valid MarketGroup JSON");
+    let mut manifest = manifest.clone();
+    if manifest
+        .pointer("/spec/updater/kafka/bootstrapServers")
+        .is_none()
+    {
+        let env = TestEnv::get_for(&[Part::Kafka]).expect("the test environment's Kafka");
+        let bootstrap = env.kafka_bootstrap_servers().to_string();
+        let products = prapi_e2e::unique_name("prapi-empty-products");
+        let offers = prapi_e2e::unique_name("prapi-empty-offers");
+        kafka::create_topics(&bootstrap, &[&products, &offers], 1).await;
+        let kafka = &mut manifest["spec"]["updater"]["kafka"];
+        kafka["bootstrapServers"] = json!(bootstrap);
+        kafka["productsTopic"] = json!(products);
+        kafka["offersTopic"] = json!(offers);
+    }
+    let mg: MarketGroup = serde_json::from_value(manifest).expect("valid MarketGroup JSON");
     Api::<MarketGroup>::namespaced(client.clone(), ns)
         .create(&Default::default(), &mg)
         .await

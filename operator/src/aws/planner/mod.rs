@@ -99,8 +99,9 @@ pub enum AwsAction {
 }
 
 /// `StoreReady`'s reason while the table takes the bootstrap write floor (the updater is far
-/// behind, typically filling a new table).
-pub const BOOTSTRAPPING: &str = "Bootstrapping";
+/// behind, typically filling a new table). The table serves meanwhile (`StoreReady` True): whether
+/// it holds the catalogue is the bootstrap gate's question ([`crate::gate`]), not the table's.
+pub const BOOTSTRAP_CAPACITY: &str = "BootstrapCapacity";
 
 /// The `StoreReady` condition the plan leads to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -460,7 +461,7 @@ pub fn plan(spec: &TableSpec, obs: &AwsState, now: SystemTime) -> Plan {
             ),
             Billing::PayPerRequest => String::new(),
         };
-        condition(false, BOOTSTRAPPING, format!("{message}{floor}"))
+        condition(true, BOOTSTRAP_CAPACITY, format!("{message}{floor}"))
     } else {
         condition(true, "TableReady", message)
     };

@@ -256,7 +256,7 @@ fn bootstrap_floor_is_raised_while_lag_is_high_and_restored_after() {
     let s = spec();
     let mut t = table(5, 5);
     t.tags.remove(TAG_BOOTSTRAPPED);
-    // Lag high: floor 4000, target min 4000, StoreReady False Bootstrapping.
+    // Lag high: floor 4000, target min 4000, StoreReady True BootstrapCapacity.
     let p = plan(
         &s,
         &observed(Some(t.clone()), scaling((5, 1000), (5, 1000), &s), 60_000),
@@ -278,7 +278,7 @@ fn bootstrap_floor_is_raised_while_lag_is_high_and_restored_after() {
     );
     assert_eq!(
         (p.condition.ready, p.condition.reason),
-        (false, "Bootstrapping")
+        (true, "BootstrapCapacity")
     );
     assert!(
         p.condition.message.contains("60000 messages behind"),

@@ -87,8 +87,10 @@ pub struct GroupRouting {
     pub balance_factor: f64,
     /// Route host names of the group (`spec.traffic.hosts`); empty for the operator's.
     pub hosts: Vec<String>,
-    /// Whether the group can serve (its workloads are available and its table is filled).
+    /// Whether the group can serve (its workloads are available and its table exists).
     pub ready: bool,
+    /// Countries the group lists whose bootstrap gate is closed: it is not ready for them.
+    pub bootstrapping: Vec<String>,
     /// Whether the group is being deleted (its share drains to the others).
     pub deleting: bool,
     /// `spec.suspend`: the routes of its countries stay as they are.
@@ -108,6 +110,8 @@ pub struct GroupRouting {
 pub enum Reason {
     /// The group is not Ready: it gets no traffic.
     NotReady,
+    /// The group's table does not hold the country's catalogue yet: it gets none of its traffic.
+    Bootstrapping,
     /// Every group of the country (or segment) has weight 0: no route.
     WeightsSumToZero,
     /// No group that should take the country's traffic is Ready, and nobody carries it.
@@ -137,6 +141,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NotReady => "NotReady",
+            Reason::Bootstrapping => "Bootstrapping",
             Reason::WeightsSumToZero => "WeightsSumToZero",
             Reason::NoReadyGroup => "NoReadyGroup",
             Reason::HeldUntilReplacementReady => "HeldUntilReplacementReady",
@@ -156,6 +161,9 @@ impl Reason {
         match self {
             Reason::NotReady => {
                 "the group is not Ready (workloads available and table filled), so it gets no traffic"
+            }
+            Reason::Bootstrapping => {
+                "the group's updater has not caught up for this country yet (bootstrap gate), so it gets none of its traffic"
             }
             Reason::WeightsSumToZero => {
                 "every group serving the country has weight 0, so the country has no route"
@@ -183,6 +191,20 @@ impl Reason {
                 "a group serving the country is suspended (spec.suspend), so its route stays as it is"
             }
         }
+    }
+}
+
+impl Reason {
+    /// Whether the reason stays reported when desired and actual agree (both 0): it says why
+    /// there is no traffic at all.
+    fn explains_no_route(self) -> bool {
+        matches!(
+            self,
+            Reason::WeightsSumToZero
+                | Reason::NoReadyGroup
+                | Reason::NotReady
+                | Reason::Bootstrapping
+        )
     }
 }
 
@@ -303,10 +325,26 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
     let countries_carried = |g: &str| carried.get(g).copied().unwrap_or(1);
     let frozen = frozen_countries(groups, applied, &countries);
 
+    // A group is ready for a country only once its bootstrap gate opened for it.
+    let views: BTreeMap<&str, Vec<GroupRouting>> = countries
+        .iter()
+        .map(|c| {
+            let view = groups
+                .iter()
+                .map(|g| GroupRouting {
+                    ready: g.ready && !g.bootstrapping.contains(c),
+                    ..g.clone()
+                })
+                .collect();
+            (c.as_str(), view)
+        })
+        .collect();
+
     // Pass 1: pools and their floors (a group's floors add up over its countries).
     let mut pools: Vec<(String, String, PoolInput<'_>)> = Vec::new();
     for country in &countries {
-        let listing: Vec<&GroupRouting> = groups
+        let here = views.get(country.as_str()).map_or(&[][..], Vec::as_slice);
+        let listing: Vec<&GroupRouting> = here
             .iter()
             .filter(|g| g.countries.iter().any(|c| c == country))
             .collect();
@@ -332,7 +370,7 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
                 .collect();
             // Groups that still carry this pool's traffic but no longer belong to it drain out.
             let mut leaving = BTreeSet::new();
-            for g in groups {
+            for g in here {
                 let carries = applied_pool.get(&g.name).is_some_and(|w| *w > 0);
                 if carries && !members.iter().any(|m| m.name == g.name) {
                     leaving.insert(g.name.clone());
@@ -404,18 +442,19 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
         for g in &input.members {
             let desired = decision.desired.get(&g.name).copied().unwrap_or(0);
             let planned_pct = planned.get(&g.name).copied().unwrap_or(0);
-            let reason = decision.reasons.get(&g.name).copied();
+            let reason = match decision.reasons.get(&g.name).copied() {
+                // Ready but for this country's gate.
+                Some(Reason::NotReady)
+                    if g.bootstrapping.contains(country)
+                        && by_name.get(g.name.as_str()).is_some_and(|o| o.ready) =>
+                {
+                    Some(Reason::Bootstrapping)
+                }
+                other => other,
+            };
             let reason = match reason {
                 // A reason only matters where it explains a difference, or a missing route.
-                Some(r)
-                    if planned_pct == desired
-                        && !matches!(
-                            r,
-                            Reason::WeightsSumToZero | Reason::NoReadyGroup | Reason::NotReady
-                        ) =>
-                {
-                    None
-                }
+                Some(r) if planned_pct == desired && !r.explains_no_route() => None,
                 other => other,
             };
             out.shares.entry(g.name.clone()).or_default().push(Share {
@@ -573,12 +612,7 @@ pub fn report(group: &str, plan: &RoutingPlan, live: &Live) -> Vec<ReportedShare
                 Acceptance::Pending => (None, Some(Reason::RoutePending)),
                 Acceptance::Accepted | Acceptance::Unreported => {
                     let reason = if actual_pct == s.desired {
-                        s.reason.filter(|r| {
-                            matches!(
-                                r,
-                                Reason::WeightsSumToZero | Reason::NoReadyGroup | Reason::NotReady
-                            )
-                        })
+                        s.reason.filter(|r| r.explains_no_route())
                     } else {
                         // The plan's reason, or: the route holds something else than planned.
                         s.reason.or(Some(Reason::RoutePending))
@@ -639,6 +673,18 @@ pub fn routing_condition(
             false,
             Reason::NotReady.as_str(),
             "the group gets traffic once it is Ready".into(),
+        );
+    }
+    // A group whose every country waits for its gate is not routed at all yet.
+    if !shares.is_empty()
+        && shares
+            .iter()
+            .all(|s| s.reason == Some(Reason::Bootstrapping))
+    {
+        return (
+            false,
+            Reason::Bootstrapping.as_str(),
+            shares.iter().map(describe).collect::<Vec<_>>().join("; "),
         );
     }
     let differing: Vec<String> = shares

@@ -21,6 +21,7 @@ fn group(name: &str, countries: &[&str], weight: i32) -> GroupRouting {
         balance_factor: DEFAULT_BALANCE_FACTOR,
         hosts: Vec::new(),
         ready: true,
+        bootstrapping: Vec::new(),
         deleting: false,
         suspended: false,
         products_service: ServiceRef {
@@ -458,6 +459,56 @@ fn a_group_that_is_not_ready_gets_actual_zero_with_a_reason() {
 }
 
 #[test]
+fn a_country_behind_the_bootstrap_gate_is_not_routed_to_its_group_and_the_others_are() {
+    for provider in PROVIDERS {
+        // a serves de and fr; b gained fr and has caught up for de only.
+        let a = group("a", &["de", "fr"], 50);
+        let mut b = group("b", &["de", "fr"], 50);
+        b.bootstrapping = vec!["fr".into()];
+        let p = plan(&[a.clone(), b.clone()], &Applied::new());
+        assert_eq!(weights(route(&p, "de"), None), map(&[("a", 50), ("b", 50)]));
+        assert_eq!(weights(route(&p, "fr"), None), map(&[("a", 50)]));
+        let live = apply(&p, provider);
+        let rb = report("b", &p, &live);
+        let fr = rb.iter().find(|s| s.country == "fr").expect("fr");
+        assert_eq!(
+            (fr.desired, fr.actual, fr.reason),
+            (50, Some(0), Some(Reason::Bootstrapping))
+        );
+        let de = rb.iter().find(|s| s.country == "de").expect("de");
+        assert_eq!((de.desired, de.actual, de.reason), (50, Some(50), None));
+        // b serves de: routed (shifting towards its fr share).
+        let (ok, reason, msg) = routing_condition(provider, true, &rb);
+        assert_eq!((ok, reason), (true, "Shifting"), "{msg}");
+        assert!(
+            msg.contains("fr: desired 50%, actual 0% (Bootstrapping"),
+            "{msg}"
+        );
+
+        // The gate opens: fr is split like de.
+        b.bootstrapping.clear();
+        let p = plan(&[a.clone(), b.clone()], &live.applied);
+        assert_eq!(weights(route(&p, "fr"), None), map(&[("a", 50), ("b", 50)]));
+    }
+}
+
+#[test]
+fn a_group_gated_for_every_country_is_not_routed_and_says_bootstrapping() {
+    let mut a = group("a", &["de", "at"], 100);
+    a.bootstrapping = vec!["at".into(), "de".into()];
+    let p = plan(std::slice::from_ref(&a), &Applied::new());
+    assert!(p.routes.is_empty(), "{p:?}");
+    assert_eq!(share(&p, "a", "de").reason, Some(Reason::Bootstrapping));
+    let ra = report("a", &p, &Live::default());
+    let (ok, reason, msg) = routing_condition(Provider::Skipper, true, &ra);
+    assert_eq!((ok, reason), (false, "Bootstrapping"), "{msg}");
+    // Not Ready outranks the gate: the reason stays NotReady.
+    a.ready = false;
+    let p = plan(std::slice::from_ref(&a), &Applied::new());
+    assert_eq!(share(&p, "a", "de").reason, Some(Reason::NotReady));
+}
+
+#[test]
 fn weights_summing_to_zero_give_no_route_and_a_reason() {
     let a = group("a", &["de"], 0);
     let b = group("b", &["de", "at"], 0);
@@ -808,10 +859,16 @@ fn arb_group(i: usize) -> impl Strategy<Value = GroupRouting> {
         any::<bool>(),
         prop::bool::weighted(0.15),
         0i32..30,
+        proptest::sample::subsequence(vec!["de", "at", "ch"], 0..=3),
     )
         .prop_map(
-            move |(countries, weight, segment, ready, deleting, avail)| {
+            move |(countries, weight, segment, ready, deleting, avail, gated)| {
                 let mut g = group(&format!("g{i}"), &countries, weight);
+                g.bootstrapping = gated
+                    .iter()
+                    .filter(|c| countries.contains(c))
+                    .map(|c| c.to_string())
+                    .collect();
                 g.segment = segment.to_string();
                 g.ready = ready;
                 g.deleting = deleting;
@@ -863,6 +920,7 @@ proptest! {
                 for b in &pool.backends {
                     let g = by_name.get(b.group.as_str()).expect("a backend is a known group");
                     prop_assert!(g.ready, "unready group {} routed", b.group);
+                    prop_assert!(!g.bootstrapping.contains(&r.country), "{} routed in {} behind its gate", b.group, r.country);
                     prop_assert!(b.weight > 0);
                     let seg = pool.segment.clone().unwrap_or_default();
                     let member = g.countries.contains(&r.country) && g.segment == seg;
@@ -878,7 +936,7 @@ proptest! {
             for s in shares {
                 prop_assert!((0..=100).contains(&s.desired));
                 prop_assert!((0..=100).contains(&s.planned));
-                if !group.ready { prop_assert_eq!(s.planned, 0); }
+                if !group.ready || group.bootstrapping.contains(&s.country) { prop_assert_eq!(s.planned, 0); }
                 if s.planned != s.desired { prop_assert!(s.reason.is_some(), "{g} {s:?} without a reason"); }
             }
         }
@@ -903,7 +961,7 @@ proptest! {
             for pool in &r.pools {
                 let seg = pool.segment.as_deref().unwrap_or("");
                 let expect: BTreeMap<String, i32> = groups.iter()
-                    .filter(|g| g.countries.contains(&r.country) && g.segment == seg && g.ready && !g.deleting && g.weight > 0)
+                    .filter(|g| g.countries.contains(&r.country) && g.segment == seg && g.ready && !g.bootstrapping.contains(&r.country) && !g.deleting && g.weight > 0)
                     .map(|g| (g.name.clone(), g.weight))
                     .collect();
                 if !expect.is_empty() {
