@@ -494,6 +494,14 @@ pub fn cleanup(spec: &TableSpec, obs: &AwsState) -> CleanupPlan {
             message: format!("table {} does not exist", spec.name),
         };
     };
+    // Checked before ownership: a table being deleted may no longer list its tags.
+    if t.status == "DELETING" && spec.deletion_policy == DeletionPolicy::Delete {
+        return CleanupPlan {
+            actions: deregister_all(spec, &obs.scaling),
+            done_after: false,
+            message: format!("table {} is being deleted", spec.name),
+        };
+    }
     if !owned(spec, t) {
         return CleanupPlan {
             actions: vec![],
