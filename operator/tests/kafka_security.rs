@@ -160,8 +160,14 @@ async fn a_group_is_degraded_until_its_kafka_secret_is_complete_then_the_updater
         )
         .await
         .expect("complete the Secret");
-    wait_ready(&c.client, &ns, "g").await;
-    let updater = deployments.get("g-updater").await.expect("the updater");
+    // Applied once the Secret is complete. (Not Ready: the password is not the test
+    // environment's, so no lag can be read and the bootstrap gate stays closed, as it should.)
+    let updater = eventually("the updater applied with the Secret complete", || async {
+        let mg = groups.get("g").await.ok()?;
+        (condition(&mg, "Degraded")?.status == "False").then_some(())?;
+        deployments.get_opt("g-updater").await.ok()?
+    })
+    .await;
     let template = updater.spec.expect("spec").template;
     let pod = template.spec.expect("pod spec");
     let container = &pod.containers[0];

@@ -360,11 +360,24 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
+/// A port for an operator to listen on. Taken below Linux's ephemeral range (32768–60999): the
+/// port is only probed here and bound later by the operator, and a port from that range may be
+/// given to any outgoing connection on the machine in between (a run saw "Address already in
+/// use"). Each call probes the next port of this process's own walk through 20000–31999.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + step) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 fn log_dir() -> PathBuf {
