@@ -130,6 +130,13 @@ async fn gateway_api_weights_90_10_then_50_50_then_0_100_with_the_growing_side_f
     })
     .await;
 
+    // b's first floor is recorded before the shift: a group's first floor is its spec's, not a
+    // change, so the Event below needs the 1 in b's status before the 5.
+    eventually("b's status records its products floor of 1", || async {
+        let b = get(&c.client, &ns, "b").await;
+        (b.status?.components?.products.hpa_floor == Some(1)).then_some(())
+    })
+    .await;
     // 50/50: b's products floor rises to 50% x 9/90 = 5 first; the split moves once b has them.
     patch_group(
         &c.client,
