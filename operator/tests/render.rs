@@ -1294,9 +1294,9 @@ fn keda_scaled_object_has_one_kafka_trigger_per_topic() {
     }
 }
 
-fn kinds_and_names(opts: UpdaterAutoscaler) -> Vec<(ChildKind, String)> {
+fn kinds_and_names(plan: &GroupPlan, opts: UpdaterAutoscaler) -> Vec<(ChildKind, String)> {
     render(
-        &default_plan(),
+        plan,
         RenderOptions {
             updater_autoscaler: opts,
             pod_monitor: false,
@@ -1337,8 +1337,14 @@ fn render_lists_every_child_in_apply_order() {
     hpa.push(s(HorizontalPodAutoscaler, "dach-updater"));
     let mut keda = common;
     keda.push(s(ScaledObject, "dach-updater"));
-    assert_eq!(kinds_and_names(UpdaterAutoscaler::ExternalMetricHpa), hpa);
-    assert_eq!(kinds_and_names(UpdaterAutoscaler::Keda), keda);
+    assert_eq!(
+        kinds_and_names(&default_plan(), UpdaterAutoscaler::ExternalMetricHpa),
+        hpa
+    );
+    assert_eq!(
+        kinds_and_names(&default_plan(), UpdaterAutoscaler::Keda),
+        keda
+    );
 }
 
 #[test]
@@ -1566,7 +1572,8 @@ fn the_pod_monitor_scrapes_every_component_on_the_port_that_serves_its_metrics()
         assert_eq!(reaching[0]["path"], json!("/metrics"));
     }
     // Off: no PodMonitor, everything else the same.
-    let without: Vec<(ChildKind, String)> = kinds_and_names(UpdaterAutoscaler::ExternalMetricHpa);
+    let without: Vec<(ChildKind, String)> =
+        kinds_and_names(&default_plan(), UpdaterAutoscaler::ExternalMetricHpa);
     let with: Vec<(ChildKind, String)> = children
         .iter()
         .filter(|c| c.kind != ChildKind::PodMonitor)
@@ -1816,19 +1823,10 @@ fn keda_triggers_carry_sasl_and_tls_and_reference_a_trigger_authentication_of_th
 fn the_trigger_authentication_is_rendered_before_the_scaled_object_and_only_for_keda() {
     let p = secured_plan(&SASL_SCRAM_MTLS);
     let kinds = |opts| {
-        render(
-            &p,
-            RenderOptions {
-                updater_autoscaler: opts,
-                pod_monitor: false,
-            },
-        )
-        .expect("renders")
-        .into_iter()
-        .map(|c| (c.kind, c.name))
-        .rev()
-        .take(2)
-        .collect::<Vec<_>>()
+        let mut all = kinds_and_names(&p, opts);
+        all.reverse();
+        all.truncate(2);
+        all
     };
     assert_eq!(
         kinds(UpdaterAutoscaler::Keda),

@@ -63,6 +63,15 @@ impl fmt::Display for Sample {
     }
 }
 
+/// The timeline, a sample per line.
+fn lines(timeline: &[Sample]) -> String {
+    timeline
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The group's total lag from the External metrics API, as the HPA controller reads it.
 async fn served_lag(kind: &Kind, ns: &str, group: &str) -> Option<i64> {
     let req = http::Request::get(format!(
@@ -174,11 +183,7 @@ async fn a_burst_scales_the_updater_up_to_the_partitions_and_back() {
         assert!(
             burst_at.elapsed() < BOUND,
             "no scale up and back within {BOUND:?}; timeline:\n{}",
-            timeline
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
+            lines(&timeline)
         );
         tokio::time::sleep(TICK).await;
     }
@@ -195,10 +200,6 @@ async fn a_burst_scales_the_updater_up_to_the_partitions_and_back() {
         first(&|s| s.replicas > 1),
         first(&|s| s.lag == Some(0) && s.at > produced),
         timeline.last().map_or(f64::NAN, |s| s.at),
-        timeline
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        lines(&timeline)
     );
 }

@@ -28,14 +28,7 @@ const IDS: usize = 1000;
 /// The sum of a metric's series on a pod, from its ops listener (port 9090, `--ops-listen`)
 /// through the API server's pod proxy.
 async fn pod_metric(kind: &Kind, ns: &str, pod: &str, metric: &str) -> f64 {
-    let req = http::Request::get(format!(
-        "/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"
-    ))
-    .body(Vec::new())
-    .expect("request");
-    let text = kind
-        .client
-        .request_text(req)
+    let text = pod_metrics(kind, ns, pod, 9090)
         .await
         .unwrap_or_else(|e| panic!("{pod}'s /metrics: {e}"));
     metric_sum(&text, metric, &[])

@@ -61,12 +61,7 @@ async fn operator_runs_two_replicas_one_leader_with_only_the_charts_rbac() {
     let mut leaders = Vec::new();
     for pod in &names {
         let metrics = eventually(&format!("{pod}'s /metrics"), || async {
-            let req = http::Request::get(format!(
-                "/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/metrics"
-            ))
-            .body(Vec::new())
-            .ok()?;
-            kind.client.request_text(req).await.ok()
+            pod_metrics(&kind, ns, pod, 8080).await.ok()
         })
         .await;
         if metrics.lines().any(|l| l == "prapi_operator_leader 1") {

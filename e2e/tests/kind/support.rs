@@ -499,6 +499,16 @@ pub const INGRESS_PROPAGATION: Duration = Duration::from_secs(2);
 /// (`dataPlane.servedByHeader`, which e2e/kind/up.sh sets).
 pub const SERVED_BY: &str = "x-served-by";
 
+/// A pod's Prometheus text from its `/metrics` on `port`, through the API server's pod proxy.
+pub async fn pod_metrics(kind: &Kind, ns: &str, pod: &str, port: u16) -> kube::Result<String> {
+    let req = http::Request::get(format!(
+        "/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/metrics"
+    ))
+    .body(Vec::new())
+    .map_err(kube::Error::HttpError)?;
+    kind.client.request_text(req).await
+}
+
 /// Label selector of a group's component pods (the operator's labels).
 pub fn component_selector(group: &str, component: &str) -> String {
     format!("app.kubernetes.io/instance={group},app.kubernetes.io/component={component}")
