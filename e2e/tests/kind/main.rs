@@ -8,7 +8,6 @@
 //! Every wait is bounded (the test kit's `PATIENCE`); each test removes the namespace and topics
 //! it made.
 
-mod autoscaling;
 mod ring;
 mod smoke;
 mod support;
