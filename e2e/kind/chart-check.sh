@@ -23,7 +23,7 @@ fi
 exec {install_lock}>"$CACHE_DIR/.install.lock"
 flock "$install_lock"
 install_k8s
-install_tools kubeconform
+install_tools kubeconform routegroup-check
 install_promtool
 flock -u "$install_lock"
 
@@ -40,6 +40,7 @@ fi
 # Every optional part on: what the default values leave out is checked too.
 all_on=(
     --set crds.keep=false --set routing.provider=gateway-api --set routing.gateway=infra/public
+    --set routing.backendTrafficPolicy=on
     --set store=aws --set 'watchNamespaces={shop,shop-staging,shop}' --set priorityClassName=system-cluster-critical
     --set 'imagePullSecrets[0].name=registry' --set podLabels.team=platform
     --set-string 'dataPlane.env[0].name=AWS_REGION,dataPlane.env[0].value=eu-central-1'
@@ -65,6 +66,18 @@ for values in defaults all-on; do
     "${helm[@]}" template prapi-operator "$chart" --namespace prapi-system "${args[@]}" |
         "${kubeconform[@]}" - || status=1
 done
+# The operator's RouteGroups (as rendered for the routing fixture; a render test keeps the file
+# in step) pass Skipper's own RouteGroup validator, which creates every filter from Skipper's
+# registry: Skipper drops a route with a filter it does not know or with wrong arguments. The
+# same check must refuse a route with a bad filter.
+route_groups="$REPO_ROOT/operator/tests/fixtures/routing/two-groups.routegroups.json"
+echo "== routegroup-check (Skipper $SKIPPER_VERSION)"
+"$KIND_TOOLS/bin/routegroup-check" <"$route_groups" || status=1
+if python3 -c 'import json, sys; l = json.load(open(sys.argv[1])); l["items"][0]["spec"]["routes"][0]["filters"].append("fadeIn(\"30s\", 2.5, 1)"); json.dump(l, sys.stdout)' "$route_groups" |
+    "$KIND_TOOLS/bin/routegroup-check" 2>/dev/null; then
+    echo "routegroup-check accepted a fadeIn with three arguments" >&2
+    status=1
+fi
 # The alerting rules: valid, and each alert fires on the series of its unit test and stays
 # quiet on the others (e2e/testenv/promtool/rules.test.yaml).
 rules="$chart/files/prometheus-rules.yaml"

@@ -2,6 +2,7 @@
 //! also reads the environment variable `PRAPI_<FLAG>`.
 
 use crate::plan::GroupPlan;
+use crate::render::routing::SkipperLifo;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use prapi_common::names::dns_label;
 use std::net::SocketAddr;
@@ -49,6 +50,17 @@ pub enum PodMonitorChoice {
     /// Always a PodMonitor (the reconcile fails where the API is not served).
     On,
     /// No PodMonitor; ones made before are deleted.
+    Off,
+}
+
+/// Whether each country's HTTPRoute gets an Envoy Gateway BackendTrafficPolicy (consistent hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendTrafficPolicyChoice {
+    /// A policy when the BackendTrafficPolicy API (gateway.envoyproxy.io/v1alpha1) is served.
+    Auto,
+    /// Always a policy (the route step fails where the API is not served).
+    On,
+    /// No policy; ones made before are deleted.
     Off,
 }
 
@@ -304,10 +316,31 @@ pub struct RunArgs {
         default_value_t = 10
     )]
     pub external_metrics_lag_max_age_seconds: u64,
+    /// An Envoy Gateway BackendTrafficPolicy per HTTPRoute, hashing on the path
+    /// (`--routing gateway-api` only): auto-detect its API, or force it on or off.
+    #[arg(long, env = "PRAPI_BACKEND_TRAFFIC_POLICY", value_enum, default_value_t = BackendTrafficPolicyChoice::Auto)]
+    pub backend_traffic_policy: BackendTrafficPolicyChoice,
     /// A Skipper filter put first on every RouteGroup route: the ingress's token check, e.g.
     /// `oauthTokeninfoAnyScope("uid")` or `jwtValidation("https://issuer.example")`.
     #[arg(long, env = "PRAPI_SKIPPER_AUTH_FILTER")]
     pub skipper_auth_filter: Option<String>,
+    /// Put Skipper's `fadeIn` (the batch component's 30 s curve) on the products routes
+    /// (docs/load-balancing.md, "At the ingress").
+    #[arg(long, env = "PRAPI_SKIPPER_FADE_IN", default_value_t = true, action = ArgAction::Set)]
+    pub skipper_fade_in: bool,
+    /// Put Skipper's `lifo` queue on every RouteGroup route (docs/load-balancing.md, "At the
+    /// ingress").
+    #[arg(long, env = "PRAPI_SKIPPER_LIFO", default_value_t = true, action = ArgAction::Set)]
+    pub skipper_lifo: bool,
+    /// `lifo`'s maxConcurrency: requests one Skipper instance passes on per route at once.
+    #[arg(long, env = "PRAPI_SKIPPER_LIFO_MAX_CONCURRENCY", default_value_t = SkipperLifo::default().max_concurrency, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub skipper_lifo_max_concurrency: u32,
+    /// `lifo`'s maxQueueSize: requests that wait beyond those (the newest is served first).
+    #[arg(long, env = "PRAPI_SKIPPER_LIFO_MAX_QUEUE", default_value_t = SkipperLifo::default().max_queue, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub skipper_lifo_max_queue: u32,
+    /// `lifo`'s timeout in milliseconds: a request that waited this long is answered 502.
+    #[arg(long, env = "PRAPI_SKIPPER_LIFO_TIMEOUT_MS", default_value_t = SkipperLifo::default().timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub skipper_lifo_timeout_ms: u64,
     /// An implementation-specific HTTPRoute filter (`GROUP/KIND/NAME`, an ExtensionRef in the
     /// route's namespace) put on every rule: the Gateway implementation's token check.
     #[arg(long, env = "PRAPI_GATEWAY_AUTH_FILTER")]

@@ -47,7 +47,7 @@ pub const MAX_NAME_LEN: usize = 45;
         name = "Weight",
         type_ = "integer",
         json_path = ".spec.traffic.weight",
-        description = "Traffic weight of each listed country"
+        description = "Traffic weight of each listed country not named in spec.traffic.countryWeights"
     ),
     printcolumn(
         name = "Actual",
@@ -87,6 +87,9 @@ pub const MAX_NAME_LEN: usize = 45;
     ),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
         "metadata.name must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter"
+    ),
+    validation = Rule::new("!has(self.spec.traffic) || !has(self.spec.traffic.countryWeights) || self.spec.traffic.countryWeights.all(k, self.spec.countries.exists(c, c.lowerAscii() == k))").message(
+        "spec.traffic.countryWeights may only name countries of spec.countries"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -374,6 +377,13 @@ pub struct Traffic {
         .message("traffic.segment must be empty or a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"))]
     pub segment: String,
 
+    /// Weight of single countries, over `weight` (a country not named here takes `weight`): moving
+    /// one country between groups changes only the routes, not the pods (editing `countries`
+    /// restarts every component). Keys are countries of `spec.countries`, in lower case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "country_weights")]
+    pub country_weights: BTreeMap<String, i32>,
+
     /// Host names the routes of the group's countries match (RouteGroup `hosts`, HTTPRoute
     /// `hostnames`); empty: the operator's `--route-hosts`, and with neither, any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -394,9 +404,25 @@ impl Default for Traffic {
         Self {
             weight: default_weight(),
             segment: String::new(),
+            country_weights: BTreeMap::new(),
             hosts: Vec::new(),
         }
     }
+}
+
+fn country_weights(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 250,
+        "additionalProperties": {"type": "integer", "format": "int32"},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(c, self[c] >= 0 && self[c] <= 100)",
+            "message": "traffic.countryWeights values must be integers between 0 and 100"
+        }, {
+            "rule": "self.all(c, c.matches('^[a-z]{2}$'))",
+            "message": "traffic.countryWeights keys must be lower-case country codes such as de (so that no country is named twice)"
+        }]
+    })
 }
 
 fn default_weight() -> i32 {

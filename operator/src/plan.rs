@@ -5,6 +5,7 @@
 
 use crate::crd::{DynamoDb, Hedging, LogFormat, PodSettings, Resources};
 use prapi_common::kafka_client::KafkaClientSecret;
+use std::collections::BTreeMap;
 
 /// Everything the renderers need to know about one market group.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +20,8 @@ pub struct GroupPlan {
     pub weight: i32,
     /// Traffic segment; empty for none.
     pub segment: String,
+    /// Weights of single countries over `weight` (lower-case keys).
+    pub country_weights: BTreeMap<String, i32>,
     /// Route host names (`spec.traffic.hosts`); empty for the operator's.
     pub hosts: Vec<String>,
     /// The products component.

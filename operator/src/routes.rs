@@ -6,6 +6,7 @@
 //! Route objects are shared by the groups of a country, so any group's reconcile may write them;
 //! a per-namespace lock keeps this process's reconciles from interleaving their read-compute-write.
 
+use crate::cli::BackendTrafficPolicyChoice;
 use crate::crd::MarketGroup;
 use crate::plan::{Component, GroupPlan};
 use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, stable_hash};
@@ -91,6 +92,7 @@ pub struct RoutesStep {
     client: Client,
     provider: Provider,
     options: RouteOptions,
+    backend_traffic_policy: BackendTrafficPolicyChoice,
     default_image: String,
     store_managed: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -102,6 +104,7 @@ impl RoutesStep {
         client: Client,
         provider: Provider,
         options: RouteOptions,
+        backend_traffic_policy: BackendTrafficPolicyChoice,
         default_image: String,
         store_managed: bool,
     ) -> Self {
@@ -109,6 +112,7 @@ impl RoutesStep {
             client,
             provider,
             options,
+            backend_traffic_policy,
             default_image,
             store_managed,
             locks: Mutex::new(HashMap::new()),
@@ -248,40 +252,17 @@ impl RoutesStep {
         let live = readback::live(self.provider, &objects, self.options.gateway.as_ref());
         let plan = routing::plan(&groups, &live.applied);
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
-        let live_hash: BTreeMap<String, String> = objects
-            .iter()
-            .filter_map(|o| {
-                Some((
-                    o.pointer("/metadata/name")?.as_str()?.to_string(),
-                    o.pointer(&format!(
-                        "/metadata/annotations/{}",
-                        ANNOTATION_APPLIED_HASH.replace('/', "~1")
-                    ))?
-                    .as_str()?
-                    .to_string(),
-                ))
-            })
-            .collect();
+        let live_hash = applied_hashes(&objects);
         let mut changed = false;
         for route in &plan.routes {
             let Some(mut obj) = routing::render_route(self.provider, ns, route, &self.options)?
             else {
                 continue;
             };
-            let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-            let hash = stable_hash(&bytes);
             let name = route.object_name();
-            if live_hash.get(&name) == Some(&hash) {
+            if !apply_changed(&api, &ar, ns, &name, &mut obj, &live_hash).await? {
                 continue;
             }
-            obj["metadata"]["annotations"] = serde_json::json!({ ANNOTATION_APPLIED_HASH: hash });
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .map_err(kube_err(format!("applying {} {ns}/{name}", ar.kind)))?;
             changed = true;
             let pools: Vec<String> = route
                 .pools
@@ -310,7 +291,7 @@ impl RoutesStep {
                 route = %format!("{ns}/{name}"),
                 groups = ?groups
                     .iter()
-                    .map(|g| (&g.name, g.weight, g.ready, g.products, g.batch))
+                    .map(|g| (&g.name, g.weight, &g.country_weights, g.ready, g.products, g.batch))
                     .collect::<Vec<_>>(),
                 "inputs of the applied route"
             );
@@ -328,6 +309,10 @@ impl RoutesStep {
         }
         // Read back what the cluster holds now.
         let after = self.live_objects(ns).await?;
+        if self.provider == Provider::GatewayApi {
+            self.sync_backend_traffic_policies(ns, &plan, &after)
+                .await?;
+        }
         let live: Live = readback::live(self.provider, &after, self.options.gateway.as_ref());
         let carries_traffic = live
             .applied
@@ -340,6 +325,129 @@ impl RoutesStep {
             changed,
         })
     }
+}
+
+impl RoutesStep {
+    /// Envoy Gateway's BackendTrafficPolicy of each HTTPRoute (`--backend-traffic-policy`):
+    /// applied with the routes of `plan`, deleted once its route is gone (`routes` are the route
+    /// objects the cluster holds now, those of suspended groups' countries included), all deleted
+    /// when turned off.
+    async fn sync_backend_traffic_policies(
+        &self,
+        ns: &str,
+        plan: &RoutingPlan,
+        routes: &[Value],
+    ) -> Result<(), RoutesError> {
+        let ar = backend_traffic_policies();
+        let served = match self.backend_traffic_policy {
+            BackendTrafficPolicyChoice::On => true,
+            _ => crate::reconcile::shell::api_served(&self.client, &ar)
+                .await
+                .map_err(kube_err(
+                    "discovering gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy",
+                ))?,
+        };
+        let (render, prune) = policy_mode(self.backend_traffic_policy, served);
+        if !prune {
+            return Ok(());
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let live = api
+            .list(&ListParams::default().labels(ROUTES_SELECTOR))
+            .await
+            .map_err(kube_err(format!("listing {} in {ns}", ar.plural)))?;
+        let live: Vec<Value> = live
+            .items
+            .into_iter()
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect();
+        let live_hash = applied_hashes(&live);
+        let mut wanted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        if render {
+            wanted.extend(applied_hashes(routes).into_keys());
+            for route in &plan.routes {
+                let name = route.object_name();
+                wanted.insert(name.clone());
+                let mut obj = routing::gateway::backend_traffic_policy(ns, route);
+                if apply_changed(&api, &ar, ns, &name, &mut obj, &live_hash).await? {
+                    info!(policy = %format!("{ns}/{name}"), kind = %ar.kind, "applied route policy");
+                }
+            }
+        }
+        for name in live_hash.keys().filter(|n| !wanted.contains(*n)) {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    info!(policy = %format!("{ns}/{name}"), kind = %ar.kind, "deleted route policy")
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("deleting {} {ns}/{name}", ar.kind))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Envoy Gateway's BackendTrafficPolicy resource.
+pub fn backend_traffic_policies() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.envoyproxy.io", "v1alpha1", "BackendTrafficPolicy"),
+        "backendtrafficpolicies",
+    )
+}
+
+/// Whether to render the BackendTrafficPolicies, and whether to list (and prune) them at all: a
+/// forced `off` where the API is served still removes the ones made before; `on` where it is not
+/// served fails at the apply (the step's error says so).
+pub fn policy_mode(choice: BackendTrafficPolicyChoice, served: bool) -> (bool, bool) {
+    match choice {
+        BackendTrafficPolicyChoice::On => (true, true),
+        BackendTrafficPolicyChoice::Auto => (served, served),
+        BackendTrafficPolicyChoice::Off => (false, served),
+    }
+}
+
+/// Applies `obj` (server-side, the operator's field manager) with the hash of what was rendered
+/// in its applied-hash annotation, unless `live_hash` says the live object already has that hash;
+/// returns whether it applied.
+async fn apply_changed(
+    api: &Api<DynamicObject>,
+    ar: &ApiResource,
+    ns: &str,
+    name: &str,
+    obj: &mut Value,
+    live_hash: &BTreeMap<String, String>,
+) -> Result<bool, RoutesError> {
+    let hash = stable_hash(&serde_json::to_vec(&*obj).unwrap_or_default());
+    if live_hash.get(name) == Some(&hash) {
+        return Ok(false);
+    }
+    obj["metadata"]["annotations"] = serde_json::json!({ ANNOTATION_APPLIED_HASH: hash });
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&*obj),
+    )
+    .await
+    .map_err(kube_err(format!("applying {} {ns}/{name}", ar.kind)))?;
+    Ok(true)
+}
+
+/// The applied-hash annotation of each operator-written object, by name (objects without one are
+/// left out; every object the operator writes has one).
+fn applied_hashes(objects: &[Value]) -> BTreeMap<String, String> {
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        ANNOTATION_APPLIED_HASH.replace('/', "~1")
+    );
+    objects
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o.pointer("/metadata/name")?.as_str()?.to_string(),
+                o.pointer(&pointer)?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// A group's routing view from its plan.
@@ -360,6 +468,7 @@ pub fn group_routing(
         segment: plan.segment.clone(),
         balance_factor: plan.balance_factor(),
         hosts: plan.hosts.clone(),
+        country_weights: plan.country_weights.clone(),
         ready,
         bootstrapping: Vec::new(),
         deleting,
@@ -414,6 +523,7 @@ mod tests {
             weight: 40,
             segment: "canary".into(),
             hosts: Vec::new(),
+            country_weights: Default::default(),
             products: ProductsPlan {
                 replicas: ReplicaRange { min: 2, max: 20 },
                 target_cpu_utilization: 70,
@@ -513,5 +623,38 @@ mod tests {
             }),
         );
         assert_eq!(lower.products.replicas.min, 2, "never below the spec");
+    }
+
+    #[test]
+    fn backend_traffic_policies_follow_the_choice_and_the_api() {
+        use BackendTrafficPolicyChoice::*;
+        // (render, prune) for each choice, with the API served and not.
+        assert_eq!(policy_mode(Auto, true), (true, true));
+        assert_eq!(policy_mode(Auto, false), (false, false));
+        assert_eq!(policy_mode(On, true), (true, true));
+        assert_eq!(
+            policy_mode(On, false),
+            (true, true),
+            "on: the apply says what is missing"
+        );
+        assert_eq!(
+            policy_mode(Off, true),
+            (false, true),
+            "off: made before, deleted now"
+        );
+        assert_eq!(policy_mode(Off, false), (false, false));
+    }
+
+    #[test]
+    fn applied_hashes_by_name_skip_objects_without_one() {
+        let objects = [
+            serde_json::json!({"metadata": {"name": "prapi-de", "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}}),
+            serde_json::json!({"metadata": {"name": "prapi-at"}}),
+            serde_json::json!({"metadata": {"annotations": {ANNOTATION_APPLIED_HASH: "h2"}}}),
+        ];
+        assert_eq!(
+            applied_hashes(&objects),
+            BTreeMap::from([("prapi-de".to_string(), "h1".to_string())])
+        );
     }
 }

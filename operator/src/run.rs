@@ -67,7 +67,16 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
                     skipper_filter: args.skipper_auth_filter.clone(),
                     gateway_extension_ref: args.gateway_auth_filter.clone(),
                 },
+                skipper_fade_in: args.skipper_fade_in,
+                skipper_lifo: args
+                    .skipper_lifo
+                    .then(|| crate::render::routing::SkipperLifo {
+                        max_concurrency: args.skipper_lifo_max_concurrency,
+                        max_queue: args.skipper_lifo_max_queue,
+                        timeout: std::time::Duration::from_millis(args.skipper_lifo_timeout_ms),
+                    }),
             },
+            args.backend_traffic_policy,
             args.default_image.clone(),
             args.store == StoreChoice::Aws,
         )

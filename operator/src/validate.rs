@@ -198,6 +198,12 @@ pub fn plan(
         weight: spec.traffic.weight,
         segment: spec.traffic.segment.clone(),
         hosts: spec.traffic.hosts.clone(),
+        country_weights: spec
+            .traffic
+            .country_weights
+            .iter()
+            .map(|(c, w)| (c.to_ascii_lowercase(), *w))
+            .collect(),
         products: ProductsPlan {
             replicas: ReplicaRange {
                 min: spec.products.replicas.min,

@@ -326,7 +326,12 @@ async fn skipper_route_groups_segments_unready_groups_and_deletion() {
             "path": "/products/:id",
             "methods": ["GET", "HEAD"],
             "predicates": ["HeaderRegexp(\"X-Country\", \"(?i)^de$\")", "Header(\"X-Traffic-Segment\", \"canary\")"],
-            "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
+            "filters": [
+                "lifo(1000, 1000, \"1s\")",
+                "consistentHashKey(\"${id}\")",
+                "consistentHashBalanceFactor(1.25)",
+                "fadeIn(\"30s\", 2.5)"
+            ],
             "backends": [{"backendName": "s-products", "weight": 100}],
         })
     );
@@ -588,4 +593,264 @@ async fn a_suspended_group_keeps_its_objects_and_routes_until_resumed() {
         (http_weights(&r)[1] == weights(&[("b-products", 50)])).then_some(())
     })
     .await;
+}
+
+/// Each Deployment of `groups` as `(generation, pod template)`, by name.
+async fn deployments(
+    client: &kube::Client,
+    ns: &str,
+    groups: &[&str],
+) -> BTreeMap<String, (Option<i64>, Value)> {
+    let api = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for g in groups {
+        for component in ["updater", "products", "batch"] {
+            let name = format!("{g}-{component}");
+            let d = api.get(&name).await.expect("deployment");
+            let template = serde_json::to_value(d.spec.map(|s| s.template)).expect("template json");
+            out.insert(name, (d.metadata.generation, template));
+        }
+    }
+    out
+}
+
+/// The `TrafficShifted` Events for `at` on a and on b.
+async fn at_notes(client: &kube::Client, ns: &str) -> [Vec<String>; 2] {
+    let mut out: [Vec<String>; 2] = Default::default();
+    for (i, g) in ["a", "b"].into_iter().enumerate() {
+        out[i] = shift_notes(client, ns, g)
+            .await
+            .into_iter()
+            .filter(|n| n.starts_with("at: "))
+            .collect();
+        out[i].sort();
+    }
+    out
+}
+
+/// `spec.traffic.countryWeights` moves one country of two groups that both list it, without
+/// touching `countries`: the route of `de` goes from a to b, `at` stays with a, both groups report
+/// each country's own desired and actual weight, the move is a `TrafficShifted` Event per country
+/// that moved, and no Deployment of either group is changed (same generation, same pod template:
+/// no restart).
+#[tokio::test]
+async fn country_weights_move_one_country_without_restarting_either_group() {
+    let Some(c) = cluster().await else {
+        return;
+    };
+    install_routegroup_crd(&c.client).await;
+    let ns = c.namespace("rt-cw").await;
+    let _op = Operator::start(
+        &c.env,
+        &ns,
+        "op",
+        &["--updater-autoscaler", "hpa", "--routing", "skipper"],
+    );
+    // Both list both countries; b takes no traffic yet (weight 0).
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "a", small(&["de", "at"], 100, 2)),
+    )
+    .await;
+    create_group(&c.client, &ns, &group(&ns, "b", small(&["de", "at"], 0, 2))).await;
+    wait_ready(&c.client, &ns, "a").await;
+    wait_ready(&c.client, &ns, "b").await;
+    let ar = route_groups();
+    for country in ["de", "at"] {
+        eventually(&format!("{country} routed to a alone"), || async {
+            let r = route(&c.client, &ns, &ar, &format!("prapi-{country}")).await?;
+            (rg_weights(&r, None, "/products/:id") == weights(&[("a-products", 100)])).then_some(())
+        })
+        .await;
+    }
+    eventually("b reports 0/0 for both countries", || async {
+        let b = get(&c.client, &ns, "b").await;
+        (traffic(&b, "de") == Some((0, Some(0), None))
+            && traffic(&b, "at") == Some((0, Some(0), None)))
+        .then_some(())
+    })
+    .await;
+    // at's Events of the setup: a's step to 100%, b's first 0%.
+    let at_before = eventually("at's setup Events on a and b", || async {
+        let notes = at_notes(&c.client, &ns).await;
+        (notes[0].iter().any(|n| n.contains("→ 100% of"))
+            && notes[1].iter().any(|n| n.contains("→ 0% of")))
+        .then_some(notes)
+    })
+    .await;
+    // The Deployments as they run once settled (each at its HPA's floor, rolled out): what the
+    // move must leave as it is.
+    eventually("the six Deployments settled", || async {
+        let api = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.client.clone(), &ns);
+        for g in ["a", "b"] {
+            for component in ["updater", "products", "batch"] {
+                let d = api.get(&format!("{g}-{component}")).await.ok()?;
+                let want = d.spec.as_ref()?.replicas?;
+                let status = d.status.as_ref()?;
+                let settled = status.observed_generation == d.metadata.generation
+                    && status.available_replicas == Some(want)
+                    && status.updated_replicas == Some(want);
+                if !settled || (component == "products" && want != 2) {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+    let before = deployments(&c.client, &ns, &["a", "b"]).await;
+
+    // Move de: b takes it, a gives it up; `countries` stays as it is.
+    patch_group(
+        &c.client,
+        &ns,
+        "b",
+        json!({"spec": {"traffic": {"countryWeights": {"de": 100}}}}),
+    )
+    .await;
+    patch_group(
+        &c.client,
+        &ns,
+        "a",
+        json!({"spec": {"traffic": {"countryWeights": {"de": 0}}}}),
+    )
+    .await;
+    let r = eventually("de routed to b alone", || async {
+        let r = route(&c.client, &ns, &ar, "prapi-de").await?;
+        (rg_weights(&r, None, "/products/:id") == weights(&[("b-products", 100)])).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        rg_weights(&r, None, "/products"),
+        weights(&[("b-batch", 100)])
+    );
+    let r = route(&c.client, &ns, &ar, "prapi-at")
+        .await
+        .expect("prapi-at");
+    assert_eq!(
+        rg_weights(&r, None, "/products/:id"),
+        weights(&[("a-products", 100)])
+    );
+    eventually("a and b report each country's own weight", || async {
+        let a = get(&c.client, &ns, "a").await;
+        let b = get(&c.client, &ns, "b").await;
+        (traffic(&a, "de") == Some((0, Some(0), None))
+            && traffic(&a, "at") == Some((100, Some(100), None))
+            && traffic(&b, "de") == Some((100, Some(100), None))
+            && traffic(&b, "at") == Some((0, Some(0), None))
+            && a.status.as_ref()?.actual_weight.as_deref() == Some("0-100")
+            && b.status.as_ref()?.actual_weight.as_deref() == Some("0-100"))
+        .then_some(())
+    })
+    .await;
+    eventually("the move of de is an Event on each group", || async {
+        let a = shift_notes(&c.client, &ns, "a").await;
+        let b = shift_notes(&c.client, &ns, "b").await;
+        (a.iter().any(|n| n.starts_with("de: 100% → 0%"))
+            && b.iter().any(|n| n.starts_with("de: 0% → 100%")))
+        .then_some(())
+    })
+    .await;
+    // at did not move: no Event for it beyond those of the setup.
+    assert_eq!(at_notes(&c.client, &ns).await, at_before);
+    // Both groups reconciled the edited generation: nothing of their pods changed.
+    for g in ["a", "b"] {
+        let generation = get(&c.client, &ns, g).await.metadata.generation;
+        eventually(&format!("{g} observed its edited generation"), || async {
+            let mg = get(&c.client, &ns, g).await;
+            (mg.status.as_ref()?.observed_generation == generation).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        deployments(&c.client, &ns, &["a", "b"]).await,
+        before,
+        "moving a country changed a Deployment"
+    );
+}
+
+/// Envoy Gateway's BackendTrafficPolicy resource (its CRD is installed by the test environment,
+/// from Envoy Gateway's Go module).
+fn backend_traffic_policies() -> ApiResource {
+    prapi_operator::routes::backend_traffic_policies()
+}
+
+/// Where Envoy Gateway's BackendTrafficPolicy is served (the test environment installs its real
+/// CRD, so the API server checks each policy against Envoy Gateway's schema and CEL rules), each
+/// country's HTTPRoute gets one hashing on the path (`--backend-traffic-policy auto`); a country
+/// whose route goes loses its policy; and `--backend-traffic-policy off` deletes the rest while
+/// the routes stay.
+#[tokio::test]
+async fn gateway_api_routes_get_envoy_gateway_hash_policies_where_served() {
+    let Some(c) = cluster().await else {
+        return;
+    };
+    let btp = backend_traffic_policies();
+    assert!(
+        prapi_operator::reconcile::shell::api_served(&c.client, &btp)
+            .await
+            .expect("discovery"),
+        "the test environment serves gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy \
+         (e2e/testenv/lib/k8s.sh installs it; restart an environment started before that)"
+    );
+    let ns = c.namespace("rt-btp").await;
+    let mut op = Operator::start(&c.env, &ns, "op", &GATEWAY_API);
+    create_group(
+        &c.client,
+        &ns,
+        &group(&ns, "a", small(&["de", "at"], 100, 1)),
+    )
+    .await;
+    wait_ready(&c.client, &ns, "a").await;
+    let ar = http_routes();
+    for country in ["de", "at"] {
+        let name = format!("prapi-{country}");
+        let policy = eventually(&format!("BackendTrafficPolicy {name}"), || async {
+            route(&c.client, &ns, &btp, &name).await
+        })
+        .await;
+        assert_eq!(
+            policy["spec"],
+            json!({
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}],
+                // tableSize: the default of Envoy Gateway's own schema, filled in by the API server.
+                "loadBalancer": {"type": "ConsistentHash", "consistentHash": {"type": "Header", "header": {"name": ":path"}, "tableSize": 65537}},
+            })
+        );
+        assert_eq!(policy["metadata"]["labels"]["prapi.dev/country"], country);
+        assert_eq!(policy["metadata"]["ownerReferences"][0]["name"], "a");
+        assert!(route(&c.client, &ns, &ar, &name).await.is_some());
+    }
+
+    // at's weights sum to zero: its route goes, and its policy with it; de keeps both.
+    patch_group(
+        &c.client,
+        &ns,
+        "a",
+        json!({"spec": {"traffic": {"countryWeights": {"at": 0}}}}),
+    )
+    .await;
+    eventually("prapi-at's route and policy gone", || async {
+        (route(&c.client, &ns, &ar, "prapi-at").await.is_none()
+            && route(&c.client, &ns, &btp, "prapi-at").await.is_none())
+        .then_some(())
+    })
+    .await;
+    assert!(route(&c.client, &ns, &btp, "prapi-de").await.is_some());
+
+    // Turned off: the policy made before goes, the route stays.
+    assert!(op.terminate(), "the operator exits cleanly on SIGTERM");
+    let mut flags = GATEWAY_API.to_vec();
+    flags.extend(["--backend-traffic-policy", "off"]);
+    let _op = Operator::start(&c.env, &ns, "op", &flags);
+    poke(&c.client, &ns, "a", 1).await;
+    eventually("prapi-de's policy deleted with the flag off", || async {
+        route(&c.client, &ns, &btp, "prapi-de")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(route(&c.client, &ns, &ar, "prapi-de").await.is_some());
 }

@@ -84,3 +84,47 @@ fn render_prints_route_groups_and_needs_a_gateway_for_http_routes() {
     assert!(!ok);
     assert!(err.contains("expected NAMESPACE/NAME"), "{err}");
 }
+
+/// The RouteGroups of the fixture, as a RouteGroup list, are the ones in
+/// tests/fixtures/routing/two-groups.routegroups.json, which e2e/kind/chart-check.sh runs through
+/// Skipper's own RouteGroup validator (every filter created from Skipper's registry): a filter
+/// Skipper does not know, or wrong arguments, would make Skipper drop the route. Any change to the
+/// rendered RouteGroups shows here first; regenerate the file with
+/// `PRAPI_WRITE_FIXTURES=1 cargo test -p prapi-operator --test render_routing`.
+#[test]
+fn rendered_route_groups_are_the_ones_skipper_validated() {
+    let (ok, out, err) = render(&["--routing", "skipper"]);
+    assert!(ok, "{err}");
+    let list = serde_json::json!({"items": docs(&out, "RouteGroup")});
+    let rendered = format!("{}\n", serde_json::to_string_pretty(&list).expect("json"));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/routing/two-groups.routegroups.json"
+    );
+    if std::env::var_os("PRAPI_WRITE_FIXTURES").is_some() {
+        std::fs::write(path, &rendered).expect("write the fixture");
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "{path} differs from the rendered RouteGroups; regenerate it with\n  \
+         PRAPI_WRITE_FIXTURES=1 cargo test -p prapi-operator --test render_routing\n\
+         and run e2e/kind/chart-check.sh (Skipper's validator)"
+    );
+    // The filters of the products and batch routes, as the validator sees them.
+    let de = &list["items"][1];
+    assert_eq!(de["metadata"]["name"], "prapi-de");
+    assert_eq!(
+        de["spec"]["routes"][2]["filters"],
+        serde_json::json!([
+            "lifo(1000, 1000, \"1s\")",
+            "consistentHashKey(\"${id}\")",
+            "consistentHashBalanceFactor(1.25)",
+            "fadeIn(\"30s\", 2.5)"
+        ])
+    );
+    assert_eq!(
+        de["spec"]["routes"][3]["filters"],
+        serde_json::json!(["lifo(1000, 1000, \"1s\")"])
+    );
+}

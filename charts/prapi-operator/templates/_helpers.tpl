@@ -82,6 +82,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [zalando.org]
   resources: [routegroups]
   verbs: [get, list, watch, create, patch, update, delete]
+# Envoy Gateway's consistent hash per HTTPRoute, where its API is served (routing.backendTrafficPolicy).
+- apiGroups: [gateway.envoyproxy.io]
+  resources: [backendtrafficpolicies]
+  verbs: [get, list, watch, create, patch, update, delete]
 {{- end }}
 {{- end -}}
 

@@ -33,9 +33,10 @@ pub struct FadeConfig {
 
 impl Default for FadeConfig {
     fn default() -> Self {
+        // The ingress fades new products pods in along the same curve.
         Self {
-            duration: Duration::from_secs(30),
-            exponent: 2.5,
+            duration: prapi_common::fade_in::DURATION,
+            exponent: prapi_common::fade_in::EXPONENT,
         }
     }
 }

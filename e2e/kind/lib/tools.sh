@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Go tools of the kind environment, built from the Go module proxy through the
 # wrapper modules in e2e/kind/go/<name> (their go.mod/go.sum pin everything):
-# kind, CoreDNS, Skipper, kubeconform, and the pod sandbox program. The binaries land in
+# kind, CoreDNS, Skipper, kubeconform, the pod sandbox program, and routegroup-check (Skipper's
+# RouteGroup validator, for chart-check; not part of the default set). The binaries land in
 # CACHE_DIR/kind-tools/bin, rebuilt when a wrapper module changes.
 
 # check_tool_pin NAME MODULE VERSION: the wrapper's go.mod requires that version.
@@ -16,6 +17,7 @@ install_tools() {
     check_tool_pin kind sigs.k8s.io/kind "$KIND_VERSION"
     check_tool_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
     check_tool_pin skipper github.com/zalando/skipper "$SKIPPER_VERSION"
+    check_tool_pin routegroup-check github.com/zalando/skipper "$SKIPPER_VERSION"
     check_tool_pin kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION"
     local name pkg stamp t0 names=("$@")
     ((${#names[@]})) || names=(kind coredns skipper pause kubeconform)
@@ -24,7 +26,7 @@ install_tools() {
             kind) pkg=sigs.k8s.io/kind ;;
             coredns) pkg=github.com/coredns/coredns ;;
             skipper) pkg=github.com/zalando/skipper/cmd/skipper ;;
-            pause) pkg=. ;;
+            pause | routegroup-check) pkg=. ;;
             kubeconform) pkg=github.com/yannh/kubeconform/cmd/kubeconform ;;
         esac
         stamp="$(inputs_hash "$KIND_DIR/go/$name/"* <(go version))"

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Kubernetes: etcd, kube-apiserver (TLS, RBAC), kube-controller-manager,
-# kube-scheduler, kwok with fake nodes, and the Gateway API standard CRDs.
+# kube-scheduler, kwok with fake nodes, the Gateway API standard CRDs and Envoy
+# Gateway's BackendTrafficPolicy CRD.
 # Binaries are built from the Go module proxy through the wrapper modules in
 # e2e/testenv/k8s and e2e/testenv/kwok.
 
@@ -8,6 +9,7 @@ K8S_HOME="$CACHE_DIR/k8s-$K8S_VERSION"
 K8S_BIN="$K8S_HOME/bin"
 KWOK_HOME="$CACHE_DIR/kwok-$KWOK_VERSION"
 GATEWAY_API_HOME="$CACHE_DIR/gateway-api-$GATEWAY_API_VERSION"
+ENVOY_GATEWAY_HOME="$CACHE_DIR/envoy-gateway-$ENVOY_GATEWAY_VERSION"
 K8S_DIR="$STATE_DIR/k8s"
 PKI_DIR="$K8S_DIR/pki"
 # Names of the fake nodes kwok manages; spread over three zones so that
@@ -100,6 +102,18 @@ install_k8s() {
         mkdir -p "$GATEWAY_API_HOME/crds"
         cp "$dir"/config/crd/standard/*.yaml "$GATEWAY_API_HOME/crds/"
         touch "$GATEWAY_API_HOME/.installed"
+        built=1
+    fi
+    if ! [[ -f $ENVOY_GATEWAY_HOME/.installed ]]; then
+        log "fetching Envoy Gateway $ENVOY_GATEWAY_VERSION's BackendTrafficPolicy CRD"
+        local eg
+        eg="$(go mod download -json "github.com/envoyproxy/gateway@$ENVOY_GATEWAY_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" ||
+            die "go mod download github.com/envoyproxy/gateway@$ENVOY_GATEWAY_VERSION failed"
+        rm -rf "$ENVOY_GATEWAY_HOME"
+        mkdir -p "$ENVOY_GATEWAY_HOME/crds"
+        cp "$eg/charts/gateway-helm/crds/generated/gateway.envoyproxy.io_backendtrafficpolicies.yaml" \
+            "$ENVOY_GATEWAY_HOME/crds/"
+        touch "$ENVOY_GATEWAY_HOME/.installed"
         built=1
     fi
     # Go's caches (about 5 GB after these builds) only speed up a rebuild after
@@ -323,6 +337,10 @@ start_k8s() {
         crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
         crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io \
         crd/referencegrants.gateway.networking.k8s.io crd/backendtlspolicies.gateway.networking.k8s.io
+    log "installing Envoy Gateway $ENVOY_GATEWAY_VERSION's BackendTrafficPolicy CRD"
+    run_logged kube-apiserver kctl apply --server-side -f "$ENVOY_GATEWAY_HOME/crds/"
+    run_logged kube-apiserver kctl wait --for=condition=Established --timeout=120s \
+        crd/backendtrafficpolicies.gateway.envoyproxy.io
     # Pods can be created in a namespace only once its default service account exists.
     wait_healthy kube-controller-manager 120 default_service_account_exists
 }

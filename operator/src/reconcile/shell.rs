@@ -144,17 +144,27 @@ pub async fn pod_monitor_served(client: &Client) -> Result<bool, Error> {
 
 /// Whether the API server serves `kind` (discovery of its group version).
 async fn served(client: &Client, kind: ChildKind) -> Result<bool, Error> {
-    let ar = kind.api_resource();
-    match client.list_api_group_resources(&ar.api_version).await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == ar.plural)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(source) => Err(Error::Discovery {
+    api_served(client, &kind.api_resource())
+        .await
+        .map_err(|source| Error::Discovery {
             api: match kind {
                 ChildKind::PodMonitor => "monitoring.coreos.com/v1 PodMonitor",
                 _ => "keda.sh/v1alpha1 ScaledObject",
             },
             source,
-        }),
+        })
+}
+
+/// Whether the API server serves the resource `ar` (discovery of its group version; a group
+/// version it does not know is not served).
+pub async fn api_served(
+    client: &Client,
+    ar: &kube::core::ApiResource,
+) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(&ar.api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == ar.plural)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -9,6 +9,11 @@
 //! `X-Country`, once per spelling of the code ([`spellings`]: values are compared exactly in core
 //! conformance, and docs/api.md promises `DE` = `de`); segment pools add `X-Traffic-Segment`, so they win by having more header matches
 //! and are also listed first. Backends are weighted `backendRefs` to the groups' Services.
+//!
+//! Gateway API has no load-balancing algorithm of its own. Where Envoy Gateway's
+//! `BackendTrafficPolicy` is served, each HTTPRoute gets one ([`backend_traffic_policy`]): Envoy's
+//! consistent hash on the request's `:path`, so a product's single-item lookups keep landing on
+//! the same products pod (docs/load-balancing.md, "Gateway API").
 
 use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteError, RouteOptions, SEGMENT_HEADER};
 use serde_json::{Value, json};
@@ -166,4 +171,35 @@ pub fn http_route(
         "metadata": super::route_metadata(namespace, route),
         "spec": spec,
     }))
+}
+
+/// API version of Envoy Gateway's BackendTrafficPolicy.
+pub const BACKEND_TRAFFIC_POLICY_API_VERSION: &str = "gateway.envoyproxy.io/v1alpha1";
+/// What Envoy hashes: the `:path` pseudo-header, the request's path with its query. Envoy Gateway
+/// cannot hash a path segment (its consistent hash takes a source IP, headers, a cookie or query
+/// parameters), so the whole path is the closest key to the product id.
+pub const HASH_HEADER: &str = ":path";
+
+/// Envoy Gateway's BackendTrafficPolicy for a country's HTTPRoute: named like the route, with its
+/// labels and owners, targeting it, with a consistent hash on [`HASH_HEADER`]. It applies to every
+/// rule of the route: single items hash by their path (one product's `/products/ID`,
+/// `/products/ID/offers` and `/product-offers/ID` are three keys), batch requests by their whole
+/// path and query (the batch pods hold no cache, so that only spreads them).
+pub fn backend_traffic_policy(namespace: &str, route: &CountryRoute) -> Value {
+    json!({
+        "apiVersion": BACKEND_TRAFFIC_POLICY_API_VERSION,
+        "kind": "BackendTrafficPolicy",
+        "metadata": super::route_metadata(namespace, route),
+        "spec": {
+            "targetRefs": [{
+                "group": "gateway.networking.k8s.io",
+                "kind": "HTTPRoute",
+                "name": route.object_name(),
+            }],
+            "loadBalancer": {
+                "type": "ConsistentHash",
+                "consistentHash": {"type": "Header", "header": {"name": HASH_HEADER}},
+            },
+        },
+    })
 }

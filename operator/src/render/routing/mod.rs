@@ -87,6 +87,8 @@ pub struct GroupRouting {
     pub balance_factor: f64,
     /// Route host names of the group (`spec.traffic.hosts`); empty for the operator's.
     pub hosts: Vec<String>,
+    /// Weights of single countries over `weight` (`spec.traffic.countryWeights`).
+    pub country_weights: BTreeMap<String, i32>,
     /// Whether the group can serve (its workloads are available and its table exists).
     pub ready: bool,
     /// Countries the group lists whose bootstrap gate is closed: it is not ready for them.
@@ -103,6 +105,16 @@ pub struct GroupRouting {
     pub products: ComponentCapacity,
     /// Batch replicas.
     pub batch: ComponentCapacity,
+}
+
+impl GroupRouting {
+    /// The group's weight in `country`: its `countryWeights` entry, else its `weight`.
+    pub fn weight_in(&self, country: &str) -> i32 {
+        self.country_weights
+            .get(country)
+            .copied()
+            .unwrap_or(self.weight)
+    }
 }
 
 /// Why a group's actual share differs from its desired share (or why it has none).
@@ -384,6 +396,7 @@ pub fn plan(groups: &[GroupRouting], applied: &Applied) -> RoutingPlan {
                 country.clone(),
                 segment.to_string(),
                 PoolInput {
+                    country: country.clone(),
                     members,
                     leaving,
                     applied: applied_pool,
@@ -718,6 +731,10 @@ pub struct RouteOptions {
     pub hosts: Vec<String>,
     /// The ingress's token check, added to every rendered route.
     pub auth: RouteAuth,
+    /// Skipper's `lifo` queue on every RouteGroup route (`--skipper-lifo*`); None: no queue.
+    pub skipper_lifo: Option<SkipperLifo>,
+    /// Skipper's `fadeIn` on the products routes (`--skipper-fade-in`).
+    pub skipper_fade_in: bool,
 }
 
 impl Default for RouteOptions {
@@ -727,6 +744,33 @@ impl Default for RouteOptions {
             balance_factor: DEFAULT_BALANCE_FACTOR,
             hosts: Vec::new(),
             auth: RouteAuth::default(),
+            skipper_lifo: Some(SkipperLifo::default()),
+            skipper_fade_in: true,
+        }
+    }
+}
+
+/// Skipper's `lifo(maxConcurrency, maxQueueSize, timeout)` on a route: per Skipper instance and
+/// route, at most `max_concurrency` requests go on to the backends, up to `max_queue` more wait
+/// and the newest waiter goes first; a waiter is answered 502 after `timeout`, and 503 when the
+/// queue is full. The defaults only engage when a route of one Skipper instance has 1000
+/// requests in flight, far above normal traffic (docs/load-balancing.md, "At the ingress").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkipperLifo {
+    /// Requests passed on to the backends at once.
+    pub max_concurrency: u32,
+    /// Requests waiting beyond those.
+    pub max_queue: u32,
+    /// Longest wait for a slot.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for SkipperLifo {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 1000,
+            max_queue: 1000,
+            timeout: std::time::Duration::from_secs(1),
         }
     }
 }

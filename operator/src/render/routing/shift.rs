@@ -67,6 +67,8 @@ pub fn has_capacity(floor: i32, cap: ComponentCapacity) -> bool {
 /// One pool of a country (the unsegmented traffic, or one segment) as the shifting rules see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolInput<'a> {
+    /// The country.
+    pub country: String,
     /// The groups of the pool, including groups that still carry its traffic but no longer list
     /// the country (or moved to another segment): those are `leaving`.
     pub members: Vec<&'a GroupRouting>,
@@ -98,7 +100,7 @@ impl PoolInput<'_> {
         if self.drains(g) {
             0
         } else {
-            i64::from(g.weight.max(0))
+            i64::from(g.weight_in(&self.country).max(0))
         }
     }
 }

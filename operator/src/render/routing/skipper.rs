@@ -5,15 +5,20 @@
 //! product id as a path parameter, hashed with `consistentHashKey("${id}")` and a
 //! `consistentHashBalanceFactor`, so a product lands on the same products pod as through batch's
 //! in-process ring (docs/load-balancing.md: keyed on the product id alone); and the two batch
-//! paths. Every route carries `HeaderRegexp("X-Country", "(?i)^<country>$")` (case-insensitive, as
+//! paths. The products routes also fade a new pod in with `fadeIn` (`--skipper-fade-in`) along the batch component's
+//! curve (`prapi_common::fade_in`), so both paths warm a new pod's cache alike; batch's backends
+//! use `powerOfRandomNChoices`, which Skipper cannot fade in (and batch pods hold no cache). Every
+//! route queues with `lifo` when the operator's limits are set (`--skipper-lifo*`): under overload
+//! Skipper serves the newest requests first instead of its unbounded FIFO. Every route carries `HeaderRegexp("X-Country", "(?i)^<country>$")` (case-insensitive, as
 //! docs/api.md promises); segment routes add
 //! `Header("X-Traffic-Segment", ...)`, which makes them more specific than the weighted routes
 //! (Skipper prefers the route with more predicates), and they are listed first. Weights are the
 //! route's backend weights, from which Skipper derives its traffic predicates.
 
-use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteOptions, SEGMENT_HEADER};
+use super::{COUNTRY_HEADER, CountryRoute, PoolRoute, RouteOptions, SEGMENT_HEADER, SkipperLifo};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// API version of RouteGroup.
 pub const API_VERSION: &str = "zalando.org/v1";
@@ -48,6 +53,35 @@ fn quoted(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A duration as Go's `time.ParseDuration` reads it (what `fadeIn` and `lifo` take): whole
+/// seconds as `30s`, anything finer in milliseconds.
+fn go_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `fadeIn` of the products routes: the batch component's duration and curve.
+pub fn fade_in_filter() -> String {
+    format!(
+        "fadeIn({}, {})",
+        quoted(&go_duration(prapi_common::fade_in::DURATION)),
+        prapi_common::fade_in::EXPONENT
+    )
+}
+
+/// `lifo(maxConcurrency, maxQueueSize, timeout)`.
+pub fn lifo_filter(lifo: &SkipperLifo) -> String {
+    format!(
+        "lifo({}, {}, {})",
+        lifo.max_concurrency,
+        lifo.max_queue,
+        quoted(&go_duration(lifo.timeout))
+    )
 }
 
 /// `X-Country` is matched case-insensitively (docs/api.md: `DE` = `de`); the code is two ASCII
@@ -90,14 +124,24 @@ fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Valu
             })
             .collect()
     };
-    // The token check runs first, so an unauthenticated request reaches no backend.
-    let auth: Vec<String> = opts.auth.skipper_filter.iter().cloned().collect();
+    // The token check runs first, so an unauthenticated request reaches no backend (nor a
+    // queue slot); the queue next, so it bounds everything after it.
+    let first: Vec<String> = opts
+        .auth
+        .skipper_filter
+        .iter()
+        .cloned()
+        .chain(opts.skipper_lifo.as_ref().map(lifo_filter))
+        .collect();
     let mut routes: Vec<Value> = ITEM_PATHS
         .iter()
         .map(|p| {
-            let mut filters = auth.clone();
+            let mut filters = first.clone();
             filters.push("consistentHashKey(\"${id}\")".to_string());
             filters.push(format!("consistentHashBalanceFactor({balance_factor})"));
+            if opts.skipper_fade_in {
+                filters.push(fade_in_filter());
+            }
             json!({
                 "path": p,
                 "methods": ["GET", "HEAD"],
@@ -114,8 +158,8 @@ fn pool_routes(country: &str, pool: &PoolRoute, opts: &RouteOptions) -> Vec<Valu
             "predicates": predicates(country, seg),
             "backends": refs(true),
         });
-        if !auth.is_empty() {
-            route["filters"] = json!(auth);
+        if !first.is_empty() {
+            route["filters"] = json!(first);
         }
         route
     }));
@@ -169,6 +213,16 @@ pub fn route_group(namespace: &str, route: &CountryRoute, opts: &RouteOptions) -
 #[cfg(test)]
 mod tests {
     use super::quoted;
+
+    #[test]
+    fn durations_are_written_as_go_parses_them() {
+        use super::go_duration;
+        use std::time::Duration;
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(go_duration(Duration::from_millis(1)), "1ms");
+    }
 
     #[test]
     fn eskip_strings_are_escaped() {

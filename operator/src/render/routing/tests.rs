@@ -20,6 +20,7 @@ fn group(name: &str, countries: &[&str], weight: i32) -> GroupRouting {
         segment: String::new(),
         balance_factor: DEFAULT_BALANCE_FACTOR,
         hosts: Vec::new(),
+        country_weights: BTreeMap::new(),
         ready: true,
         bootstrapping: Vec::new(),
         deleting: false,
@@ -757,13 +758,13 @@ fn a_pool_shared_by_groups_with_different_balance_factors_uses_the_largest() {
     let p = plan(&[a.clone(), b], &Applied::new());
     let rg = skipper::route_group("shop", route(&p, "de"), &RouteOptions::default());
     assert_eq!(
-        rg["spec"]["routes"][0]["filters"][1],
+        rg["spec"]["routes"][0]["filters"][2],
         "consistentHashBalanceFactor(2)"
     );
     let p = plan(&[a], &Applied::new());
     let rg = skipper::route_group("shop", route(&p, "de"), &RouteOptions::default());
     assert_eq!(
-        rg["spec"]["routes"][0]["filters"][1],
+        rg["spec"]["routes"][0]["filters"][2],
         "consistentHashBalanceFactor(1.5)"
     );
 }
@@ -826,7 +827,12 @@ fn route_group_object() {
             "path": "/products/:id",
             "methods": ["GET", "HEAD"],
             "predicates": ["HeaderRegexp(\"X-Country\", \"(?i)^de$\")"],
-            "filters": ["consistentHashKey(\"${id}\")", "consistentHashBalanceFactor(1.25)"],
+            "filters": [
+                "lifo(1000, 1000, \"1s\")",
+                "consistentHashKey(\"${id}\")",
+                "consistentHashBalanceFactor(1.25)",
+                "fadeIn(\"30s\", 2.5)"
+            ],
             "backends": [{"backendName": "a-products", "weight": 90}, {"backendName": "b-products", "weight": 10}],
         })
     );
@@ -848,7 +854,121 @@ fn route_group_object() {
         routes[3]["backends"],
         json!([{"backendName": "a-batch", "weight": 90}, {"backendName": "b-batch", "weight": 10}])
     );
-    assert!(routes[3].get("filters").is_none());
+    assert_eq!(routes[3]["filters"], json!(["lifo(1000, 1000, \"1s\")"]));
+    assert_eq!(routes[4]["filters"], routes[3]["filters"]);
+    for r in &routes[..3] {
+        assert_eq!(r["filters"], routes[0]["filters"], "{r}");
+    }
+}
+
+/// Envoy Gateway's BackendTrafficPolicy of a country: named, labelled and owned like its
+/// HTTPRoute, targeting it, hashing on the path.
+#[test]
+fn backend_traffic_policy_targets_the_country_route_with_a_path_hash() {
+    let mut a = group("a", &["de"], 90);
+    a.uid = Some("uid-a".into());
+    let mut b = group("b", &["de"], 10);
+    b.uid = Some("uid-b".into());
+    let p = plan(&[a, b], &Applied::new());
+    let r = route(&p, "de");
+    let btp = gateway::backend_traffic_policy("shop", r);
+    let opts = RouteOptions {
+        gateway: Some(("gw".into(), "public".into())),
+        ..RouteOptions::default()
+    };
+    let http = gateway::http_route("shop", r, &opts).expect("route");
+    // Named, labelled and owned like the route it targets.
+    assert_eq!(btp["metadata"], http["metadata"]);
+    assert_eq!(
+        btp["metadata"]["ownerReferences"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(btp["apiVersion"], "gateway.envoyproxy.io/v1alpha1");
+    assert_eq!(btp["kind"], "BackendTrafficPolicy");
+    assert_eq!(
+        btp["spec"],
+        json!({
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "prapi-de"}],
+            "loadBalancer": {"type": "ConsistentHash", "consistentHash": {"type": "Header", "header": {"name": ":path"}}},
+        })
+    );
+}
+
+/// The queue follows the operator's limits, and without them the routes carry none; the fade-in
+/// is the batch component's curve whatever the queue.
+#[test]
+fn lifo_follows_the_operator_and_fade_in_the_batch_curve() {
+    let p = plan(&[group("a", &["de"], 100)], &Applied::new());
+    let filters = |opts: &RouteOptions| -> Vec<Value> {
+        let obj = skipper::route_group("shop", route(&p, "de"), opts);
+        obj["spec"]["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .map(|r| r.get("filters").cloned().unwrap_or(Value::Null))
+            .collect()
+    };
+    let custom = RouteOptions {
+        skipper_lifo: Some(SkipperLifo {
+            max_concurrency: 50,
+            max_queue: 7,
+            timeout: std::time::Duration::from_millis(250),
+        }),
+        ..RouteOptions::default()
+    };
+    let f = filters(&custom);
+    assert_eq!(
+        f[0],
+        json!([
+            "lifo(50, 7, \"250ms\")",
+            "consistentHashKey(\"${id}\")",
+            "consistentHashBalanceFactor(1.25)",
+            "fadeIn(\"30s\", 2.5)"
+        ])
+    );
+    assert_eq!(f[3], json!(["lifo(50, 7, \"250ms\")"]));
+    let off = RouteOptions {
+        skipper_lifo: None,
+        ..RouteOptions::default()
+    };
+    let f = filters(&off);
+    assert_eq!(
+        f[0],
+        json!([
+            "consistentHashKey(\"${id}\")",
+            "consistentHashBalanceFactor(1.25)",
+            "fadeIn(\"30s\", 2.5)"
+        ])
+    );
+    assert_eq!(
+        f[3],
+        Value::Null,
+        "batch routes without queue or token check have no filters"
+    );
+    assert_eq!(f[4], Value::Null);
+    let no_fade = RouteOptions {
+        skipper_fade_in: false,
+        ..RouteOptions::default()
+    };
+    let f = filters(&no_fade);
+    assert_eq!(
+        f[0],
+        json!([
+            "lifo(1000, 1000, \"1s\")",
+            "consistentHashKey(\"${id}\")",
+            "consistentHashBalanceFactor(1.25)"
+        ])
+    );
+    assert_eq!(f[3], json!(["lifo(1000, 1000, \"1s\")"]));
+    // The fade-in is the data plane's: same duration, same exponent.
+    assert_eq!(
+        skipper::fade_in_filter(),
+        format!(
+            "fadeIn(\"{}s\", {})",
+            prapi_common::fade_in::DURATION.as_secs(),
+            prapi_common::fade_in::EXPONENT
+        )
+    );
 }
 
 fn arb_group(i: usize) -> impl Strategy<Value = GroupRouting> {
@@ -860,10 +980,21 @@ fn arb_group(i: usize) -> impl Strategy<Value = GroupRouting> {
         prop::bool::weighted(0.15),
         0i32..30,
         proptest::sample::subsequence(vec!["de", "at", "ch"], 0..=3),
+        proptest::collection::btree_map(
+            prop_oneof![Just("de"), Just("at"), Just("ch")],
+            0i32..=100,
+            0..=2,
+        ),
     )
         .prop_map(
-            move |(countries, weight, segment, ready, deleting, avail, gated)| {
+            move |(countries, weight, segment, ready, deleting, avail, gated, own)| {
                 let mut g = group(&format!("g{i}"), &countries, weight);
+                // Country weights only for listed countries (the CRD refuses others).
+                g.country_weights = own
+                    .into_iter()
+                    .filter(|(c, _)| countries.contains(c))
+                    .map(|(c, w)| (c.to_string(), w))
+                    .collect();
                 g.bootstrapping = gated
                     .iter()
                     .filter(|c| countries.contains(c))
@@ -961,14 +1092,63 @@ proptest! {
             for pool in &r.pools {
                 let seg = pool.segment.as_deref().unwrap_or("");
                 let expect: BTreeMap<String, i32> = groups.iter()
-                    .filter(|g| g.countries.contains(&r.country) && g.segment == seg && g.ready && !g.bootstrapping.contains(&r.country) && !g.deleting && g.weight > 0)
-                    .map(|g| (g.name.clone(), g.weight))
+                    .filter(|g| g.countries.contains(&r.country) && g.segment == seg && g.ready && !g.bootstrapping.contains(&r.country) && !g.deleting && g.weight_in(&r.country) > 0)
+                    .map(|g| (g.name.clone(), g.weight_in(&r.country)))
                     .collect();
                 if !expect.is_empty() {
                     prop_assert_eq!(weights(r, pool.segment.as_deref()), expect);
                 }
             }
         }
+    }
+
+    /// Each country's desired shares come from the groups' weights in that country alone: a
+    /// member's share is its weight there (0 while deleted) over the pool's, and a group that only
+    /// drains out of the pool wants none.
+    #[test]
+    fn desired_shares_use_each_countrys_own_weight(groups in arb_groups(), applied in arb_applied()) {
+        let p = plan(&groups, &applied);
+        for (name, shares) in &p.shares {
+            for s in shares {
+                let seg = s.segment.clone().unwrap_or_default();
+                let members: Vec<&GroupRouting> = groups.iter()
+                    .filter(|g| g.countries.contains(&s.country) && g.segment == seg)
+                    .collect();
+                let w: Vec<i64> = members.iter()
+                    .map(|g| if g.deleting { 0 } else { i64::from(g.weight_in(&s.country)) })
+                    .collect();
+                let want = members.iter().position(|g| &g.name == name)
+                    .map_or(0, |me| shift::percentages(&w)[me]);
+                prop_assert_eq!(s.desired, want, "{} in {} {:?}", name, s.country, s.segment);
+            }
+        }
+    }
+
+    /// Changing one group's weight in one country leaves every other country's route as it is
+    /// (with room everywhere, so no floor of the moved country holds another one back).
+    #[test]
+    fn a_country_weight_changes_no_other_countrys_route(
+        groups in arb_groups(), applied in arb_applied(), pick in 0usize..5,
+        country in prop_oneof![Just("de"), Just("at"), Just("ch")], w in 0i32..=100
+    ) {
+        let mut groups: Vec<GroupRouting> = groups.into_iter().map(|mut g| {
+            g.products.available = g.products.max;
+            g.batch.available = g.batch.max;
+            g
+        }).collect();
+        let before = plan(&groups, &applied);
+        let Some(g) = groups.get_mut(pick) else { return Ok(()) };
+        if !g.countries.iter().any(|c| c == country) { return Ok(()) }
+        g.country_weights.insert(country.to_string(), w);
+        let after = plan(&groups, &applied);
+        let others = |p: &RoutingPlan| -> Vec<CountryRoute> {
+            p.routes.iter().filter(|r| r.country != country).cloned().collect()
+        };
+        prop_assert_eq!(others(&before), others(&after));
+        let removed = |p: &RoutingPlan| -> Vec<String> {
+            p.remove.iter().filter(|c| *c != country).cloned().collect()
+        };
+        prop_assert_eq!(removed(&before), removed(&after));
     }
 
     #[test]
@@ -1012,8 +1192,17 @@ fn the_auth_hook_guards_every_route() {
         routes[0]["filters"],
         json!([
             "oauthTokeninfoAnyScope(\"uid\")",
+            "lifo(1000, 1000, \"1s\")",
             "consistentHashKey(\"${id}\")",
-            "consistentHashBalanceFactor(1.25)"
+            "consistentHashBalanceFactor(1.25)",
+            "fadeIn(\"30s\", 2.5)"
+        ])
+    );
+    assert_eq!(
+        routes[3]["filters"],
+        json!([
+            "oauthTokeninfoAnyScope(\"uid\")",
+            "lifo(1000, 1000, \"1s\")"
         ])
     );
     let gateway_opts = RouteOptions {
@@ -1143,4 +1332,37 @@ fn deleting_a_group_thaws_its_countries_so_deletion_never_waits_for_a_resume() {
     let p = plan(&[a, b_gone], &applied);
     assert!(p.routes.iter().any(|r| r.country == "de"), "{p:?}");
     assert_eq!(share(&p, "b", "de").desired, 0);
+}
+
+#[test]
+fn a_country_weight_moves_one_country_without_touching_the_others() {
+    let a = group("a", &["de", "at"], 50);
+    let mut b = group("b", &["de", "at"], 50);
+    b.country_weights = BTreeMap::from([("de".to_string(), 0)]);
+    let p = plan(&[a.clone(), b.clone()], &Applied::new());
+    assert_eq!(
+        weights(route(&p, "de"), None),
+        BTreeMap::from([("a".to_string(), 50)])
+    );
+    assert_eq!(
+        weights(route(&p, "at"), None),
+        BTreeMap::from([("a".to_string(), 50), ("b".to_string(), 50)])
+    );
+    let desired: Vec<(String, i32)> = p.shares["b"]
+        .iter()
+        .map(|s| (s.country.clone(), s.desired))
+        .collect();
+    assert_eq!(desired, [("at".to_string(), 50), ("de".to_string(), 0)]);
+    // A country weight above the group's weight counts for that country alone.
+    b.country_weights = BTreeMap::from([("at".to_string(), 100)]);
+    assert_eq!((b.weight_in("at"), b.weight_in("de")), (100, 50));
+    let p = plan(&[a, b], &Applied::new());
+    let desired: BTreeMap<String, i32> = p.shares["b"]
+        .iter()
+        .map(|s| (s.country.clone(), s.desired))
+        .collect();
+    assert_eq!(
+        desired,
+        BTreeMap::from([("at".to_string(), 67), ("de".to_string(), 50)])
+    );
 }
