@@ -211,6 +211,15 @@ nodes_ready() {
     ((ready == ${#KWOK_NODES[@]}))
 }
 
+# Whether every CRD named is Established. (`kubectl wait --for=condition=Established` fails at
+# once on a CRD created a moment ago whose status has no conditions yet.)
+crds_established() {
+    local crd
+    for crd in "$@"; do
+        [[ $(kctl get "crd/$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}') == True ]] || return 1
+    done
+}
+
 default_service_account_exists() {
     kctl get serviceaccount default -n default
 }
@@ -333,14 +342,13 @@ start_k8s() {
 
     log "installing the Gateway API $GATEWAY_API_VERSION standard CRDs"
     run_logged kube-apiserver kctl apply --server-side -f "$GATEWAY_API_HOME/crds/"
-    run_logged kube-apiserver kctl wait --for=condition=Established --timeout=120s \
-        crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
-        crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io \
-        crd/referencegrants.gateway.networking.k8s.io crd/backendtlspolicies.gateway.networking.k8s.io
     log "installing Envoy Gateway $ENVOY_GATEWAY_VERSION's BackendTrafficPolicy CRD"
     run_logged kube-apiserver kctl apply --server-side -f "$ENVOY_GATEWAY_HOME/crds/"
-    run_logged kube-apiserver kctl wait --for=condition=Established --timeout=120s \
-        crd/backendtrafficpolicies.gateway.envoyproxy.io
+    wait_healthy kube-apiserver 120 crds_established \
+        gatewayclasses.gateway.networking.k8s.io gateways.gateway.networking.k8s.io \
+        httproutes.gateway.networking.k8s.io grpcroutes.gateway.networking.k8s.io \
+        referencegrants.gateway.networking.k8s.io backendtlspolicies.gateway.networking.k8s.io \
+        backendtrafficpolicies.gateway.envoyproxy.io
     # Pods can be created in a namespace only once its default service account exists.
     wait_healthy kube-controller-manager 120 default_service_account_exists
 }
