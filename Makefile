@@ -42,6 +42,14 @@ bench:
 bench-updater:
 	$(CARGO) bench -p prapi-dataplane --bench updater
 
+.PHONY: bench-operator
+# Operator throughput (one bounded run, minutes): N MarketGroups to Ready against a baseline that
+# server-side applies the same objects, plus the operator's idle and restart writes, on the test
+# environment started (and stopped) around it. PRAPI_BENCH_GROUPS=25 for a quick run; see
+# docs/performance.md.
+bench-operator:
+	e2e/testenv/with-testenv.sh $(CARGO) bench -p prapi-operator --bench throughput
+
 # Start (what is not running of) the test environment; writes target/testenv/env.
 testenv:
 	e2e/testenv/up.sh

@@ -5,9 +5,16 @@
 //! and the operator's entry in its managedFields is the one this process saw right after its own
 //! last apply. The second part catches edits by others: a field another manager changes moves out
 //! of the operator's entry, so drift is still corrected. Status updates, and the autoscalers'
-//! replica changes, touch no field of the operator's, so they cause no apply. A fresh process
-//! applies everything once (the API server treats an unchanged apply as a no-op). An unchanged
-//! group is therefore reconciled with reads only.
+//! replica changes, touch no field of the operator's, so they cause no apply. An unchanged group
+//! is therefore reconciled with reads only.
+//!
+//! What this process saw after its applies is also kept with the group, as one [`fingerprint`] of
+//! the operator's entries of all its objects (`status.applied`), so a new process (a restart, a
+//! new leader) does not have to apply everything once to learn them: when the live objects' entries
+//! hash to the recorded fingerprint, they are still exactly as the last apply left them, and are
+//! taken as seen ([`recorded_versions`]). Otherwise (the record is missing or stale: another
+//! manager took a field, the status write was lost) the objects are applied as by a fresh process,
+//! and the API server keeps those that are unchanged as they are.
 
 use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, children_selector};
 use crate::render::{Child, ChildKind};
@@ -94,6 +101,11 @@ pub struct SyncReport {
     pub pruned: Vec<(ChildKind, String)>,
     /// The group's Deployments as of this sync (the apply response where one was applied).
     pub deployments: BTreeMap<String, Deployment>,
+    /// The [`fingerprint`] of the desired children as this process last saw them after its own
+    /// applies; `None` when it does not know one of them.
+    pub fingerprint: Option<String>,
+    /// Children taken as seen from the group's recorded fingerprint instead of being applied.
+    pub recorded: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -124,6 +136,40 @@ pub fn version_of(meta: &ObjectMeta) -> Option<String> {
     serde_json::to_vec(&ours)
         .ok()
         .map(|bytes| crate::render::meta::stable_hash(&bytes))
+}
+
+/// One hash of the operator's entries ([`version_of`]) of every desired child, in the order
+/// given: what `status.applied` records after a sync.
+pub fn fingerprint<'a>(
+    versions: impl IntoIterator<Item = (ChildKind, &'a str, &'a str)>,
+) -> String {
+    let mut text = String::new();
+    for (kind, name, version) in versions {
+        text.push_str(&format!("{kind:?}/{name}={version}\n"));
+    }
+    crate::render::meta::stable_hash(text.as_bytes())
+}
+
+/// The operator's entry of each desired child as live, when they hash to `recorded` (the group's
+/// `status.applied`): then every one is as the operator's last recorded apply left it. `None` when
+/// there is no record, a desired child is missing or has no entry of the operator's, or the
+/// entries moved since (an apply by another process of the operator, a field taken by another
+/// manager).
+pub fn recorded_versions(
+    desired: &[Child],
+    live: &HashMap<(ChildKind, String), ObjectMeta>,
+    recorded: Option<&str>,
+) -> Option<Vec<String>> {
+    let recorded = recorded?;
+    let versions = desired
+        .iter()
+        .map(|c| version_of(live.get(&(c.kind, c.name.clone()))?))
+        .collect::<Option<Vec<String>>>()?;
+    let entries = desired
+        .iter()
+        .zip(&versions)
+        .map(|(c, v)| (c.kind, c.name.as_str(), v.as_str()));
+    (fingerprint(entries) == recorded).then_some(versions)
 }
 
 fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
@@ -183,7 +229,8 @@ impl Applier {
     /// Makes the group's children in `namespace` exactly `desired`: applies what differs, deletes
     /// children of kinds in `kinds` that carry the group's labels and controller reference
     /// (`owner_uid`) but are not desired. Kinds not in `kinds` (e.g. ScaledObject without KEDA) are
-    /// neither listed nor pruned.
+    /// neither listed nor pruned. `recorded` is the group's `status.applied`: what an earlier
+    /// process saw after its applies (see the module docs).
     pub async fn sync(
         &self,
         namespace: &str,
@@ -191,13 +238,40 @@ impl Applier {
         owner_uid: &str,
         desired: &[Child],
         kinds: &[ChildKind],
+        recorded: Option<&str>,
     ) -> Result<SyncReport, ApplyError> {
         let mut report = SyncReport::default();
         let live = self.list_live(namespace, group, kinds, &mut report).await?;
+        let key = |c: &Child| Key {
+            kind: c.kind,
+            namespace: namespace.to_string(),
+            group: group.to_string(),
+            name: c.name.clone(),
+        };
+        if desired.iter().all(|c| self.remembered(&key(c)).is_none())
+            && let Some(versions) = recorded_versions(desired, &live, recorded)
+        {
+            for (child, version) in desired.iter().zip(versions) {
+                self.remember(key(child), Some(version));
+            }
+            report.recorded = desired.len();
+        }
         self.apply_changed(namespace, group, desired, &live, &mut report)
             .await?;
         let stale = stale(&live, desired, owner_uid);
         self.prune(namespace, group, stale, &mut report).await?;
+        let versions = desired
+            .iter()
+            .map(|c| self.remembered(&key(c)))
+            .collect::<Option<Vec<String>>>();
+        report.fingerprint = versions.map(|v| {
+            fingerprint(
+                desired
+                    .iter()
+                    .zip(&v)
+                    .map(|(c, v)| (c.kind, c.name.as_str(), v.as_str())),
+            )
+        });
         Ok(report)
     }
 
@@ -447,6 +521,134 @@ mod tests {
             ]
         );
         assert_eq!(stale(&live, &[], "u3"), Vec::new());
+    }
+
+    /// Metadata with an entry of the operator's (and one of another manager's) in managedFields.
+    fn applied_at(hash: &str, time: &str, fields: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value(json!({
+            "annotations": {ANNOTATION_APPLIED_HASH: hash},
+            "managedFields": [
+                {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "v1",
+                 "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields},
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-01-01T00:00:09Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:status": {}}, "subresource": "status"},
+            ],
+        }))
+        .expect("metadata")
+    }
+
+    #[test]
+    fn recorded_versions_need_every_desired_child_with_the_recorded_entries() {
+        let desired = [
+            child(ChildKind::ConfigMap, "g-config"),
+            child(ChildKind::Service, "g-products"),
+        ];
+        let fields = json!({"f:spec": {"f:ports": {}}});
+        let live: Live = [
+            (
+                (ChildKind::ConfigMap, "g-config".to_string()),
+                applied_at("h1", "2026-01-01T00:00:01Z", json!({"f:data": {}})),
+            ),
+            (
+                (ChildKind::Service, "g-products".to_string()),
+                applied_at("h2", "2026-01-01T00:00:02Z", fields.clone()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let versions: Vec<String> = desired
+            .iter()
+            .map(|c| version_of(&live[&(c.kind, c.name.clone())]).expect("an entry"))
+            .collect();
+        let record = fingerprint(
+            desired
+                .iter()
+                .zip(&versions)
+                .map(|(c, v)| (c.kind, c.name.as_str(), v.as_str())),
+        );
+        assert_eq!(
+            recorded_versions(&desired, &live, Some(&record)),
+            Some(versions.clone())
+        );
+        // No record, another record, or the record of another order of the same objects.
+        assert_eq!(recorded_versions(&desired, &live, None), None);
+        assert_eq!(recorded_versions(&desired, &live, Some("0123")), None);
+        let reversed = [desired[1].clone(), desired[0].clone()];
+        assert_eq!(recorded_versions(&reversed, &live, Some(&record)), None);
+        // A field taken by another manager leaves the operator's entry with fewer fields.
+        let mut taken = live.clone();
+        taken.insert(
+            (ChildKind::Service, "g-products".to_string()),
+            applied_at("h2", "2026-01-01T00:00:02Z", json!({"f:spec": {}})),
+        );
+        assert_eq!(recorded_versions(&desired, &taken, Some(&record)), None);
+        // A later apply (of another process) moves the entry's time.
+        let mut later = live.clone();
+        later.insert(
+            (ChildKind::Service, "g-products".to_string()),
+            applied_at("h2", "2026-01-01T00:00:05Z", fields),
+        );
+        assert_eq!(recorded_versions(&desired, &later, Some(&record)), None);
+        // A desired child that is not live, or was never applied by the operator.
+        let mut missing = live.clone();
+        missing.remove(&(ChildKind::Service, "g-products".to_string()));
+        assert_eq!(recorded_versions(&desired, &missing, Some(&record)), None);
+        let mut foreign = live.clone();
+        foreign.insert(
+            (ChildKind::Service, "g-products".to_string()),
+            ObjectMeta::default(),
+        );
+        assert_eq!(recorded_versions(&desired, &foreign, Some(&record)), None);
+        // Status updates by others do not move it: only the operator's entry counts.
+        let mut status_moved = live.clone();
+        let meta = status_moved
+            .get_mut(&(ChildKind::ConfigMap, "g-config".to_string()))
+            .expect("live");
+        if let Some(entries) = meta.managed_fields.as_mut() {
+            entries[1].time = None;
+        }
+        assert_eq!(
+            recorded_versions(&desired, &status_moved, Some(&record)),
+            Some(versions)
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_depends_on_each_kind_name_and_version_in_order() {
+        let one = fingerprint([
+            (ChildKind::Service, "a", "v1"),
+            (ChildKind::Service, "b", "v2"),
+        ]);
+        assert_eq!(
+            one,
+            fingerprint([
+                (ChildKind::Service, "a", "v1"),
+                (ChildKind::Service, "b", "v2")
+            ])
+        );
+        for other in [
+            fingerprint([
+                (ChildKind::Service, "a", "v1"),
+                (ChildKind::Service, "b", "v3"),
+            ]),
+            fingerprint([
+                (ChildKind::Service, "a", "v1"),
+                (ChildKind::ConfigMap, "b", "v2"),
+            ]),
+            fingerprint([
+                (ChildKind::Service, "a", "v1"),
+                (ChildKind::Service, "c", "v2"),
+            ]),
+            fingerprint([
+                (ChildKind::Service, "b", "v2"),
+                (ChildKind::Service, "a", "v1"),
+            ]),
+            fingerprint([(ChildKind::Service, "a", "v1")]),
+            fingerprint([]),
+        ] {
+            assert_ne!(one, other);
+        }
     }
 
     /// The API server's answer to an update of a RoleBinding's roleRef, as it sends it.

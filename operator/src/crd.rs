@@ -970,6 +970,11 @@ pub struct MarketGroupStatus {
     /// the table holds the catalogue (those are routed; the others wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapStatus>,
+    /// The operator's record of its last apply of the group's objects: one hash of its
+    /// server-side-apply entries in their managedFields. An operator process that starts (a
+    /// restart, a new leader) and finds the objects still so sends them nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
 }
 
 /// The bootstrap gate's memory (docs/operator.md, "The bootstrap gate"): a country is routed once

@@ -240,6 +240,9 @@ pub struct Observed<'a> {
     pub hpa_floors: Option<Floors>,
     /// The bootstrap gate as decided this time (None: not run; the stored memory stands).
     pub gate: Option<crate::gate::Gate>,
+    /// The fingerprint of the children after this sync ([`crate::apply::fingerprint`]; None: not
+    /// synced this time, the stored one stays).
+    pub applied: Option<String>,
 }
 
 /// What the store and routing steps read: each replaces its field of the status, and one not
@@ -552,6 +555,10 @@ pub fn desired_status(
         actual_weight: actual_weight(&traffic),
         traffic,
         bootstrap: obs.gate.as_ref().map(|g| g.status.clone()),
+        applied: obs
+            .applied
+            .clone()
+            .or_else(|| previous.and_then(|p| p.applied.clone())),
     }
 }
 
@@ -636,6 +643,7 @@ mod tests {
             suspended: false,
             hpa_floors: None,
             gate: None,
+            applied: None,
         }
     }
 
@@ -1173,6 +1181,29 @@ mod tests {
             r.message.contains("no available replicas yet: updater"),
             "{}",
             r.message
+        );
+    }
+
+    #[test]
+    fn the_applied_fingerprint_of_a_sync_replaces_the_stored_one_and_is_kept_otherwise() {
+        let d = deployment(2, 2, 2, 2);
+        let stored = MarketGroupStatus {
+            applied: Some("before".into()),
+            ..MarketGroupStatus::default()
+        };
+        let mut obs = observed([Some(&d), Some(&d), Some(&d)]);
+        assert_eq!(
+            desired_status(Some(&stored), &obs, Timestamp::UNIX_EPOCH).applied,
+            Some("before".into())
+        );
+        assert_eq!(
+            desired_status(None, &obs, Timestamp::UNIX_EPOCH).applied,
+            None
+        );
+        obs.applied = Some("after".into());
+        assert_eq!(
+            desired_status(Some(&stored), &obs, Timestamp::UNIX_EPOCH).applied,
+            Some("after".into())
         );
     }
 

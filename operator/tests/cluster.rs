@@ -540,30 +540,6 @@ async fn deleting_a_group_removes_the_finalizer_and_garbage_collects_children() 
     .await;
 }
 
-/// Waits until the operator's reconcile and write counts stop moving (same over 2 s) and returns
-/// them.
-async fn settled(op: &Operator) -> (f64, f64) {
-    tokio::time::timeout(PATIENCE, async {
-        let mut last = None;
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let Some(m) = op.metrics().await else {
-                continue;
-            };
-            let now = (
-                metric_sum(&m, "prapi_operator_reconciles_total", &[]),
-                metric_sum(&m, "prapi_operator_writes_total", &[]),
-            );
-            if last == Some(now) {
-                return now;
-            }
-            last = Some(now);
-        }
-    })
-    .await
-    .expect("the operator settles")
-}
-
 #[tokio::test]
 async fn an_unchanged_group_is_reconciled_without_writes() {
     let _no_keda_changes = KEDA_CRD_CHANGES.read().await;
@@ -614,8 +590,13 @@ async fn an_unchanged_group_is_reconciled_without_writes() {
         "the status was rewritten"
     );
 
-    // A restarted operator has forgotten what it applied: it applies once more, and the API
-    // server keeps every object as it was (server-side apply of identical content is a no-op).
+    // A restarted operator finds the objects as the group's status records them after the last
+    // apply: it sends nothing at all, neither the objects nor the status.
+    let recorded = get_group(&c.client, &ns, "g")
+        .await
+        .status
+        .and_then(|s| s.applied);
+    assert!(recorded.is_some(), "the status records the applied objects");
     assert!(op.terminate(), "clean exit on SIGTERM");
     let op = Operator::start(&c.env, &ns, "op-b", &forced_hpa());
     op.wait_up().await;
@@ -623,7 +604,11 @@ async fn an_unchanged_group_is_reconciled_without_writes() {
         (op.metric("prapi_operator_reconciles_total", &[]).await? >= 1.0).then_some(())
     })
     .await;
-    settled(&op).await;
+    assert_eq!(
+        settled(&op).await.1,
+        0.0,
+        "the restarted operator wrote to the API"
+    );
     assert_eq!(
         fingerprints(&c.client, &ns, "g").await,
         versions,
@@ -642,6 +627,102 @@ async fn an_unchanged_group_is_reconciled_without_writes() {
     })
     .await;
     assert_eq!(settled(&op).await.1, writes);
+}
+
+/// Edits a data key of the group's ConfigMap as another manager would (`kubectl edit`), and
+/// waits until the key holds the operator's value again, put back by an apply of `op`.
+async fn edit_config_and_wait_for_repair(c: &Cluster, ns: &str, op: &Operator, key: &str) {
+    let cm: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), ns, &ChildKind::ConfigMap.api_resource());
+    let rendered = cm.get("g-config").await.expect("configmap").data["data"][key].clone();
+    let writes = op
+        .metric("prapi_operator_writes_total", &[("verb", "apply")])
+        .await
+        .unwrap_or(0.0);
+    cm.patch(
+        "g-config",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({"data": {key: "edited"}})),
+    )
+    .await
+    .expect("edit the ConfigMap");
+    eventually(&format!("{key} put back to {rendered}"), || async {
+        let live = cm.get("g-config").await.ok()?.data["data"][key].clone();
+        (live == rendered).then_some(())
+    })
+    .await;
+    let after = op
+        .metric("prapi_operator_writes_total", &[("verb", "apply")])
+        .await
+        .unwrap_or(0.0);
+    assert!(after > writes, "the operator applied to put it back");
+}
+
+#[tokio::test]
+async fn an_edit_by_someone_else_is_put_back_also_one_made_while_no_operator_ran() {
+    let Some(ReadyGroup { c, ns, mut op, .. }) =
+        ready_group("mg-drift", &forced_hpa(), json!({"countries": ["de"]})).await
+    else {
+        return;
+    };
+    let cm: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &ns, &ChildKind::ConfigMap.api_resource());
+    let data = cm.get("g-config").await.expect("configmap").data["data"].clone();
+    let key = data
+        .as_object()
+        .and_then(|d| d.keys().next().cloned())
+        .expect("the ConfigMap holds settings");
+
+    // The ConfigMap is watched: the edit makes the group reconcile, and the field the edit took
+    // from the operator's managedFields entry is applied back.
+    edit_config_and_wait_for_repair(&c, &ns, &op, &key).await;
+    settled(&op).await;
+
+    // Made while no operator runs, the edit no longer matches the objects' record in the group's
+    // status: the next operator applies instead of taking them as recorded.
+    let recorded = get_group(&c.client, &ns, "g")
+        .await
+        .status
+        .and_then(|s| s.applied);
+    assert!(recorded.is_some(), "the status records the applied objects");
+    assert!(op.terminate(), "clean exit on SIGTERM");
+    cm.patch(
+        "g-config",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({"data": {&key: "edited while down"}})),
+    )
+    .await
+    .expect("edit the ConfigMap");
+    let op = Operator::start(&c.env, &ns, "op-b", &forced_hpa());
+    eventually(&format!("{key} put back by the new operator"), || async {
+        let live = cm.get("g-config").await.ok()?.data["data"][&key].clone();
+        (live == data[&key]).then_some(())
+    })
+    .await;
+    settled(&op).await;
+    assert!(
+        op.metric("prapi_operator_writes_total", &[("verb", "apply")])
+            .await
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the new operator applied"
+    );
+    // Its status now records the repaired objects, and a later edit is put back as before.
+    let now = get_group(&c.client, &ns, "g")
+        .await
+        .status
+        .and_then(|s| s.applied);
+    assert!(
+        now.is_some() && now != recorded,
+        "a new record: {now:?} after {recorded:?}"
+    );
+    edit_config_and_wait_for_repair(&c, &ns, &op, &key).await;
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ pub enum Progress {
         error: Option<Error>,
         /// The products and batch HPA minimums that were applied.
         floors: Floors,
+        /// The children's fingerprint after the sync, when known.
+        applied: Option<String>,
     },
     /// `spec.suspend`: nothing was rendered, applied or routed.
     Suspended {
@@ -112,6 +114,7 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
         suspended: false,
         hpa_floors: None,
         gate: None,
+        applied: None,
     };
     let next = match progress {
         Progress::Invalid(invalid) => {
@@ -160,8 +163,10 @@ pub fn outcome<'a>(group: Group<'a>, progress: Progress) -> (Observed<'a>, Resul
             steps,
             error,
             floors,
+            applied,
         } => {
             observed.updater_autoscaler = Some(autoscaler.kind().to_string());
+            observed.applied = applied;
             observed.table = Some(table);
             observed.hpa_floors = Some(floors);
             observed.store = steps.store;
@@ -246,6 +251,7 @@ mod tests {
                 products: 4,
                 batch: 2,
             },
+            applied: Some("f1".into()),
         }
     }
 
@@ -463,6 +469,7 @@ mod tests {
                 batch: 2
             })
         );
+        assert_eq!(observed.applied.as_deref(), Some("f1"));
         assert!(!observed.suspended);
     }
 
@@ -484,6 +491,7 @@ mod tests {
         assert_eq!(observed.updater_autoscaler.as_deref(), Some("ScaledObject"));
         // Nothing applied: the stored floors and readings stay.
         assert_eq!(observed.hpa_floors, None);
+        assert_eq!(observed.applied, None);
         assert_eq!(observed.readings, Readings::default());
         assert!(present(&observed).iter().all(|(_, p)| *p));
         assert_eq!(next.ok(), Some(Action::await_change()));

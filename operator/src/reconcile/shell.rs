@@ -259,7 +259,8 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
                     products: floored.products.replicas.min,
                     batch: floored.batch.replicas.min,
                 };
-                match sync(&ctx, &floored, &uid).await {
+                let recorded = mg.status.as_ref().and_then(|s| s.applied.as_deref());
+                match sync(&ctx, &floored, &uid, recorded).await {
                     Ok((report, autoscaler)) => {
                         publish_sync_events(&ctx, &mg, &report).await;
                         let (steps, error) = ctx
@@ -273,6 +274,7 @@ pub async fn converge(mg: Arc<MarketGroup>, ctx: Arc<Context>) -> Result<Action,
                             steps,
                             error,
                             floors: applied_floors,
+                            applied: report.fingerprint.clone(),
                         };
                         (report.deployments, progress)
                     }
@@ -346,6 +348,7 @@ async fn sync(
     ctx: &Context,
     plan: &GroupPlan,
     uid: &str,
+    recorded: Option<&str>,
 ) -> Result<(SyncReport, UpdaterAutoscaler), Error> {
     let autoscaler = updater_autoscaler(ctx).await?;
     let (render_pod_monitor, list_pod_monitors) = pod_monitor(ctx).await?;
@@ -383,6 +386,7 @@ async fn sync(
             uid,
             &desired,
             &kinds,
+            recorded,
         )
         .await?;
     if !report.applied.is_empty() || !report.pruned.is_empty() {

@@ -553,6 +553,30 @@ impl Drop for Operator {
     }
 }
 
+/// Waits until the operator's reconcile and write counts stop moving (same over 2 s) and returns
+/// them.
+pub async fn settled(op: &Operator) -> (f64, f64) {
+    tokio::time::timeout(PATIENCE, async {
+        let mut last = None;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let Some(m) = op.metrics().await else {
+                continue;
+            };
+            let now = (
+                metric_sum(&m, "prapi_operator_reconciles_total", &[]),
+                metric_sum(&m, "prapi_operator_writes_total", &[]),
+            );
+            if last == Some(now) {
+                return now;
+            }
+            last = Some(now);
+        }
+    })
+    .await
+    .expect("the operator settles")
+}
+
 /// A copy of the test environment's kubeconfig that impersonates ServiceAccount `ns/name`, written
 /// under target/.
 pub fn impersonating_kubeconfig(env: &TestEnv, ns: &str, name: &str) -> PathBuf {
