@@ -36,6 +36,16 @@ bench:
 	$(CARGO) bench -p prapi-dataplane --bench batch
 	$(CARGO) bench -p prapi-dataplane --bench gzip
 
+.PHONY: bench-latency bench-memory
+# Open-loop latency of `prapi products` at 25/50/75 % of its peak (about 2.5 minutes).
+bench-latency:
+	$(CARGO) bench -p prapi-dataplane --bench latency
+
+# RSS per cached product against the cache's byte accounting, and the budget under a miss storm
+# (2 to 10 minutes; about 6 GB of memory at 50k products).
+bench-memory:
+	$(CARGO) bench -p prapi-dataplane --bench memory
+
 .PHONY: bench-updater
 # Updater throughput (one bounded run): in-memory 5 ms/call vs theory, naive writer, dynalite when
 # the test environment is up (make testenv).

@@ -14,10 +14,9 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use bytes::Bytes;
 use xxhash_rust::xxh64::Xxh64;
 
-use crate::cache::{ByteCache, Loader, Lookup, Rendered};
+use crate::cache::{ByteCache, KeyHeap, Loader, Lookup, Rendered};
 use crate::formats::{self, MediaType};
 use crate::http::caching::{MaxAge, vary};
 use crate::http::headers::{ServedCountries, accepts_gzip, if_none_match};
@@ -47,6 +46,12 @@ pub struct Key {
     pub country: Option<Country>,
     /// The media type of the body.
     pub media: MediaType,
+}
+
+impl KeyHeap for Key {
+    fn heap_bytes(&self) -> usize {
+        self.id.as_str().len()
+    }
 }
 
 /// Loads and renders documents from a store for the cache.
@@ -110,7 +115,7 @@ impl Loader<Key> for StoreLoader {
                 },
             )?,
         };
-        Ok(Some(Rendered::new(Bytes::from(body), tag)))
+        Ok(Some(Rendered::from_vec(body, tag)))
     }
 }
 

@@ -10,9 +10,24 @@ use super::config::CacheConfig;
 use super::rendered::Rendered;
 use crate::clock::saturating_nanos;
 
-/// Bytes charged per entry beyond its value and key: our entry header aside, moka keeps a node,
-/// deque links, a timer-wheel slot and a hash-table slot per entry. An estimate; bodies dominate.
-const MOKA_ENTRY_OVERHEAD: usize = 128;
+/// Bytes charged per entry besides its key and its value's bytes: our `Entry` in its `Arc`, and
+/// moka's own records of the entry (its value node, the access- and write-order deque nodes, its
+/// timer-wheel slot, its hash-table bucket and its share of the table). Measured, not derived:
+/// the test `weights_cover_the_heap_each_entry_keeps` counts what entries really keep allocated,
+/// and the `memory` bench holds the budget against the process's RSS.
+const ENTRY_OVERHEAD: usize = 360;
+
+/// Bytes charged on top for a found value: the `Rendered` in its `Arc` and the shared headers
+/// and allocations behind its two bodies and its ETag.
+const FOUND_OVERHEAD: usize = size_of::<Rendered>() + 160;
+
+/// What an entry of `value` under a key of `key_bytes` weighs against the byte budget.
+pub(crate) fn weight(value: Option<&Rendered>, key_bytes: usize) -> u32 {
+    let total = key_bytes
+        .saturating_add(ENTRY_OVERHEAD)
+        .saturating_add(value.map_or(0, |r| r.byte_size().saturating_add(FOUND_OVERHEAD)));
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
 
 /// One cached result of a load. Immutable except for the refresh gate; a refresh makes a new
 /// `Entry` and swaps it in, so readers holding the old one are never affected.
@@ -28,18 +43,12 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// An entry for `value`, loaded at `loaded_at`, with a key of `key_size` inline bytes.
-    pub(crate) fn new(value: Option<Rendered>, loaded_at: Duration, key_size: usize) -> Self {
-        let body = value.as_ref().map_or(0, Rendered::byte_size);
-        let total = body
-            .saturating_add(key_size)
-            .saturating_add(size_of::<Entry>())
-            .saturating_add(size_of::<Rendered>())
-            .saturating_add(MOKA_ENTRY_OVERHEAD);
+    /// An entry for `value`, loaded at `loaded_at`, under a key of `key_bytes` (inline and heap).
+    pub(crate) fn new(value: Option<Rendered>, loaded_at: Duration, key_bytes: usize) -> Self {
         Self {
+            weight: weight(value.as_ref(), key_bytes),
             value: value.map(Arc::new),
             loaded_at,
-            weight: u32::try_from(total).unwrap_or(u32::MAX),
             refresh: RefreshGate::default(),
         }
     }
@@ -209,6 +218,23 @@ mod tests {
         );
         assert!(found.is_found() && !missing.is_found());
         assert_eq!(missing.lookup(secs(3)), Lookup::NotFound(secs(3)));
+    }
+
+    #[test]
+    fn the_weigher_charges_key_value_and_overheads() {
+        let r = Rendered::new(Bytes::from(vec![b'y'; 5_000]), "W/\"0123456789abcdef\"");
+        let empty = weight(None, 0);
+        assert_eq!(empty as usize, ENTRY_OVERHEAD);
+        // A key's bytes count one for one, for found and negative entries alike.
+        assert_eq!(weight(None, 100) - empty, 100);
+        assert_eq!(weight(Some(&r), 100) - weight(Some(&r), 0), 100);
+        // A found value adds its bodies, its ETag (text and header) and its own overhead.
+        assert_eq!(
+            (weight(Some(&r), 0) - empty) as usize,
+            5_000 + r.gzip.len() + 2 * r.etag.len() + FOUND_OVERHEAD
+        );
+        // Too big for moka's u32 weight: the most it can say, never a wrapped small number.
+        assert_eq!(weight(None, usize::MAX), u32::MAX);
     }
 
     #[test]

@@ -83,6 +83,20 @@ pub trait Loader<K: Sync>: Send + Sync + 'static {
     async fn load(&self, key: &K) -> Result<Option<Rendered>, StoreError>;
 }
 
+/// What a key owns on the heap besides its inline size (an id's characters), so that its entry's
+/// weight counts it: under a miss storm of distinct unknown ids, keys are a good part of what the
+/// cache holds.
+pub trait KeyHeap {
+    /// Heap bytes owned by this key.
+    fn heap_bytes(&self) -> usize;
+}
+
+impl KeyHeap for String {
+    fn heap_bytes(&self) -> usize {
+        self.capacity()
+    }
+}
+
 /// A concurrent byte cache with stale-window refresh; see the module docs. Cheap to clone (all
 /// clones share one cache).
 pub struct ByteCache<K> {
@@ -107,7 +121,7 @@ struct Inner<K> {
 
 impl<K> ByteCache<K>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + KeyHeap + Send + Sync + 'static,
 {
     /// A cache that loads through `loader`, ages entries by `clock` and reports into `metrics`.
     /// Never fails: check user-supplied settings with [`CacheConfig::validate`] first.
@@ -228,7 +242,7 @@ where
 
 impl<K> Inner<K>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + KeyHeap + Send + Sync + 'static,
 {
     /// What `entry` answers at `now`.
     fn lookup(&self, entry: &Entry, now: Duration) -> Lookup {
@@ -240,7 +254,7 @@ where
         let started = self.clock.now();
         self.metrics.loads.inc();
         match self.loader.load(key).await {
-            Ok(value) => Ok(Arc::new(Entry::new(value, started, size_of::<K>()))),
+            Ok(value) => Ok(Arc::new(Entry::new(value, started, key_bytes(key)))),
             Err(error) => {
                 self.metrics.load_errors.inc();
                 Err(error)
@@ -286,14 +300,14 @@ struct Refresh<K> {
 
 impl<K> Refresh<K>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + KeyHeap + Send + Sync + 'static,
 {
     async fn run(mut self) {
         let inner = Arc::clone(&self.inner);
         let started = inner.clock.now();
         match inner.loader.load(&self.key).await {
             Ok(value) => {
-                let fresh = Arc::new(Entry::new(value, started, size_of::<K>()));
+                let fresh = Arc::new(Entry::new(value, started, key_bytes(&self.key)));
                 let stale = &self.stale;
                 let outcome = inner
                     .cache
@@ -336,6 +350,11 @@ impl<K> Drop for Refresh<K> {
                 .failed(self.inner.clock.now(), &self.inner.config);
         }
     }
+}
+
+/// What a key weighs: its inline size (moka keeps it in an `Arc`) and what it owns.
+fn key_bytes<K: KeyHeap>(key: &K) -> usize {
+    size_of::<K>().saturating_add(key.heap_bytes())
 }
 
 /// moka's removal cause, except that an explicit removal of an entry that was past its TTL is

@@ -40,12 +40,22 @@ impl Rendered {
         }
     }
 
-    /// Bytes this value keeps alive: both bodies and the ETag. The cache weighs entries by it.
+    /// Wraps a body rendered into a growable buffer. The buffer's spare capacity is given back
+    /// first: `Bytes` keeps a `Vec`'s whole allocation for as long as the cache holds the entry,
+    /// and a serializer's doubling buffer can be up to twice the body, none of it weighed.
+    pub fn from_vec(mut identity: Vec<u8>, etag: impl Into<Arc<str>>) -> Rendered {
+        identity.shrink_to_fit();
+        Rendered::new(Bytes::from(identity), etag)
+    }
+
+    /// Bytes this value keeps alive: both bodies and the ETag (held twice: as text and as a
+    /// header value). The cache weighs entries by it.
     pub fn byte_size(&self) -> usize {
         self.identity
             .len()
             .saturating_add(self.gzip.len())
             .saturating_add(self.etag.len())
+            .saturating_add(self.etag_header.len())
     }
 }
 
@@ -73,7 +83,10 @@ mod tests {
         assert_eq!(gunzip(&r.gzip), body.as_ref());
         assert_eq!(&*r.etag, "\"v3\"");
         assert_eq!(r.identity, body);
-        assert_eq!(r.byte_size(), body.len() + r.gzip.len() + "\"v3\"".len());
+        assert_eq!(
+            r.byte_size(),
+            body.len() + r.gzip.len() + 2 * "\"v3\"".len()
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::watch;
 
@@ -105,7 +104,7 @@ fn render(key: &str, version: u32, size: usize) -> Rendered {
         x ^= x << 17;
         body.push(x.to_le_bytes()[0]);
     }
-    Rendered::new(Bytes::from(body), format!("\"{version}\""))
+    Rendered::from_vec(body, format!("\"{version}\""))
 }
 
 /// The tag line of a found body, or `"not found"`.
@@ -687,4 +686,67 @@ async fn removing_an_expired_entry_spares_a_newer_one() {
     let current = h.entry("a").await;
     h.cache.inner.remove_if_current(&key, &current).await;
     assert!(!h.cache.inner.cache.contains_key(&key));
+}
+
+/// Inserts `keys` (through the fake store) and returns what the cache's weights grew by and the
+/// heap bytes the inserts left allocated, counted by the test allocator after housekeeping.
+fn weighed_and_kept(rt: &tokio::runtime::Runtime, h: &Harness, keys: &[String]) -> (u64, u64) {
+    let before = h.cache.weighted_size();
+    let info = allocation_counter::measure(|| {
+        rt.block_on(async {
+            for k in keys {
+                h.cache.get(k).await.expect("lookup succeeds");
+            }
+            h.cache.run_pending_tasks().await;
+        });
+    });
+    let kept = u64::try_from(info.bytes_current).expect("inserts keep memory");
+    (h.cache.weighted_size() - before, kept)
+}
+
+#[test]
+fn weights_cover_the_heap_each_entry_keeps() {
+    // The byte budget holds only if every entry is charged at least what it keeps allocated:
+    // its bodies, its key, our entry and moka's own per-entry records. Negative entries are all
+    // overhead, which is what a miss storm of unknown ids fills the cache with.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let h = Harness::new(CacheConfig {
+        max_bytes: 1 << 40,
+        ..CacheConfig::default()
+    });
+    let keys =
+        |prefix: &str| -> Vec<String> { (0..2000).map(|i| format!("{prefix}-{i:06}")).collect() };
+    let found = keys("found");
+    for k in &found {
+        h.store.set(
+            k,
+            Reply::Value {
+                version: 1,
+                size: 3000,
+            },
+        );
+    }
+    // Once outside the measurements: moka sizes its frequency sketch and tables on first use.
+    weighed_and_kept(&rt, &h, &keys("warm-up"));
+
+    for (what, keys) in [("negative", keys("unknown")), ("found", found)] {
+        let (weighed, kept) = weighed_and_kept(&rt, &h, &keys);
+        let n = keys.len() as u64;
+        assert!(
+            weighed >= kept,
+            "{what} entries: charged {} B each, keep {} B each",
+            weighed / n,
+            kept / n
+        );
+        // ... and not so much more that the budget holds far less than it says.
+        assert!(
+            weighed <= kept + kept / 4,
+            "{what} entries: charged {} B each, keep only {} B each",
+            weighed / n,
+            kept / n
+        );
+    }
 }
