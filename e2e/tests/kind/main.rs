@@ -8,7 +8,10 @@
 //! Every wait is bounded (the test kit's `PATIENCE`); each test removes the namespace and topics
 //! it made.
 
+mod autoscaling;
+mod failures;
 mod ring;
 mod smoke;
+mod stream;
 mod support;
 mod traffic;

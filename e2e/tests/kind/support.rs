@@ -526,6 +526,41 @@ pub async fn component_pods(kind: &Kind, ns: &str, group: &str, component: &str)
         .collect()
 }
 
+/// Patches `spec` of a MarketGroup with a JSON merge patch.
+pub async fn patch_spec(kind: &Kind, ns: &str, group: &str, spec: Value) {
+    marketgroups(&kind.client, ns)
+        .patch(
+            group,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patch {ns}/{group}: {e}"));
+}
+
+/// A group's `status.traffic` entry for `country`: (desired, actual).
+pub fn traffic_of(group: &DynamicObject, country: &str) -> Option<(i64, Option<i64>)> {
+    let entry = group.data["status"]["traffic"]
+        .as_array()?
+        .iter()
+        .find(|t| t["country"] == country)?;
+    Some((entry["desired"].as_i64()?, entry["actual"].as_i64()))
+}
+
+/// Waits until every group of `want` reports desired = actual = its percent of `country`.
+pub async fn wait_traffic(kind: &Kind, ns: &str, country: &str, want: &[(&str, i64)]) {
+    let groups = marketgroups(&kind.client, ns);
+    eventually(&format!("{country} split {want:?} in status"), || async {
+        for (name, percent) in want {
+            let g = groups.get(name).await.ok()?;
+            let (desired, actual) = traffic_of(&g, country)?;
+            (desired == *percent && actual == Some(*percent)).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// Waits until `table` holds an item for every product of `catalogue` and every offer of it in
 /// `countries` (what the group's updater keeps; docs/storage.md: one item per key).
 pub async fn wait_table_holds(kind: &Kind, table: &str, catalogue: &Catalogue, countries: &[&str]) {
