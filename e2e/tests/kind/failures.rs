@@ -41,6 +41,18 @@ async fn loaded_group(kind: &Kind, ns: &str, catalogue: &Catalogue, topics: &Top
         wait_ready_replicas(kind, ns, &format!("{name}-{component}"), n).await;
     }
     tokio::time::sleep(INGRESS_PROPAGATION).await;
+    // Every product once through the ingress, so the streams start on warm caches: these
+    // scenarios are about pods going away, not about a cold table read (each id lands on its
+    // ring owner, the pod batch asks for it too).
+    for id in &catalogue.product_ids {
+        wait_status(
+            kind,
+            &format!("/product-offers/{id}"),
+            &[("x-country", "de")],
+            200,
+        )
+        .await;
+    }
     name
 }
 
@@ -99,7 +111,7 @@ fn summary(what: &str, outcomes: &[Outcome]) -> String {
 /// A setting of products and of batch changed under the two streams: both Deployments roll
 /// (each pod fails readiness first, keeps serving through the drain delay, then stops), and not
 /// one single GET or batch item fails.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_of_products_and_batch_fails_no_request() {
     let Some(kind) = Kind::get().await else {
         return;
@@ -165,7 +177,7 @@ async fn a_rolling_update_of_products_and_batch_fails_no_request() {
 /// delete --grace-period=0 --force`): no batch item fails (a lookup whose pod went away is retried
 /// on the ring's next owner), and single GETs through the ingress fail, if at all, only until the
 /// ingress has taken the killed pod out (reported; bounded by `RECOVERY`).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn products_pods_deleted_and_killed_under_load() {
     /// The longest single GETs may fail after a kill: the endpoints controller and Skipper's
     /// 500 ms endpoint polling, with room for a loaded machine.

@@ -82,7 +82,7 @@ async fn sample(kind: &Kind, ns: &str, names: &[&str], country: &str, at: Durati
 /// to load the route, the next 4,000 requests split as the weights say (±3 points); before a
 /// step moves traffic to `eu-next`, its products replicas are up to the floor the operator raised
 /// (the timeline shows it); not one request fails over the whole sequence.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
     let Some(kind) = Kind::get().await else {
         return;
