@@ -1,6 +1,7 @@
-//! Traffic shifted by editing a field, and a group deleted, under a constant open-loop stream of
-//! requests through Skipper: the split as clients see it, the order in which the operator grows
-//! capacity and moves traffic, and not one failed request.
+//! Traffic shifted by editing a field, a new group gated until its table is filled, and a group
+//! deleted, under a constant open-loop stream of requests through Skipper: the split as clients
+//! see it, the order in which the operator grows capacity and moves traffic, and not one failed
+//! request.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -243,6 +244,130 @@ async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
         latency_percentile(&all, 0.999),
     ));
     let _ = writeln!(std::io::stderr(), "{}", report.join("\n"));
+}
+
+/// Products of the bootstrap scenario's catalogue (about 21 events each): enough that the new
+/// group's updater needs a visible while to read them.
+const BOOTSTRAP_PRODUCTS: u32 = 300;
+
+/// docs/examples/two-groups-90-10.yaml: `eu` serves Germany alone under the stream; `eu-next` is
+/// created on the same topics with an empty table and an equal weight. Until its updater has read
+/// the topics, `eu-next` reports `Bootstrapped` False (`Bootstrapping`, with its lag) and gets no
+/// request; then it takes its half (±3 points over 4,000 requests). Not one request fails, so
+/// none was answered `404` from a table still being filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_gets_traffic_only_once_its_table_is_filled() {
+    let Some(kind) = Kind::get().await else {
+        return;
+    };
+    let ns = test_namespace(&kind, "e2e-bootstrap").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalogue = generate_catalogue(dir.path(), BOOTSTRAP_PRODUCTS, "de");
+    let topics = Topics::create(kind.var("KAFKA_BOOTSTRAP_SERVERS"), 4).await;
+    produce(&topics, &catalogue, catalogue.product_ids.len()).await;
+    let names = ["eu", "eu-next"];
+    let mut groups = example(&kind, "two-groups-90-10.yaml", &topics);
+    for g in &mut groups {
+        g["spec"]["traffic"]["weight"] = json!(100);
+    }
+    let (eu, next) = (&groups[0], &groups[1]);
+    assert_eq!(
+        (&eu["metadata"]["name"], &next["metadata"]["name"]),
+        (&json!("eu"), &json!("eu-next"))
+    );
+    apply_group(&kind.client, &ns, eu).await;
+    wait_ready(&kind.client, &ns, "eu").await;
+    wait_traffic(&kind, &ns, "de", &[("eu", 100)]).await;
+    wait_table_holds(&kind, &format!("prapi-{ns}-eu"), &catalogue, &["de"]).await;
+    let path = format!("/product-offers/{}", catalogue.product_ids[0]);
+    wait_ingress_converged(&kind, &path, &[("x-country", "de")], |a| a.status == 200).await;
+    let urls = catalogue
+        .product_ids
+        .iter()
+        .map(|id| format!("{}/product-offers/{id}", kind.ingress()))
+        .collect();
+    let headers = vec![("x-country".to_string(), "de".to_string())];
+    let stream = Stream::start(kind.http.clone(), urls, headers, RATE, found);
+
+    let applied_at = stream.elapsed();
+    apply_group(&kind.client, &ns, next).await;
+    // The gate as the group reports it, until it is open.
+    let mut gated: Vec<(Duration, String)> = Vec::new();
+    let give_up = Instant::now() + PATIENCE;
+    let opened_at = loop {
+        let at = stream.elapsed();
+        let g = marketgroups(&kind.client, &ns).get("eu-next").await.ok();
+        let c = g.as_ref().and_then(|g| condition(g, "Bootstrapped"));
+        match c.map(|c| {
+            (
+                c["status"].as_str(),
+                c["reason"].as_str(),
+                c["message"].as_str(),
+            )
+        }) {
+            Some((Some("True"), _, _)) => break at,
+            Some((Some("False"), Some(reason), message)) => {
+                assert_eq!(reason, "Bootstrapping", "eu-next: {c:?}");
+                gated.push((at, message.unwrap_or_default().to_string()));
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < give_up,
+            "eu-next not bootstrapped within {PATIENCE:?}; gated: {gated:#?}"
+        );
+        tokio::time::sleep(TIMELINE_TICK).await;
+    };
+    let last_gated = gated.last().map(|(at, _)| *at).unwrap_or_else(|| {
+        panic!("eu-next was never seen Bootstrapping: open {opened_at:?} after it was applied")
+    });
+    wait_traffic(&kind, &ns, "de", &[("eu", 50), ("eu-next", 50)]).await;
+    let split_at = stream.elapsed();
+    tokio::time::sleep(INGRESS_PROPAGATION).await;
+    let from = stream.next_seq();
+    let window = stream.window(from, SAMPLE).await;
+    let all = stream.stop().await;
+
+    let to_next = window
+        .iter()
+        .filter(|o| group_of(o, &names) == Some("eu-next"))
+        .count();
+    let measured = 100.0 * to_next as f64 / window.len() as f64;
+    let first_next = all
+        .iter()
+        .filter(|o| group_of(o, &names) == Some("eu-next"))
+        .map(|o| o.sent)
+        .min();
+    let report = format!(
+        "bootstrap: eu-next applied at {:.1}s, Bootstrapping in {} samples (last {:.1}s: {}), \
+         Bootstrapped at {:.1}s, 50/50 in status at {:.1}s, its first answer sent at {}; \
+         measured eu-next {measured:.2} % of {} (want 50 %); {} requests, {} failed, P99 {:?}",
+        applied_at.as_secs_f64(),
+        gated.len(),
+        last_gated.as_secs_f64(),
+        gated.last().map_or("", |(_, m)| m.as_str()),
+        opened_at.as_secs_f64(),
+        split_at.as_secs_f64(),
+        first_next.map_or("-".to_string(), |t| format!("{:.1}s", t.as_secs_f64())),
+        window.len(),
+        all.len(),
+        all.iter().filter(|o| o.failed()).count(),
+        latency_percentile(&all, 0.99),
+    );
+    let _ = writeln!(std::io::stderr(), "{report}");
+    let failed = failures(&all);
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    // The operator routes the group in the reconcile that writes its status, so a sample may read
+    // the closed gate just as the route opens it: one tick of slack, no more.
+    assert!(
+        first_next.is_some_and(|t| t + TIMELINE_TICK >= last_gated),
+        "eu-next answered while gated: {report}"
+    );
+    assert!(
+        (measured - 50.0).abs() <= TOLERANCE,
+        "eu-next got {measured:.2} % of {} requests once open, 50 % wanted",
+        window.len()
+    );
 }
 
 /// docs/examples/one-group.yaml: `X-Country` in any letter case reaches the group serving the
