@@ -291,36 +291,38 @@ async fn a_new_group_gets_traffic_only_once_its_table_is_filled() {
 
     let applied_at = stream.elapsed();
     apply_group(&kind.client, &ns, next).await;
-    // The gate as the group reports it, until it is open.
+    // The gate as the group reports it, until it is open: every sample, so the report shows
+    // what a `kubectl get` would have shown meanwhile.
+    let mut seen: Vec<(Duration, String)> = Vec::new();
     let mut gated: Vec<(Duration, String)> = Vec::new();
     let give_up = Instant::now() + PATIENCE;
     let opened_at = loop {
         let at = stream.elapsed();
         let g = marketgroups(&kind.client, &ns).get("eu-next").await.ok();
         let c = g.as_ref().and_then(|g| condition(g, "Bootstrapped"));
-        match c.map(|c| {
-            (
-                c["status"].as_str(),
-                c["reason"].as_str(),
-                c["message"].as_str(),
-            )
-        }) {
-            Some((Some("True"), _, _)) => break at,
-            Some((Some("False"), Some(reason), message)) => {
+        let fields = c.map(|c| {
+            let field = |f: &str| c[f].as_str().unwrap_or_default().to_string();
+            (field("status"), field("reason"), field("message"))
+        });
+        seen.push((at, format!("{fields:?}")));
+        match fields {
+            Some((status, _, _)) if status == "True" => break at,
+            Some((status, reason, message)) if status == "False" => {
                 assert_eq!(reason, "Bootstrapping", "eu-next: {c:?}");
-                gated.push((at, message.unwrap_or_default().to_string()));
+                gated.push((at, message));
             }
             _ => {}
         }
         assert!(
             Instant::now() < give_up,
-            "eu-next not bootstrapped within {PATIENCE:?}; gated: {gated:#?}"
+            "eu-next not bootstrapped within {PATIENCE:?}; samples: {seen:#?}"
         );
         tokio::time::sleep(TIMELINE_TICK).await;
     };
-    let last_gated = gated.last().map(|(at, _)| *at).unwrap_or_else(|| {
-        panic!("eu-next was never seen Bootstrapping: open {opened_at:?} after it was applied")
-    });
+    let last_gated = gated
+        .last()
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("eu-next was never seen Bootstrapping; samples: {seen:#?}"));
     wait_traffic(&kind, &ns, "de", &[("eu", 50), ("eu-next", 50)]).await;
     let split_at = stream.elapsed();
     tokio::time::sleep(INGRESS_PROPAGATION).await;
@@ -339,11 +341,12 @@ async fn a_new_group_gets_traffic_only_once_its_table_is_filled() {
         .map(|o| o.sent)
         .min();
     let report = format!(
-        "bootstrap: eu-next applied at {:.1}s, Bootstrapping in {} samples (last {:.1}s: {}), \
-         Bootstrapped at {:.1}s, 50/50 in status at {:.1}s, its first answer sent at {}; \
+        "bootstrap: eu-next applied at {:.1}s, Bootstrapping in {} of {} samples (last {:.1}s: \
+         {}), Bootstrapped at {:.1}s, 50/50 in status at {:.1}s, its first answer sent at {}; \
          measured eu-next {measured:.2} % of {} (want 50 %); {} requests, {} failed, P99 {:?}",
         applied_at.as_secs_f64(),
         gated.len(),
+        seen.len(),
         last_gated.as_secs_f64(),
         gated.last().map_or("", |(_, m)| m.as_str()),
         opened_at.as_secs_f64(),
@@ -354,7 +357,11 @@ async fn a_new_group_gets_traffic_only_once_its_table_is_filled() {
         all.iter().filter(|o| o.failed()).count(),
         latency_percentile(&all, 0.99),
     );
-    let _ = writeln!(std::io::stderr(), "{report}");
+    let timeline: Vec<String> = seen
+        .iter()
+        .map(|(at, c)| format!("  t={:.1}s Bootstrapped {c}", at.as_secs_f64()))
+        .collect();
+    let _ = writeln!(std::io::stderr(), "{report}\n{}", timeline.join("\n"));
     let failed = failures(&all);
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     // The operator routes the group in the reconcile that writes its status, so a sample may read
