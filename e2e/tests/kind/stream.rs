@@ -229,9 +229,11 @@ pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
         .take(10)
         .map(|o| match &o.reply {
             Ok(r) => format!(
-                "#{} at {:.1}s: {}",
+                "#{} at {:.1}s (answered by {} after {:?}): {}",
                 o.seq,
                 o.sent.as_secs_f64(),
+                r.served_by.as_deref().unwrap_or("no prapi pod"),
+                o.latency,
                 r.refused.as_deref().unwrap_or("?")
             ),
             Err(e) => format!("#{} at {:.1}s: {e}", o.seq, o.sent.as_secs_f64()),
