@@ -21,9 +21,9 @@ use crate::render::routing::{self, shift::Floors};
 use crate::routes::{Fresh, GroupRoutes, RoutesStep};
 use crate::status::{self, ConditionUpdate, ROUTING_READY, Readings, STORE_READY, Status};
 use k8s_openapi::api::apps::v1::Deployment;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// While a traffic shift waits for replicas or a controller, look again this soon.
@@ -91,6 +91,9 @@ pub struct Steps {
     store: Option<StoreStep>,
     routes: Option<RoutesStep>,
     gate: GateStep,
+    /// Per deleting group (by UID): since when the routes have not named it, as far as this
+    /// process has seen ([`route_release_wait`]).
+    released: Mutex<HashMap<String, Instant>>,
 }
 
 impl Steps {
@@ -100,6 +103,7 @@ impl Steps {
             store,
             routes,
             gate,
+            released: Mutex::default(),
         }
     }
 
@@ -222,15 +226,25 @@ impl Steps {
                 .sync(&plan.owner.namespace, &fresh)
                 .await
                 .map_err(|e| cleanup_error("routes", Error::Routes(e)))?;
+            let key = plan
+                .owner
+                .uid
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", plan.owner.namespace, plan.owner.name));
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
             if r.carries_traffic {
+                released.remove(&key);
                 // The others' floors rise first (their reconciles see this group deleting).
                 return Ok((CleanupProgress::Pending(DRAIN_RECHECK), Vec::new()));
             }
-            if r.changed {
-                // The routes were rewritten without this group's share just now: keep its pods
-                // until the ingress has loaded them.
-                return Ok((CleanupProgress::Pending(ROUTE_PROPAGATION), Vec::new()));
+            let now = Instant::now();
+            let (since, wait) = route_release_wait(r.changed, released.get(&key).copied(), now);
+            released.insert(key.clone(), since);
+            if let Some(wait) = wait {
+                // Keep its pods (and its table) until the ingress has loaded routes without it.
+                return Ok((CleanupProgress::Pending(wait), Vec::new()));
             }
+            released.remove(&key);
         }
         if let Some(store) = &self.store {
             let out = store
@@ -314,6 +328,25 @@ fn routing_report(report: &mut StepsReport, routes: &RoutesStep, ready: bool, r:
     }
 }
 
+/// How much longer a deleting group's backends must stay, and since when the routes are known not
+/// to name it: `changed` says this pass rewrote them, `since` is when an earlier pass first saw
+/// them without the group. The route objects are shared by the groups of a country, so another
+/// group's reconcile may have taken this group out of them a moment before this pass: "nothing to
+/// change now" is not "loaded by the ingress". The wait counts from the first time this process
+/// saw them without the group (after a restart, from then: longer, never shorter).
+pub fn route_release_wait(
+    changed: bool,
+    since: Option<Instant>,
+    now: Instant,
+) -> (Instant, Option<Duration>) {
+    let since = match since {
+        Some(t) if !changed => t,
+        _ => now,
+    };
+    let left = ROUTE_PROPAGATION.saturating_sub(now.saturating_duration_since(since));
+    (since, (!left.is_zero()).then_some(left))
+}
+
 /// The condition of `type_` as `previous` has it, as an update that keeps it.
 pub(super) fn previous_condition(
     previous: Option<&MarketGroupStatus>,
@@ -331,4 +364,46 @@ pub(super) fn previous_condition(
         &c.reason,
         c.message.clone(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ROUTE_PROPAGATION, route_release_wait};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_deleted_groups_backends_stay_until_the_routes_have_been_without_it_long_enough() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        // This pass took the group out of the routes: the whole wait, from now.
+        assert_eq!(
+            route_release_wait(true, None, t0),
+            (t0, Some(ROUTE_PROPAGATION))
+        );
+        // Another group's reconcile took it out before this pass: unchanged now, yet the whole
+        // wait, since this is the first time the routes are seen without it.
+        assert_eq!(
+            route_release_wait(false, None, t0),
+            (t0, Some(ROUTE_PROPAGATION))
+        );
+        // Later passes count from that first sight.
+        assert_eq!(
+            route_release_wait(false, Some(t0), t0 + secs(2)),
+            (t0, Some(ROUTE_PROPAGATION - secs(2)))
+        );
+        assert_eq!(
+            route_release_wait(false, Some(t0), t0 + ROUTE_PROPAGATION),
+            (t0, None)
+        );
+        assert_eq!(
+            route_release_wait(false, Some(t0), t0 + secs(60)),
+            (t0, None)
+        );
+        // A change after that starts the wait again.
+        let t1 = t0 + secs(60);
+        assert_eq!(
+            route_release_wait(true, Some(t0), t1),
+            (t1, Some(ROUTE_PROPAGATION))
+        );
+    }
 }
