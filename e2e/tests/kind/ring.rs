@@ -19,7 +19,8 @@ use crate::support::*;
 /// Products pods of the group: enough for a ring where most ids do not land on the first pod.
 const PODS: i32 = 3;
 
-/// The batch component's fade-in of new products pods (`FadeConfig`'s default duration).
+/// The fade-in of new products pods: the batch component's (`FadeConfig`) and Skipper's
+/// (`fadeIn`, which the operator renders with the same duration).
 const FADE: Duration = Duration::from_secs(30);
 
 /// Ids placed; none exists (a `404` from prapi names its pod as well as a `200` does).
@@ -93,9 +94,10 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
         (out.len() == PODS as usize).then_some(out)
     })
     .await;
-    // From here the batch pods' discovery may take a watch event's time to add the last pod,
-    // whose ring then fades in over FADE (docs/load-balancing.md, "Fade-in"): keys move to it
-    // only gradually, so until then the batch component and the ingress disagree by design.
+    // From here the batch pods' discovery and Skipper's endpoint polling may take a moment to
+    // add the last pod, which then fades in over FADE on both sides (docs/load-balancing.md,
+    // "Fade-in"): keys move to it only gradually, so until then neither places every id on its
+    // ring owner, by design.
     let fade_over = Instant::now() + FADE + INGRESS_PROPAGATION;
     let pod_endpoint: BTreeMap<String, String> = component_pods(&kind, &ns, &name, "products")
         .await
@@ -124,6 +126,7 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
     })
     .await;
     tokio::time::sleep(INGRESS_PROPAGATION).await;
+    tokio::time::sleep_until(fade_over.into()).await;
     let mut served = Vec::with_capacity(IDS);
     for id in &ids {
         let r = kind
@@ -165,7 +168,6 @@ async fn the_ingress_and_the_batch_component_place_ids_on_the_same_ring() {
     // last ~150 ms answering slow lookups (bounded load counts recent occupancy, weighted by
     // latency; docs/load-balancing.md): each such pick counts in `prapi_lb_spills_total` and
     // moves one request from its owner to another pod. Every other lookup must reach its owner.
-    tokio::time::sleep_until(fade_over.into()).await;
     let mut before = BTreeMap::new();
     for p in pod_endpoint.keys() {
         before.insert(p.clone(), api_requests(&kind, &ns, p).await);
