@@ -82,7 +82,8 @@ async fn sample(kind: &Kind, ns: &str, names: &[&str], country: &str, at: Durati
 /// products. At each step, once both statuses say desired = actual and the ingress has had time
 /// to load the route, the next 4,000 requests split as the weights say (±3 points); before a
 /// step moves traffic to `eu-next`, its products replicas are up to the floor the operator raised
-/// (the timeline shows it); not one request fails over the whole sequence.
+/// (the timeline shows it); once `eu-next` is gone its table is too (`deletionPolicy: Delete`)
+/// and `eu`'s is not; not one request fails over the whole sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
     let Some(kind) = Kind::get().await else {
@@ -209,6 +210,29 @@ async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
     })
     .await;
     let gone_at = stream.elapsed();
+    // Its table went per its deletion policy (`Delete` in the example); eu's stays.
+    let dynamodb = kind.dynamodb();
+    eventually("eu-next's table deleted", || async {
+        match dynamodb
+            .describe_table()
+            .table_name(format!("prapi-{ns}-eu-next"))
+            .send()
+            .await
+        {
+            Err(e) => e
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception())
+                .then_some(()),
+            Ok(_) => None,
+        }
+    })
+    .await;
+    dynamodb
+        .describe_table()
+        .table_name(format!("prapi-{ns}-eu"))
+        .send()
+        .await
+        .expect("eu's table is still there");
     wait_traffic(&kind, &ns, "de", &[("eu", 100)]).await;
     tokio::time::sleep(INGRESS_PROPAGATION).await;
     let from = stream.next_seq();
