@@ -23,6 +23,34 @@ const BATCH_RATE: u32 = 10;
 /// Ids per batch of the batch stream.
 const BATCH_IDS: usize = 20;
 
+/// A loaded group of these scenarios and the two streams on it.
+struct UnderLoad {
+    name: String,
+    singles: Stream,
+    batches: Stream,
+    /// Kept until the test ends: dropping them deletes the catalogue's files and topics.
+    _catalogue_dir: tempfile::TempDir,
+    _topics: Topics,
+}
+
+/// A 60-product catalogue for de/at/ch on new topics, a group serving it ([`loaded_group`]) and
+/// the two streams started on it.
+async fn under_load(kind: &Kind, ns: &str) -> UnderLoad {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalogue = generate_catalogue(dir.path(), 60, "de,at,ch");
+    let topics = Topics::create(kind.var("KAFKA_BOOTSTRAP_SERVERS"), 4).await;
+    produce(&topics, &catalogue, catalogue.product_ids.len()).await;
+    let name = loaded_group(kind, ns, &catalogue, &topics).await;
+    let (singles, batches) = streams(kind, &catalogue);
+    UnderLoad {
+        name,
+        singles,
+        batches,
+        _catalogue_dir: dir,
+        _topics: topics,
+    }
+}
+
 /// A group of one-group.yaml serving the whole `catalogue` from three products and two batch pods.
 async fn loaded_group(kind: &Kind, ns: &str, catalogue: &Catalogue, topics: &Topics) -> String {
     let mut group = example(kind, "one-group.yaml", topics).remove(0);
@@ -120,12 +148,12 @@ async fn a_rolling_update_of_products_and_batch_fails_no_request() {
         return;
     };
     let ns = test_namespace(&kind, "e2e-rollout").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let catalogue = generate_catalogue(dir.path(), 60, "de,at,ch");
-    let topics = Topics::create(kind.var("KAFKA_BOOTSTRAP_SERVERS"), 4).await;
-    produce(&topics, &catalogue, catalogue.product_ids.len()).await;
-    let name = loaded_group(&kind, &ns, &catalogue, &topics).await;
-    let (singles, batches) = streams(&kind, &catalogue);
+    let UnderLoad {
+        name,
+        singles,
+        batches,
+        ..
+    } = under_load(&kind, &ns).await;
 
     let pods_before: Vec<String> = component_pods(&kind, &ns, &name, "products")
         .await
@@ -190,12 +218,12 @@ async fn products_pods_deleted_and_killed_under_load() {
         return;
     };
     let ns = test_namespace(&kind, "e2e-kill").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let catalogue = generate_catalogue(dir.path(), 60, "de,at,ch");
-    let topics = Topics::create(kind.var("KAFKA_BOOTSTRAP_SERVERS"), 4).await;
-    produce(&topics, &catalogue, catalogue.product_ids.len()).await;
-    let name = loaded_group(&kind, &ns, &catalogue, &topics).await;
-    let (singles, batches) = streams(&kind, &catalogue);
+    let UnderLoad {
+        name,
+        singles,
+        batches,
+        ..
+    } = under_load(&kind, &ns).await;
     let pods: Api<Pod> = Api::namespaced(kind.client.clone(), &ns);
     let products = format!("{name}-products");
 
