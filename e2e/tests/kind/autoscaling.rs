@@ -15,6 +15,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::Api;
 use serde_json::json;
 
@@ -51,6 +52,8 @@ struct Sample {
     at: f64,
     /// The group's lag as the External metric serves it (`None`: not served at that moment).
     lag: Option<i64>,
+    /// Why the lag was not served (the API's answer), when it was not.
+    lag_error: Option<String>,
     /// The updater Deployment's desired and ready replicas.
     replicas: i32,
     ready: i32,
@@ -69,24 +72,54 @@ impl fmt::Display for Sample {
             self.ready,
             self.active.0,
             self.active.1
-        )
+        )?;
+        match &self.lag_error {
+            Some(e) => write!(f, " [lag not served: {e}]"),
+            None => Ok(()),
+        }
     }
 }
 
-/// The group's total lag from the External metrics API, as the HPA controller reads it.
-async fn served_lag(kind: &Kind, ns: &str, group: &str) -> Option<i64> {
+/// The group's total lag from the External metrics API, as the HPA controller reads it; the
+/// API's answer when it serves none.
+async fn served_lag(kind: &Kind, ns: &str, group: &str) -> Result<i64, String> {
     let req = http::Request::get(format!(
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/prapi_updater_consumer_lag?labelSelector=app_kubernetes_io_instance%3D{group}"
     ))
     .body(Vec::new())
-    .ok()?;
-    let list: serde_json::Value = kind.client.request(req).await.ok()?;
+    .map_err(|e| e.to_string())?;
+    let list: serde_json::Value = kind.client.request(req).await.map_err(|e| e.to_string())?;
     list["items"]
-        .as_array()?
+        .as_array()
+        .ok_or_else(|| format!("no items in {list}"))?
         .iter()
         // The operator writes each value as a plain decimal (docs/operator.md, "Lag autoscaling").
         .map(|i| i["value"].as_str()?.parse::<i64>().ok())
-        .sum()
+        .sum::<Option<i64>>()
+        .ok_or_else(|| format!("a value that is not a decimal in {list}"))
+}
+
+/// The `Available` condition of the APIService that routes the External metrics API to the
+/// operator, as `status reason: message` (what to look at when the metric is not served).
+async fn metrics_api_service(kind: &Kind) -> String {
+    let api: Api<APIService> = Api::all(kind.client.clone());
+    match api.get("v1beta1.external.metrics.k8s.io").await {
+        Ok(s) => s
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Available")
+            .map_or("no Available condition".into(), |c| {
+                format!(
+                    "Available={} {}: {}",
+                    c.status,
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )
+            }),
+        Err(e) => format!("reading it: {e}"),
+    }
 }
 
 async fn sample(kind: &Kind, ns: &str, group: &str, at: f64) -> Sample {
@@ -109,9 +142,14 @@ async fn sample(kind: &Kind, ns: &str, group: &str, at: f64) -> Sample {
             )
         })
         .unwrap_or_default();
+    let (lag, lag_error) = match served_lag(kind, ns, group).await {
+        Ok(l) => (Some(l), None),
+        Err(e) => (None, Some(e)),
+    };
     Sample {
         at,
-        lag: served_lag(kind, ns, group).await,
+        lag,
+        lag_error,
         replicas,
         ready,
         active,
@@ -148,10 +186,13 @@ async fn a_burst_scales_the_updater_up_to_the_partitions_and_back() {
         if settled(&s) {
             break;
         }
-        assert!(
-            started.elapsed() < BOUND,
-            "the idle group never settled at one updater, lag 0, AutoscalingActive True: {s}"
-        );
+        if started.elapsed() >= BOUND {
+            panic!(
+                "the idle group never settled at one updater, lag 0, AutoscalingActive True: {s}; \
+                 the metrics APIService: {}",
+                metrics_api_service(&kind).await
+            );
+        }
         tokio::time::sleep(TICK).await;
     }
 
