@@ -45,6 +45,10 @@ impl Default for KafkaLag {
     }
 }
 
+/// How many request timeouts one whole reading may take (metadata, watermarks of each
+/// partition, committed offsets) before it is given up.
+const READING_BOUND_FACTOR: u32 = 3;
+
 /// Lag of one partition: `high - committed`, or `high - low` when nothing is committed; never
 /// negative.
 pub fn partition_lag(low: i64, high: i64, committed: Option<i64>) -> i64 {
@@ -52,15 +56,22 @@ pub fn partition_lag(low: i64, high: i64, committed: Option<i64>) -> i64 {
     (high - from).max(0)
 }
 
-fn read(group: &ConsumerGroupRef, timeout: Duration) -> Result<i64, String> {
-    // Committed offsets are read through a consumer that never subscribes, so it does not join
-    // the group and does not disturb the updater's partition assignment.
-    let consumer: BaseConsumer = client_config(&group.bootstrap_servers, group.security.as_ref())
+/// A client for `group`: committed offsets are read through a consumer that never subscribes,
+/// so it does not join the group and does not disturb the updater's partition assignment.
+fn client(group: &ConsumerGroupRef, timeout: Duration) -> Result<BaseConsumer, String> {
+    client_config(&group.bootstrap_servers, group.security.as_ref())
         .set("group.id", &group.group)
         .set("enable.auto.commit", "false")
         .set("socket.timeout.ms", timeout.as_millis().to_string())
         .create()
-        .map_err(|e| format!("creating a Kafka client: {e}"))?;
+        .map_err(|e| format!("creating a Kafka client: {e}"))
+}
+
+fn read(
+    consumer: &BaseConsumer,
+    group: &ConsumerGroupRef,
+    timeout: Duration,
+) -> Result<i64, String> {
     let mut tpl = TopicPartitionList::new();
     let mut watermarks = Vec::new();
     for topic in &group.topics {
@@ -102,10 +113,29 @@ impl LagSource for KafkaLag {
     async fn lag(&self, group: &ConsumerGroupRef) -> LagReading {
         let g = group.clone();
         let timeout = self.timeout;
-        match tokio::task::spawn_blocking(move || read(&g, timeout)).await {
-            Ok(Ok(n)) => LagReading::Known(n),
-            Ok(Err(why)) => LagReading::Unknown(why),
-            Err(e) => LagReading::Unknown(format!("lag reader failed: {e}")),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The answer goes back before the client is dropped: librdkafka's destroy waits for its
+        // threads (hundreds of milliseconds, and it can hang), which no reader should wait for.
+        tokio::task::spawn_blocking(move || {
+            let consumer = client(&g, timeout);
+            let lag = consumer
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|c| read(c, &g, timeout));
+            let _ = tx.send(lag);
+            drop(consumer);
+        });
+        // Each request is bounded by `timeout`, but there are several of them: the reading as a
+        // whole is bounded too, so a stuck client cannot hold the callers (an HPA poll, a
+        // reconcile) for longer.
+        match tokio::time::timeout(timeout * READING_BOUND_FACTOR, rx).await {
+            Ok(Ok(Ok(n))) => LagReading::Known(n),
+            Ok(Ok(Err(why))) => LagReading::Unknown(why),
+            Ok(Err(_)) => LagReading::Unknown("lag reader failed before it answered".into()),
+            Err(_) => LagReading::Unknown(format!(
+                "Kafka did not answer within {:?}",
+                timeout * READING_BOUND_FACTOR
+            )),
         }
     }
 }
