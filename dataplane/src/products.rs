@@ -21,7 +21,7 @@ use crate::formats::{self, MediaType};
 use crate::http::caching::{MaxAge, vary};
 use crate::http::headers::{ServedCountries, accepts_gzip, if_none_match};
 use crate::http::problem::{Problem, ProblemType};
-use crate::model::{Country, Offer, ProductId};
+use crate::model::{Country, Offer, ProductId, ValidationError};
 use crate::store::{Store, StoreError};
 
 /// Which document a cache entry holds.
@@ -227,7 +227,11 @@ pub fn respond(
 
 /// Parses a path id, answering 400 with the reason.
 pub fn parse_id(raw: &str) -> Result<ProductId, Problem> {
-    ProductId::parse(raw).map_err(|e| Problem::new(ProblemType::InvalidProductId, e.to_string()))
+    ProductId::parse(raw).map_err(invalid_id)
+}
+
+fn invalid_id(e: ValidationError) -> Problem {
+    Problem::new(ProblemType::InvalidProductId, e.to_string())
 }
 
 /// Negotiates among `allowed` media types, answering 406 listing them.
@@ -261,13 +265,14 @@ impl Resource {
 fn request_key(
     api: &ProductsApi,
     resource: Resource,
-    id: &str,
+    id: String,
     headers: &HeaderMap,
 ) -> Result<Key, Problem> {
     let (per_country, media) = resource.shape();
     Ok(Key {
         resource,
-        id: parse_id(id)?,
+        // The path's own buffer becomes the key's: one allocation per request fewer.
+        id: ProductId::parse_owned(id).map_err(invalid_id)?,
         country: if per_country {
             Some(api.countries.require(headers)?)
         } else {
@@ -294,7 +299,7 @@ fn item(resource: Resource) -> MethodRouter<Arc<ProductsApi>> {
                 .into_response();
             };
             let headers = req.headers();
-            match request_key(&api, resource, &id, headers) {
+            match request_key(&api, resource, id, headers) {
                 Ok(key) => api.serve(key, headers).await,
                 Err(p) => p.into_response(),
             }

@@ -171,10 +171,9 @@ impl ProductsServer {
             routes = routes.merge(crate::batch::routes(Arc::new(batch_api)));
         }
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
-        Ok(problem_for_405(
-            app.merge(ops_router(Arc::new(registry), readiness))
-                .merge(crate::http::openapi::routes()),
-        ))
+        Ok(app.merge(problem_for_405(
+            ops_router(Arc::new(registry), readiness).merge(crate::http::openapi::routes()),
+        )))
     }
 }
 
@@ -215,7 +214,7 @@ impl BatchServer {
         );
         let routes = crate::batch::routes(Arc::new(api));
         let app = api_layers(routes, http_metrics, LifoLimiter::new(self.overload));
-        problem_for_405(app.merge(ops_router(Arc::new(registry), readiness)))
+        app.merge(problem_for_405(ops_router(Arc::new(registry), readiness)))
     }
 }
 

@@ -47,26 +47,40 @@ pub async fn serve(
     .await
 }
 
-/// Answers axum's bare `405` (no body, only `Allow`) as the `method-not-allowed` problem, keeping
-/// `Allow`. Layered over a whole component's router, so every route, ops included, answers alike.
+/// Answers axum's bare `405` (no body, only `Allow`) as the `method-not-allowed` problem, for the
+/// routes outside [`api_layers`] (ops, the OpenAPI document); the API routes get the same answer
+/// from their own layer, without a second boxed future per request.
 pub fn problem_for_405(app: Router) -> Router {
     app.layer(axum::middleware::map_response(
         |resp: Response| async move {
-            if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
-                return resp;
+            if is_bare_405(&resp) {
+                method_not_allowed(resp.headers().get(header::ALLOW).cloned())
+            } else {
+                resp
             }
-            let allow = resp.headers().get(header::ALLOW).cloned();
-            let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
-                Some(a) => format!("this endpoint serves {a} only"),
-                None => "this endpoint does not serve this method".to_string(),
-            };
-            let mut problem = Problem::new(ProblemType::MethodNotAllowed, detail).into_response();
-            if let Some(a) = allow {
-                problem.headers_mut().insert(header::ALLOW, a);
-            }
-            problem
         },
     ))
+}
+
+/// Whether `resp` is axum's own `405`: the status, and no body type of ours.
+fn is_bare_405(resp: &Response) -> bool {
+    resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key(header::CONTENT_TYPE)
+}
+
+/// The `method-not-allowed` problem. `allow` is known where the answer is made outside the route
+/// (`Allow` is already set); inside [`api_layers`] it is not yet, and axum adds it to whatever
+/// answer lacks it, so the header is there either way.
+fn method_not_allowed(allow: Option<header::HeaderValue>) -> Response {
+    let mut problem = Problem::new(
+        ProblemType::MethodNotAllowed,
+        "this endpoint does not serve this method; Allow lists the ones it serves",
+    )
+    .into_response();
+    if let Some(a) = allow {
+        problem.headers_mut().insert(header::ALLOW, a);
+    }
+    problem
 }
 
 /// The paths [`ops_router`] serves; docs/openapi.yaml documents each (`tests/openapi.rs` checks).
@@ -209,6 +223,9 @@ where
                         Problem::new(ProblemType::Overloaded, rejected.to_string()).into_response()
                     }
                 };
+                if is_bare_405(&resp) {
+                    resp = method_not_allowed(None);
+                }
                 let seconds = start.elapsed().as_secs_f64();
                 let status = resp.status().as_u16();
                 let served = ServedMedia::of_content_type(

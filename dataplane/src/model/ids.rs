@@ -32,11 +32,25 @@ macro_rules! id_type {
                 if valid_id(s) {
                     Ok(Self(s.into()))
                 } else {
-                    Err(ValidationError::new(
-                        $what,
-                        format!("{:?} is not 1-64 characters of [A-Za-z0-9._-]", truncate(s)),
-                    ))
+                    Err(Self::invalid(s))
                 }
+            }
+
+            /// Like [`Self::parse`], keeping `s`'s buffer: no copy when its capacity is its
+            /// length, as for a string just decoded from a request path.
+            pub fn parse_owned(s: String) -> Result<Self, ValidationError> {
+                if valid_id(&s) {
+                    Ok(Self(s.into_boxed_str()))
+                } else {
+                    Err(Self::invalid(&s))
+                }
+            }
+
+            fn invalid(s: &str) -> ValidationError {
+                ValidationError::new(
+                    $what,
+                    format!("{:?} is not 1-64 characters of [A-Za-z0-9._-]", truncate(s)),
+                )
             }
 
             /// The id as a string slice.
@@ -198,11 +212,18 @@ mod tests {
                 ProductId::parse(ok).map(|p| p.to_string()).ok().as_deref(),
                 Some(ok)
             );
+            assert_eq!(ProductId::parse_owned(ok.to_string()), ProductId::parse(ok));
         }
         for bad in ["", "a b", "a/b", "ü", &"x".repeat(65), "a,b"] {
             let err = ProductId::parse(bad).expect_err(bad);
             assert_eq!(err.field, "product id");
+            assert_eq!(ProductId::parse_owned(bad.to_string()), Err(err));
         }
+        // The buffer of an exactly sized string is kept, not copied.
+        let s = String::from("P-123");
+        let at = s.as_ptr();
+        let id = ProductId::parse_owned(s).expect("valid");
+        assert_eq!(id.as_str().as_ptr(), at);
         assert!(MerchantId::parse("m1").is_ok());
     }
 
