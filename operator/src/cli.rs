@@ -228,6 +228,11 @@ pub struct RunArgs {
     /// PodMonitor API, or force it on or off.
     #[arg(long, env = "PRAPI_POD_MONITOR", value_enum, default_value_t = PodMonitorChoice::Auto)]
     pub pod_monitor: PodMonitorChoice,
+    /// How long an answer of discovery (are KEDA, the PodMonitor API, Envoy Gateway's
+    /// BackendTrafficPolicy served?) is kept: an add-on installed or removed is noticed by the
+    /// first reconcile after that. 0 asks in every reconcile.
+    #[arg(long, env = "PRAPI_DISCOVERY_CACHE_SECONDS", default_value_t = 10)]
+    pub discovery_cache_seconds: u64,
     /// Reconcile the MarketGroups of these namespaces only (comma-separated or repeated); none:
     /// every namespace. Each listed namespace needs the operator's Role there (the chart's
     /// `watchNamespaces`).

@@ -12,6 +12,7 @@ pub mod aws;
 pub mod cli;
 pub mod countries;
 pub mod crd;
+pub mod discovery;
 pub mod external_metrics;
 pub mod gate;
 pub mod http;

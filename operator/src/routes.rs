@@ -8,6 +8,7 @@
 
 use crate::cli::BackendTrafficPolicyChoice;
 use crate::crd::MarketGroup;
+use crate::discovery::Discovery;
 use crate::plan::{Component, GroupPlan};
 use crate::render::meta::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, stable_hash};
 use crate::render::routing::{
@@ -90,6 +91,7 @@ pub struct GroupRoutes {
 /// The routing step.
 pub struct RoutesStep {
     client: Client,
+    discovery: Discovery,
     provider: Provider,
     options: RouteOptions,
     backend_traffic_policy: BackendTrafficPolicyChoice,
@@ -102,6 +104,7 @@ impl RoutesStep {
     /// A step writing `provider` routes.
     pub fn new(
         client: Client,
+        discovery: Discovery,
         provider: Provider,
         options: RouteOptions,
         backend_traffic_policy: BackendTrafficPolicyChoice,
@@ -110,6 +113,7 @@ impl RoutesStep {
     ) -> Self {
         Self {
             client,
+            discovery,
             provider,
             options,
             backend_traffic_policy,
@@ -341,11 +345,9 @@ impl RoutesStep {
         let ar = backend_traffic_policies();
         let served = match self.backend_traffic_policy {
             BackendTrafficPolicyChoice::On => true,
-            _ => crate::reconcile::shell::api_served(&self.client, &ar)
-                .await
-                .map_err(kube_err(
-                    "discovering gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy",
-                ))?,
+            _ => self.discovery.served(&ar).await.map_err(kube_err(
+                "discovering gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy",
+            ))?,
         };
         let (render, prune) = policy_mode(self.backend_traffic_policy, served);
         if !prune {

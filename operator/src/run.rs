@@ -2,6 +2,7 @@
 
 use crate::cli::RunArgs;
 use crate::crd::MarketGroup;
+use crate::discovery::Discovery;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings, Steps};
@@ -50,7 +51,11 @@ enum Stop {
 }
 
 /// The routing and store steps the flags ask for.
-pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
+pub async fn steps(
+    client: &Client,
+    discovery: &Discovery,
+    args: &RunArgs,
+) -> anyhow::Result<Steps> {
     use crate::cli::{RoutingChoice, StoreChoice};
     if args.routing == RoutingChoice::GatewayApi && args.gateway.is_none() {
         bail!("--routing gateway-api needs --gateway NAMESPACE/NAME");
@@ -58,6 +63,7 @@ pub async fn steps(client: &Client, args: &RunArgs) -> anyhow::Result<Steps> {
     let routes = (args.routing != RoutingChoice::None).then(|| {
         crate::routes::RoutesStep::new(
             client.clone(),
+            discovery.clone(),
             args.routing.provider(),
             crate::render::routing::RouteOptions {
                 gateway: args.gateway.clone(),
@@ -338,13 +344,18 @@ async fn context(
             instance: Some(identity.to_string()),
         },
     );
-    let steps = steps(client, args).await?;
+    let discovery = Discovery::new(
+        client.clone(),
+        std::time::Duration::from_secs(args.discovery_cache_seconds),
+    );
+    let steps = steps(client, &discovery, args).await?;
     Ok(Context::new(
         client.clone(),
         settings,
         recorder,
         metrics,
         steps,
+        discovery,
     ))
 }
 

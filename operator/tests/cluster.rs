@@ -13,6 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use prapi_operator::crd::MarketGroup;
+use prapi_operator::discovery::Discovery;
 use prapi_operator::offline;
 use prapi_operator::render::autoscaling::UpdaterAutoscaler;
 use prapi_operator::render::{ChildKind, RenderOptions, render};
@@ -931,7 +932,18 @@ async fn keda_present_or_absent_picks_the_updater_autoscaler() {
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("mg-keda").await;
     set_keda_crd(&c.client, false).await;
-    let _op = Operator::start(&c.env, &ns, "op-a", &["--updater-autoscaler", "auto"]);
+    // Asked in every reconcile: the switch is expected at the reconcile after the CRD change.
+    let _op = Operator::start(
+        &c.env,
+        &ns,
+        "op-a",
+        &[
+            "--updater-autoscaler",
+            "auto",
+            "--discovery-cache-seconds",
+            "0",
+        ],
+    );
     // The updater connects with SASL/SCRAM over TLS: KEDA gets it through a TriggerAuthentication.
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "kafka-client"},
@@ -1051,6 +1063,10 @@ async fn pod_monitors_follow_the_prometheus_operator_api() {
         "hpa",
         "--pod-monitor",
         "auto",
+        // Asked in every reconcile: the PodMonitor is expected at the reconcile after the CRD
+        // change.
+        "--discovery-cache-seconds",
+        "0",
         "--lease-duration-seconds",
         "3",
         "--lease-grace-seconds",
@@ -1137,6 +1153,34 @@ async fn pod_monitors_follow_the_prometheus_operator_api() {
             .items
             .is_empty()
     );
+    set_addon_crd(&c.client, ChildKind::PodMonitor, false).await;
+}
+
+/// The operator keeps discovery answers (`--discovery-cache-seconds`): an API installed after an
+/// answer is not seen through the kept answer, while a reader that does not keep them sees it at
+/// once.
+#[tokio::test]
+async fn discovery_answers_are_kept_and_not_when_uncached() {
+    let _pod_monitor_changes = POD_MONITOR_CRD_CHANGES.write().await;
+    let Some(c) = cluster().await else { return };
+    let pod_monitors = ChildKind::PodMonitor.api_resource();
+    set_addon_crd(&c.client, ChildKind::PodMonitor, false).await;
+    let kept = Discovery::new(c.client.clone(), Duration::from_secs(600));
+    assert!(!kept.served(&pod_monitors).await.expect("discovery"));
+    // Returns once an uncached read sees the API.
+    set_addon_crd(&c.client, ChildKind::PodMonitor, true).await;
+    assert!(
+        Discovery::uncached(c.client.clone())
+            .served(&pod_monitors)
+            .await
+            .expect("discovery")
+    );
+    assert!(
+        !kept.served(&pod_monitors).await.expect("discovery"),
+        "the first answer is kept for its time"
+    );
+    let fresh = Discovery::new(c.client.clone(), Duration::from_secs(600));
+    assert!(fresh.served(&pod_monitors).await.expect("discovery"));
     set_addon_crd(&c.client, ChildKind::PodMonitor, false).await;
 }
 

@@ -797,7 +797,8 @@ async fn gateway_api_routes_get_envoy_gateway_hash_policies_where_served() {
     };
     let btp = backend_traffic_policies();
     assert!(
-        prapi_operator::reconcile::shell::api_served(&c.client, &btp)
+        prapi_operator::discovery::Discovery::uncached(c.client.clone())
+            .served(&btp)
             .await
             .expect("discovery"),
         "the test environment serves gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy \

@@ -4,6 +4,7 @@
 use super::steps::Steps;
 use crate::apply::Applier;
 use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
+use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::Recorder;
@@ -45,6 +46,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The store and routing steps the flags turned on.
     pub steps: Steps,
+    /// Which optional APIs the cluster serves.
+    pub discovery: Discovery,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -56,6 +59,7 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         steps: Steps,
+        discovery: Discovery,
     ) -> Self {
         let m = metrics.clone();
         Self {
@@ -68,6 +72,7 @@ impl Context {
             recorder,
             metrics,
             steps,
+            discovery,
             failures: Mutex::new(HashMap::new()),
         }
     }

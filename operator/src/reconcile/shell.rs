@@ -9,6 +9,7 @@ use super::steps::{CleanupProgress, previous_condition};
 use crate::apply::{ApplyError, SyncReport};
 use crate::cli::{PodMonitorChoice, UpdaterAutoscalerChoice};
 use crate::crd::{API_GROUP, API_VERSION, BootstrapStatus, MarketGroup, MarketGroupStatus};
+use crate::discovery::Discovery;
 use crate::gate;
 use crate::kafka_secret::{self, KafkaSecretProblem};
 use crate::plan::{GroupPlan, KafkaClientPlan};
@@ -123,7 +124,7 @@ async fn updater_autoscaler(ctx: &Context) -> Result<UpdaterAutoscaler, Error> {
         UpdaterAutoscalerChoice::Keda => UpdaterAutoscaler::Keda,
         UpdaterAutoscalerChoice::Hpa => UpdaterAutoscaler::ExternalMetricHpa,
         UpdaterAutoscalerChoice::Auto => {
-            if keda_installed(&ctx.client).await? {
+            if served(&ctx.discovery, ChildKind::ScaledObject).await? {
                 UpdaterAutoscaler::Keda
             } else {
                 UpdaterAutoscaler::ExternalMetricHpa
@@ -132,19 +133,25 @@ async fn updater_autoscaler(ctx: &Context) -> Result<UpdaterAutoscaler, Error> {
     })
 }
 
-/// Whether the API server serves KEDA's ScaledObject (`keda.sh/v1alpha1`).
+/// Whether the API server serves KEDA's ScaledObject (`keda.sh/v1alpha1`), read now.
 pub async fn keda_installed(client: &Client) -> Result<bool, Error> {
-    served(client, ChildKind::ScaledObject).await
+    served(
+        &Discovery::uncached(client.clone()),
+        ChildKind::ScaledObject,
+    )
+    .await
 }
 
-/// Whether the API server serves the Prometheus Operator's PodMonitor (`monitoring.coreos.com/v1`).
+/// Whether the API server serves the Prometheus Operator's PodMonitor (`monitoring.coreos.com/v1`),
+/// read now.
 pub async fn pod_monitor_served(client: &Client) -> Result<bool, Error> {
-    served(client, ChildKind::PodMonitor).await
+    served(&Discovery::uncached(client.clone()), ChildKind::PodMonitor).await
 }
 
-/// Whether the API server serves `kind` (discovery of its group version).
-async fn served(client: &Client, kind: ChildKind) -> Result<bool, Error> {
-    api_served(client, &kind.api_resource())
+/// Whether the API server serves `kind`, as `discovery` knows it.
+async fn served(discovery: &Discovery, kind: ChildKind) -> Result<bool, Error> {
+    discovery
+        .served(&kind.api_resource())
         .await
         .map_err(|source| Error::Discovery {
             api: match kind {
@@ -155,29 +162,16 @@ async fn served(client: &Client, kind: ChildKind) -> Result<bool, Error> {
         })
 }
 
-/// Whether the API server serves the resource `ar` (discovery of its group version; a group
-/// version it does not know is not served).
-pub async fn api_served(
-    client: &Client,
-    ar: &kube::core::ApiResource,
-) -> Result<bool, kube::Error> {
-    match client.list_api_group_resources(&ar.api_version).await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == ar.plural)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Whether to render the group's PodMonitor, and whether to list (and prune) PodMonitors at all:
 /// a forced `off` on a cluster that serves the API still removes the ones made before.
 async fn pod_monitor(ctx: &Context) -> Result<(bool, bool), Error> {
     Ok(match ctx.settings.pod_monitor {
         PodMonitorChoice::On => (true, true),
         PodMonitorChoice::Auto => {
-            let served = pod_monitor_served(&ctx.client).await?;
-            (served, served)
+            let serves = served(&ctx.discovery, ChildKind::PodMonitor).await?;
+            (serves, serves)
         }
-        PodMonitorChoice::Off => (false, pod_monitor_served(&ctx.client).await?),
+        PodMonitorChoice::Off => (false, served(&ctx.discovery, ChildKind::PodMonitor).await?),
     })
 }
 
@@ -366,7 +360,7 @@ async fn sync(
         UpdaterAutoscaler::Keda => true,
         UpdaterAutoscaler::ExternalMetricHpa => {
             ctx.settings.updater_autoscaler != UpdaterAutoscalerChoice::Auto
-                && keda_installed(&ctx.client).await?
+                && served(&ctx.discovery, ChildKind::ScaledObject).await?
         }
     };
     let kinds: Vec<ChildKind> = ChildKind::ALL
