@@ -69,9 +69,7 @@ async fn loaded_group(kind: &Kind, ns: &str, catalogue: &Catalogue, topics: &Top
         wait_ready_replicas(kind, ns, &format!("{name}-{component}"), n).await;
     }
     tokio::time::sleep(INGRESS_PROPAGATION).await;
-    // Skipper loads routes on its own schedule (each replica on its own): 20 answers in a row.
-    let path = format!("/product-offers/{}", catalogue.product_ids[0]);
-    wait_ingress_converged(kind, &path, &[("x-country", "de")], |a| a.status == 200).await;
+    wait_country_routed(kind, catalogue, "de").await;
     // Every product once through the ingress, so the streams start on warm caches: these
     // scenarios are about pods going away, not about a cold table read (each id lands on its
     // ring owner, the pod batch asks for it too).

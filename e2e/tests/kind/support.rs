@@ -600,6 +600,14 @@ pub async fn wait_table_holds(kind: &Kind, table: &str, catalogue: &Catalogue, c
 /// Waits until `path` gets 20 answers in a row through the ingress that `accept` takes. Each
 /// Skipper replica loads routes and endpoints on its own, so one good answer says only that one
 /// replica is up to date; 20 in a row, over both, say they all are.
+/// Waits until the ingress answers 200 for the catalogue's first product in `country`, 20 times
+/// in a row: Skipper loads routes on its own schedule, each replica on its own, so a stream
+/// started before would meet Skipper's own 404s.
+pub async fn wait_country_routed(kind: &Kind, catalogue: &Catalogue, country: &str) {
+    let path = format!("/product-offers/{}", catalogue.product_ids[0]);
+    wait_ingress_converged(kind, &path, &[("x-country", country)], |a| a.status == 200).await;
+}
+
 pub async fn wait_ingress_converged(
     kind: &Kind,
     path: &str,

@@ -115,9 +115,7 @@ async fn a_country_moves_between_groups_in_steps_without_a_failed_request() {
     wait_table_holds(&kind, &format!("prapi-{ns}-eu"), &catalogue, &["de", "at"]).await;
     wait_table_holds(&kind, &format!("prapi-{ns}-eu-next"), &catalogue, &["de"]).await;
     let ids = &catalogue.product_ids;
-    // Skipper loads routes on its own schedule: the stream starts once it routes Germany.
-    let path = format!("/product-offers/{}", ids[0]);
-    wait_ingress_converged(&kind, &path, &[("x-country", "de")], |a| a.status == 200).await;
+    wait_country_routed(&kind, &catalogue, "de").await;
 
     let urls = ids
         .iter()
@@ -306,9 +304,7 @@ async fn a_new_group_gets_traffic_only_once_its_table_is_filled() {
     wait_ready(&kind.client, &ns, "eu").await;
     wait_traffic(&kind, &ns, "de", &[("eu", 100)]).await;
     wait_table_holds(&kind, &format!("prapi-{ns}-eu"), &catalogue, &["de"]).await;
-    // Skipper loads routes on its own schedule: the stream starts once it routes Germany.
-    let path = format!("/product-offers/{}", catalogue.product_ids[0]);
-    wait_ingress_converged(&kind, &path, &[("x-country", "de")], |a| a.status == 200).await;
+    wait_country_routed(&kind, &catalogue, "de").await;
     let urls = catalogue
         .product_ids
         .iter()
@@ -433,7 +429,7 @@ async fn countries_reach_their_group_in_any_letter_case() {
     // Every Skipper replica has the group's routes and endpoints (each loads them on its own)
     // and the product is in the pod's cache: 20 answers in a row for each country.
     for country in ["de", "at", "ch"] {
-        wait_ingress_converged(&kind, &path, &[("x-country", country)], |a| a.status == 200).await;
+        wait_country_routed(&kind, &catalogue, country).await;
     }
     let url = format!("{}{path}", kind.ingress());
 
