@@ -597,9 +597,6 @@ pub async fn wait_table_holds(kind: &Kind, table: &str, catalogue: &Catalogue, c
     .await;
 }
 
-/// Waits until `path` gets 20 answers in a row through the ingress that `accept` takes. Each
-/// Skipper replica loads routes and endpoints on its own, so one good answer says only that one
-/// replica is up to date; 20 in a row, over both, say they all are.
 /// Waits until the ingress answers 200 for the catalogue's first product in `country`, 20 times
 /// in a row: Skipper loads routes on its own schedule, each replica on its own, so a stream
 /// started before would meet Skipper's own 404s.
@@ -608,6 +605,11 @@ pub async fn wait_country_routed(kind: &Kind, catalogue: &Catalogue, country: &s
     wait_ingress_converged(kind, &path, &[("x-country", country)], |a| a.status == 200).await;
 }
 
+/// Waits until `path` gets 20 answers in a row through the ingress that `accept` takes. Each
+/// Skipper replica loads routes and endpoints on its own, so one good answer says only that one
+/// replica is up to date; 20 in a row, each on a new connection, say they all are: kube-proxy
+/// spreads connections, not requests, over the replicas, and 20 requests on one kept-alive
+/// connection asked one replica only (a stream started after that met the other's 404s).
 pub async fn wait_ingress_converged(
     kind: &Kind,
     path: &str,
@@ -615,11 +617,16 @@ pub async fn wait_ingress_converged(
     accept: impl Fn(&Answer) -> bool,
 ) {
     let url = format!("{}{path}", kind.ingress());
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client");
     eventually(
         &format!("{path} {headers:?}: 20 answers in a row through the ingress"),
         || async {
             for _ in 0..20 {
-                accept(&get(&kind.http, &url, headers).await?).then_some(())?;
+                accept(&get(&fresh, &url, headers).await?).then_some(())?;
             }
             Some(())
         },
