@@ -17,12 +17,14 @@
 //! `PRAPI_BENCH_SECONDS` per phase (default 5), `PRAPI_BENCH_PRODUCTS` (2000),
 //! `PRAPI_BENCH_SINGLE_CONNECTIONS` (8), `PRAPI_BENCH_BATCH_CONNECTIONS` (2).
 
+mod kit;
+use kit::{env, listen, overload};
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -35,8 +37,7 @@ use prapi::batch::{BatchConfig, Item, body};
 use prapi::cache::CacheConfig;
 use prapi::clock::MonotonicClock;
 use prapi::r#gen::GenConfig;
-use prapi::http::overload::OverloadConfig;
-use prapi::http::server::{Readiness, serve};
+use prapi::http::server::Readiness;
 use prapi::lb::{Balancer, BalancerConfig, ClientConfig, Ring, parse_endpoints};
 use prapi::model::{Country, ProductId};
 use prapi::run::{BatchServer, ProductsServer, load_events};
@@ -51,30 +52,6 @@ use rand_chacha::ChaCha8Rng;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn overload() -> OverloadConfig {
-    OverloadConfig {
-        max_concurrent: 8192,
-        max_queue: 8192,
-        queue_timeout: Duration::from_secs(5),
-    }
-}
-
-async fn listen(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, app, std::future::pending()));
-    format!("http://{addr}")
-}
 
 async fn fetch(client: &HttpClient, url: &str, gzip: bool) -> Bytes {
     let mut req = http::Request::get(url).header("x-country", "de");

@@ -17,6 +17,9 @@
 //! `PRAPI_BENCH_SECONDS` per measurement (default 2; 3 rounds of two), `PRAPI_BENCH_PRODUCTS`
 //! (default 1000).
 
+mod kit;
+use kit::env;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,13 +44,6 @@ use rand_chacha::ChaCha8Rng;
 // The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A member as `GzEncoder::finish` writes it (the cache's form before single-member batches).
 fn finished_member(data: &[u8], level: Compression) -> Bytes {

@@ -24,12 +24,14 @@
 //! `cargo bench -p prapi-dataplane --bench latency` (`make bench-latency`; about 2.5 minutes).
 //! `PRAPI_BENCH_PRODUCTS` (2000) sets the catalogue.
 
+mod kit;
+use kit::{env, listen, overload};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
@@ -41,8 +43,7 @@ use prapi::cache::CacheConfig;
 use prapi::clock::MonotonicClock;
 use prapi::formats::MediaType;
 use prapi::r#gen::GenConfig;
-use prapi::http::overload::OverloadConfig;
-use prapi::http::server::{Readiness, serve};
+use prapi::http::server::Readiness;
 use prapi::lb::{Balancer, BalancerConfig, ClientConfig, parse_endpoints};
 use prapi::model::Country;
 use prapi::run::{BatchServer, ProductsServer, load_events};
@@ -60,13 +61,6 @@ type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 const SERVER_THREADS: &str = "srv-worker";
 const GEN_THREADS: &str = "gen-worker";
 const PACER_THREAD: &str = "gen-pacer";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn runtime(name: &'static str, workers: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -289,23 +283,6 @@ fn open_loop(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn overload() -> OverloadConfig {
-    OverloadConfig {
-        max_concurrent: 8192,
-        max_queue: 8192,
-        queue_timeout: Duration::from_secs(5),
-    }
-}
-
-async fn listen(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, app, std::future::pending()));
-    format!("http://{addr}")
 }
 
 /// Starts `prapi products` over a generated catalogue and `prapi batch` in front of it on

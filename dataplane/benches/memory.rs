@@ -19,6 +19,9 @@
 //! `PRAPI_BENCH_MEMORY_PRODUCTS` (steps, default `10000,50000`), `PRAPI_BENCH_STORM_IDS` (300000),
 //! `PRAPI_BENCH_STORM_MIB` (budget, 32). Needs about 6 GB of memory at 50k products.
 
+mod kit;
+use kit::env;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,13 +42,6 @@ use prapi::store::embedded::EmbeddedStore;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PART: &str = "PRAPI_BENCH_MEMORY_PART";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Resident set size of this process, from /proc/self/status (Linux only; the bench needs it).
 fn rss() -> u64 {
@@ -278,8 +274,8 @@ fn main() {
                 .expect("PRAPI_BENCH_MEMORY_PRODUCTS: numbers")
         })
         .collect();
-    let storm_ids = env_u64("PRAPI_BENCH_STORM_IDS", 300_000) as usize;
-    let budget = env_u64("PRAPI_BENCH_STORM_MIB", 32) << 20;
+    let storm_ids = env("PRAPI_BENCH_STORM_IDS", 300_000) as usize;
+    let budget = env("PRAPI_BENCH_STORM_MIB", 32) << 20;
     match std::env::var(PART).as_deref() {
         Ok("fill") => return part_fill(&steps),
         Ok("negatives") => return part_negatives(storm_ids),

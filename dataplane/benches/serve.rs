@@ -6,6 +6,9 @@
 //! `cargo bench -p prapi-dataplane --bench serve` (or `make bench`). Environment:
 //! `PRAPI_BENCH_SECONDS` per round (default 3), `PRAPI_BENCH_ROUNDS` (3), `PRAPI_BENCH_CONNECTIONS` (32).
 
+mod kit;
+use kit::{env, listen};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use prapi::cache::CacheConfig;
 use prapi::r#gen::GenConfig;
 use prapi::http::overload::OverloadConfig;
-use prapi::http::server::{Readiness, serve};
+use prapi::http::server::Readiness;
 use prapi::model::{Country, Event};
 use prapi::run::{ProductsServer, load_events};
 use prapi::store::Store;
@@ -29,13 +32,6 @@ use prapi::store::embedded::EmbeddedStore;
 // The allocator of the `prapi` binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Round {
     requests: u64,
@@ -86,15 +82,6 @@ async fn drive(url: &str, connections: u64, duration: Duration) -> Round {
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     }
-}
-
-async fn listen(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, app, std::future::pending()));
-    format!("http://{addr}")
 }
 
 fn main() {
