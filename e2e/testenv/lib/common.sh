@@ -117,7 +117,17 @@ start_bg() {
     mkdir -p "$LOG_DIR" "$PID_DIR"
     printf '\n===== %s starting: %s\n' "$(date -Is)" "$*" >>"$LOG_DIR/$name.log"
     setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-    printf '%s\n%s\n' "$!" "$marker" >"$PID_DIR/$name.pid"
+    local pid=$! i
+    printf '%s\n%s\n' "$pid" "$marker" >"$PID_DIR/$name.pid"
+    # Until the child has exec'd the command, its command line is this script's, and
+    # running_pid would take it for gone: a health check right after the start then
+    # reported "the process exited" for a kube-apiserver that was starting. Wait for the
+    # exec (bounded), or for the child to end.
+    for ((i = 0; i < 100; i++)); do
+        is_running "$name" && return 0
+        [[ -d /proc/$pid && $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 0
+        sleep 0.05
+    done
 }
 
 # PID of NAME if that process is alive and still the one we started.
