@@ -19,17 +19,17 @@ install_tools() {
     check_tool_pin skipper github.com/zalando/skipper "$SKIPPER_VERSION"
     check_tool_pin routegroup-check github.com/zalando/skipper "$SKIPPER_VERSION"
     check_tool_pin kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION"
-    local name pkg stamp t0 names=("$@")
+    local name pkg module stamp t0 names=("$@")
     ((${#names[@]})) || names=(kind coredns skipper pause kubeconform)
     for name in "${names[@]}"; do
         case $name in
-            kind) pkg=sigs.k8s.io/kind ;;
-            coredns) pkg=github.com/coredns/coredns ;;
-            skipper) pkg=github.com/zalando/skipper/cmd/skipper ;;
-            pause | routegroup-check) pkg=. ;;
-            kubeconform) pkg=github.com/yannh/kubeconform/cmd/kubeconform ;;
+            kind) pkg=sigs.k8s.io/kind module=$pkg ;;
+            coredns) pkg=github.com/coredns/coredns module=$pkg ;;
+            skipper) pkg=github.com/zalando/skipper/cmd/skipper module=github.com/zalando/skipper ;;
+            pause | routegroup-check) pkg=. module= ;;
+            kubeconform) pkg=github.com/yannh/kubeconform/cmd/kubeconform module=github.com/yannh/kubeconform ;;
         esac
-        stamp="$(inputs_hash "$KIND_DIR/go/$name/"* <(go version))"
+        stamp="$(wrapper_hash "$KIND_DIR/go/$name") $(go version)"
         if [[ -x $KIND_TOOLS/bin/$name && -f $KIND_TOOLS/$name.installed && $(<"$KIND_TOOLS/$name.installed") == "$stamp" ]]; then
             continue
         fi
@@ -37,8 +37,12 @@ install_tools() {
         t0=$SECONDS
         mkdir -p "$KIND_TOOLS/bin"
         # Static binaries: the images that carry them have no libc.
+        # A wrapper with a _trim directory builds a trimmed copy of its module (CoreDNS: only
+        # the plugins kubeadm's Corefile uses).
+        local modfile="$KIND_DIR/go/$name/go.mod"
+        [[ -z $module ]] || modfile="$(go_trim_modfile "$KIND_DIR/go/$name" "$module")"
         (cd "$KIND_DIR/go/$name" && step "build-$name" env CGO_ENABLED=0 \
-            go build -trimpath -ldflags='-s -w' -o "$KIND_TOOLS/bin/$name.tmp" "$pkg")
+            go build -modfile="$modfile" -trimpath -ldflags='-s -w' -o "$KIND_TOOLS/bin/$name.tmp" "$pkg")
         mv "$KIND_TOOLS/bin/$name.tmp" "$KIND_TOOLS/bin/$name"
         echo "$stamp" >"$KIND_TOOLS/$name.installed"
         klog "built $name in $((SECONDS - t0))s"

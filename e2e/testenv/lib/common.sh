@@ -24,7 +24,11 @@ source "$TESTENV_DIR/versions.env"
 
 # Go builds use their own module and build caches under CACHE_DIR, so removing
 # CACHE_DIR really means a cold build, and the machine's Go toolchain is used
-# as it is (never a downloaded one).
+# as it is (never a downloaded one). The caches are kept (a few GB; Go trims
+# build entries unused for days): every Go build here (Kubernetes, kwok, helm,
+# promtool, kind, CoreDNS, Skipper, kubeconform) compiles the standard library
+# and shares dependencies, so each later build, and a rebuild after a pin
+# changes, starts warm.
 export GOMODCACHE="$CACHE_DIR/go/mod"
 export GOCACHE="$CACHE_DIR/go/build"
 export GOTOOLCHAIN=local
@@ -236,4 +240,40 @@ extendedKeyUsage=$eku"
 # Content hash of files, to tell whether a cached build matches the inputs.
 inputs_hash() {
     cat "$@" | sha256sum | cut -c1-16
+}
+
+# wrapper_hash DIR: content hash of a Go wrapper module (its go.mod, go.sum, and every file
+# under it, _trim included), the key of what is built from it.
+wrapper_hash() {
+    local dir="$1"
+    (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+
+# go_trim_modfile WRAPPER_DIR MODULE: the go.mod to build WRAPPER_DIR's tool with
+# (`go build -modfile=...`). When WRAPPER_DIR/_trim holds files, MODULE (at the version the
+# wrapper pins) is copied out of the module cache with those files laid over it (paths
+# relative to the module root), and a copy of the wrapper's go.mod replaces MODULE with that
+# copy; otherwise the wrapper's own go.mod. (go build -overlay refuses files of the module
+# cache, hence the copy.) Go directories whose name starts with "_" are never packages of the
+# wrapper itself.
+go_trim_modfile() {
+    local wrapper="$1" module="$2" src dir
+    if [[ ! -d $wrapper/_trim ]]; then
+        echo "$wrapper/go.mod"
+        return
+    fi
+    dir="$CACHE_DIR/go/trimmed/$(basename "$wrapper")-$(wrapper_hash "$wrapper")"
+    if [[ ! -f $dir/.done ]]; then
+        src="$(cd "$wrapper" && go mod download -json "$module" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" ||
+            die "go mod download $module failed (in $wrapper)"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        cp -r "$src" "$dir/module"
+        chmod -R u+w "$dir/module"
+        cp -r "$wrapper/_trim/." "$dir/module/"
+        cp "$wrapper/go.mod" "$wrapper/go.sum" "$dir/"
+        printf '\nreplace %s => %s\n' "$module" "$dir/module" >>"$dir/go.mod"
+        touch "$dir/.done"
+    fi
+    echo "$dir/go.mod"
 }

@@ -49,7 +49,7 @@ install_k8s() {
     need_cmd go
     ensure_cmd_from_apt openssl openssl
     check_k8s_pins
-    local stamp tmp built=0
+    local stamp tmp
     # One `go build` for all control plane commands, the kind nodes' kubelet,
     # kubeadm and kube-proxy, kubectl and helm, so the packages they share
     # (client-go, apiserver, ...) are compiled once. The version is linked in
@@ -80,7 +80,6 @@ install_k8s() {
         mv "$tmp" "$K8S_BIN"
         echo "$stamp" >"$K8S_HOME/.installed"
         log "built the Kubernetes binaries in $((SECONDS - t0))s"
-        built=1
     fi
     stamp="$(inputs_hash "$TESTENV_DIR/kwok/go.mod" "$TESTENV_DIR/kwok/go.sum" <(go version))"
     if ! [[ -f $KWOK_HOME/.installed && $(<"$KWOK_HOME/.installed") == "$stamp" ]]; then
@@ -91,7 +90,6 @@ install_k8s() {
         (cd "$TESTENV_DIR/kwok" && run_logged kwok-build go build -trimpath -ldflags='-s -w' \
             -o "$KWOK_HOME/bin/" sigs.k8s.io/kwok/cmd/kwok)
         echo "$stamp" >"$KWOK_HOME/.installed"
-        built=1
     fi
     if ! [[ -f $GATEWAY_API_HOME/.installed ]]; then
         log "fetching the Gateway API $GATEWAY_API_VERSION CRDs"
@@ -102,7 +100,6 @@ install_k8s() {
         mkdir -p "$GATEWAY_API_HOME/crds"
         cp "$dir"/config/crd/standard/*.yaml "$GATEWAY_API_HOME/crds/"
         touch "$GATEWAY_API_HOME/.installed"
-        built=1
     fi
     if ! [[ -f $ENVOY_GATEWAY_HOME/.installed ]]; then
         log "fetching Envoy Gateway $ENVOY_GATEWAY_VERSION's BackendTrafficPolicy CRD"
@@ -114,15 +111,6 @@ install_k8s() {
         cp "$eg/charts/gateway-helm/crds/generated/gateway.envoyproxy.io_backendtrafficpolicies.yaml" \
             "$ENVOY_GATEWAY_HOME/crds/"
         touch "$ENVOY_GATEWAY_HOME/.installed"
-        built=1
-    fi
-    # Go's caches (about 5 GB after these builds) only speed up a rebuild after
-    # a pin changes; the binaries are what is kept. Disk is the scarcer
-    # resource on CI machines, and a rebuild re-downloads the modules in a
-    # minute. PRAPI_KEEP_GO_CACHE=1 keeps them.
-    if ((built)) && [[ ${PRAPI_KEEP_GO_CACHE:-0} != 1 ]]; then
-        log "removing Go's build and module caches under $CACHE_DIR/go"
-        go clean -cache -modcache || log "warning: could not clean Go's caches"
     fi
 }
 
