@@ -35,8 +35,28 @@ if ! flock -n "$install_lock"; then
     klog "another checkout is installing into $CACHE_DIR; waiting for it"
     flock "$install_lock"
 fi
+# The Debian roots of the node, base and builder images are mostly downloads and unpacking:
+# made side by side in the background while the Go tools build (each is cached by its package
+# list, so this is a no-op once made). Waited for before any is used, and on an early exit too,
+# so that nothing this script started outlives it.
+rootfs_jobs=()
+# Only these jobs: dockerd, when this script started it, is a child too and keeps running.
+wait_rootfs_jobs() {
+    local job
+    for job in "${rootfs_jobs[@]}"; do wait "$job" 2>/dev/null || true; done
+}
+trap wait_rootfs_jobs EXIT
+if [[ -z ${PRAPI_KIND_NODE_IMAGE:-} || -z ${PRAPI_BASE_IMAGE+set} || -z ${PRAPI_BUILDER_IMAGE+set} ]]; then
+    ensure_cmd_from_apt debootstrap debootstrap
+fi
+[[ -n ${PRAPI_KIND_NODE_IMAGE:-} ]] || { debian_rootfs node "$NODE_PACKAGES" >/dev/null & rootfs_jobs+=("$!"); }
+[[ -n ${PRAPI_BASE_IMAGE+set} ]] || { debian_rootfs base "${BASE_PACKAGES// /,}" >/dev/null & rootfs_jobs+=("$!"); }
+[[ -n ${PRAPI_BUILDER_IMAGE+set} ]] || { debian_rootfs builder "$BUILDER_PACKAGES" >/dev/null & rootfs_jobs+=("$!"); }
 install_k8s
 install_tools
+for job in "${rootfs_jobs[@]}"; do
+    wait "$job" || die "a Debian root filesystem could not be made (logs: $KIND_LOGS/rootfs-*.log)"
+done
 # Where registries are reachable, stock images can stand in for the locally built ones
 # (e.g. PRAPI_KIND_NODE_IMAGE=kindest/node:v1.34.0, PRAPI_BASE_IMAGE and PRAPI_BUILDER_IMAGE
 # unset to use the Dockerfiles' defaults); here nothing is pulled unless asked for.
