@@ -20,6 +20,7 @@ crd="$chart/files/marketgroup.yaml"
 if ! python3 -c 'import yaml' 2>/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null
 fi
+mkdir -p "$CACHE_DIR"
 exec {install_lock}>"$CACHE_DIR/.install.lock"
 flock "$install_lock"
 install_k8s
