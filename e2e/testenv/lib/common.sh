@@ -252,10 +252,11 @@ wrapper_hash() {
 # go_trim_modfile WRAPPER_DIR MODULE: the go.mod to build WRAPPER_DIR's tool with
 # (`go build -modfile=...`). When WRAPPER_DIR/_trim holds files, MODULE (at the version the
 # wrapper pins) is copied out of the module cache with those files laid over it (paths
-# relative to the module root), and a copy of the wrapper's go.mod replaces MODULE with that
-# copy; otherwise the wrapper's own go.mod. (go build -overlay refuses files of the module
-# cache, hence the copy.) Go directories whose name starts with "_" are never packages of the
-# wrapper itself.
+# relative to the module root; the copy is cached by the wrapper's hash), and a copy of the
+# wrapper's go.mod, written anew each time so that it names where the copy is now, replaces
+# MODULE with it; otherwise the wrapper's own go.mod. (go build -overlay refuses files in the
+# module cache, hence the copy.) Go directories whose name starts with "_" are never packages
+# of the wrapper itself.
 go_trim_modfile() {
     local wrapper="$1" module="$2" src dir
     if [[ ! -d $wrapper/_trim ]]; then
@@ -263,7 +264,7 @@ go_trim_modfile() {
         return
     fi
     dir="$CACHE_DIR/go/trimmed/$(basename "$wrapper")-$(wrapper_hash "$wrapper")"
-    if [[ ! -f $dir/.done ]]; then
+    if [[ ! -f $dir/module/.done ]]; then
         src="$(cd "$wrapper" && go mod download -json "$module" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" ||
             die "go mod download $module failed (in $wrapper)"
         rm -rf "$dir"
@@ -271,9 +272,9 @@ go_trim_modfile() {
         cp -r "$src" "$dir/module"
         chmod -R u+w "$dir/module"
         cp -r "$wrapper/_trim/." "$dir/module/"
-        cp "$wrapper/go.mod" "$wrapper/go.sum" "$dir/"
-        printf '\nreplace %s => %s\n' "$module" "$dir/module" >>"$dir/go.mod"
-        touch "$dir/.done"
+        touch "$dir/module/.done"
     fi
+    cp "$wrapper/go.mod" "$wrapper/go.sum" "$dir/"
+    printf '\nreplace %s => %s\n' "$module" "$dir/module" >>"$dir/go.mod"
     echo "$dir/go.mod"
 }
