@@ -85,10 +85,9 @@ pub fn member(body: &[u8], level: Compression) -> Bytes {
     out.extend_from_slice(&FINAL_BLOCK);
     out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
     out.extend_from_slice(&isize_field(body.len() as u64));
-    // The member lives as long as its cache entry: give back the spare room the compressor's
-    // buffer needed (Bytes keeps a Vec's whole allocation).
-    out.shrink_to_fit();
-    Bytes::from(out)
+    // The member lives as long as its cache entry: without the spare room the compressor's
+    // buffer needed.
+    crate::exact::bytes(out)
 }
 
 /// RFC 1952's ISIZE: the length modulo 2^32, little-endian.

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod exact;
 pub mod formats;
 pub mod gzip;
 // `gen` is a reserved keyword in edition 2024; callers write `prapi::r#gen`.

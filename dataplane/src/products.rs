@@ -115,7 +115,7 @@ impl Loader<Key> for StoreLoader {
                 },
             )?,
         };
-        Ok(Some(Rendered::from_vec(body, tag)))
+        Ok(Some(Rendered::new(body, tag)))
     }
 }
 

@@ -23,8 +23,11 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Wraps a rendered body, compressing it with gzip now so no request ever has to.
-    pub fn new(identity: Bytes, etag: impl Into<Arc<str>>) -> Rendered {
+    /// Wraps a rendered body, compressing it with gzip now so no request ever has to. Both
+    /// bodies are kept in allocations of their exact length ([`crate::exact`]): a serializer's
+    /// or a store client's spare room would otherwise live, unweighed, as long as the entry.
+    pub fn new(identity: impl Into<Vec<u8>>, etag: impl Into<Arc<str>>) -> Rendered {
+        let identity = crate::exact::bytes(identity);
         // The default level: a good ratio for JSON at a cost paid once per load, not per request.
         let gzip = crate::gzip::member(&identity, Compression::default());
         let etag: Arc<str> = etag.into();
@@ -38,14 +41,6 @@ impl Rendered {
             etag,
             etag_header,
         }
-    }
-
-    /// Wraps a body rendered into a growable buffer. The buffer's spare capacity is given back
-    /// first: `Bytes` keeps a `Vec`'s whole allocation for as long as the cache holds the entry,
-    /// and a serializer's doubling buffer can be up to twice the body, none of it weighed.
-    pub fn from_vec(mut identity: Vec<u8>, etag: impl Into<Arc<str>>) -> Rendered {
-        identity.shrink_to_fit();
-        Rendered::new(Bytes::from(identity), etag)
     }
 
     /// Bytes this value keeps alive: both bodies and the ETag (held twice: as text and as a
@@ -87,6 +82,23 @@ mod tests {
             r.byte_size(),
             body.len() + r.gzip.len() + 2 * "\"v3\"".len()
         );
+    }
+
+    #[test]
+    fn bodies_keep_no_room_beyond_their_length() {
+        // A serializer's doubled buffer, and a body cut from a store client's larger buffer.
+        let mut grown = Vec::with_capacity(60_000);
+        grown.extend((0..31_000u32).map(|i| b"{\"k\":1}, "[(i % 9) as usize]));
+        let response = Bytes::from(grown.repeat(3));
+        let sliced = response.slice(10..31_010);
+        drop(response);
+        for body in [Bytes::from(grown), sliced] {
+            let len = body.len();
+            let Rendered { identity, gzip, .. } = Rendered::new(body, "\"v\"");
+            let gzip_len = gzip.len();
+            assert_eq!(Vec::from(identity).capacity(), len);
+            assert_eq!(Vec::from(gzip).capacity(), gzip_len);
+        }
     }
 
     #[test]

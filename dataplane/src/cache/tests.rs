@@ -104,7 +104,7 @@ fn render(key: &str, version: u32, size: usize) -> Rendered {
         x ^= x << 17;
         body.push(x.to_le_bytes()[0]);
     }
-    Rendered::from_vec(body, format!("\"{version}\""))
+    Rendered::new(body, format!("\"{version}\""))
 }
 
 /// The tag line of a found body, or `"not found"`.
