@@ -51,5 +51,5 @@ install_tools() {
 
 # Directory of a module in the module cache (downloaded if needed).
 module_dir() {
-    (cd "$KIND_DIR/go/$1" && go mod download -json "$2" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    go_module_dir "$KIND_DIR/go/$1" "$2"
 }

@@ -249,6 +249,12 @@ wrapper_hash() {
     (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
+# go_module_dir DIR MODULE[@VERSION]: MODULE's directory in the module cache (downloaded if
+# needed), at the version the module in DIR pins when no version is given.
+go_module_dir() {
+    (cd "$1" && go mod download -json "$2" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+}
+
 # go_trim_modfile WRAPPER_DIR MODULE: the go.mod to build WRAPPER_DIR's tool with
 # (`go build -modfile=...`). When WRAPPER_DIR/_trim holds files, MODULE (at the version the
 # wrapper pins) is copied out of the module cache with those files laid over it (paths
@@ -265,7 +271,7 @@ go_trim_modfile() {
     fi
     dir="$CACHE_DIR/go/trimmed/$(basename "$wrapper")-$(wrapper_hash "$wrapper")"
     if [[ ! -f $dir/module/.done ]]; then
-        src="$(cd "$wrapper" && go mod download -json "$module" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" ||
+        src="$(go_module_dir "$wrapper" "$module")" ||
             die "go mod download $module failed (in $wrapper)"
         rm -rf "$dir"
         mkdir -p "$dir"
